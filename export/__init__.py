@@ -1,0 +1,56 @@
+"""Converters, and the ``edgekit.export(...)`` entry point.
+
+``edgekit.export`` is both this package and the Python API's main function: the
+package's module object is callable and forwards to ``edgekit.pipeline.export``
+(the layout fixes the package name; the API fixes the call).
+
+Converters: one module per (source framework, target format), behind one registry.
+
+A converter is a function ``convert(source, out_path, config) -> ConversionResult``
+writing the fp32 artifact of ``source`` to ``out_path``. ``FORMATS`` holds, per
+target format, the file suffix and the module that checks and describes files of
+that format. Adding a (framework, format) pair is one module and one line here.
+"""
+
+import sys
+import types
+from dataclasses import dataclass, field
+
+from edgekit.registry import Registry
+
+CONVERTERS = Registry("converters")
+CONVERTERS.register(("torch", "onnx"), "edgekit.export.torch_onnx:convert",
+                    requires=("torch", "onnx", "onnxscript"), extra="torch")
+CONVERTERS.register(("onnx", "onnx"), "edgekit.export.onnx_onnx:convert", requires=("onnx",), extra="onnx")
+
+# format -> (artifact suffix, "module:attr" of its checker/describer)
+FORMATS = {
+    "onnx": (".onnx", "edgekit.export.onnx_format"),
+}
+
+
+@dataclass(frozen=True)
+class ConversionResult:
+    path: object
+    tool: str                      # e.g. "torch.onnx.export (dynamo)"
+    notes: tuple = field(default_factory=tuple)
+
+
+def format_module(fmt: str):
+    import importlib
+    from edgekit.errors import UnsupportedError
+    if fmt not in FORMATS:
+        raise UnsupportedError(f"unknown target format {fmt!r}; supported: {sorted(FORMATS)}")
+    return importlib.import_module(FORMATS[fmt][1])
+
+
+__all__ = ["CONVERTERS", "FORMATS", "ConversionResult", "format_module"]
+
+
+class _CallableModule(types.ModuleType):
+    def __call__(self, *args, **kwargs):
+        from edgekit.pipeline import export
+        return export(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -1,0 +1,34 @@
+"""ONNX files: structural check after every write, and a description of what the file really holds."""
+
+from collections import Counter
+from pathlib import Path
+
+from edgekit.errors import ConversionError
+
+_DTYPE_NAMES = {1: "float32", 10: "float16", 11: "float64", 2: "uint8", 3: "int8", 5: "int16",
+                6: "int32", 7: "int64", 9: "bool", 16: "bfloat16"}
+
+
+def check(path: Path) -> None:
+    """onnx.checker (full check) and strict shape inference; a failure is a ConversionError."""
+    import onnx
+    try:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model, full_check=True)
+        onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    except Exception as exc:
+        raise ConversionError(f"{Path(path).name} failed the ONNX check: {type(exc).__name__}: {exc}") from None
+
+
+def describe(path: Path) -> dict:
+    """Weight dtypes (by count of elements) and operator counts as found in the file."""
+    import numpy as np
+    import onnx
+    model = onnx.load(str(path))
+    weights = Counter()
+    for init in model.graph.initializer:
+        weights[_DTYPE_NAMES.get(init.data_type, str(init.data_type))] += int(np.prod(init.dims)) if init.dims else 1
+    ops = Counter(node.op_type for node in model.graph.node)
+    opsets = {imp.domain or "ai.onnx": imp.version for imp in model.opset_import}
+    return {"weight_elements_by_dtype": dict(weights), "op_counts": dict(sorted(ops.items())),
+            "opset": opsets, "ir_version": model.ir_version}

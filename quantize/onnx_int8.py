@@ -1,0 +1,95 @@
+"""ONNX static int8 with onnxruntime: QDQ graph, per-channel weights, calibrated activations.
+
+The one module that calls ``quantize_static``; its many arguments are wrapped
+here into QuantizeOptions. Defaults are measured on the project's AVX2 CPU
+(README, Performance).
+"""
+
+import fnmatch
+import logging
+import tempfile
+from pathlib import Path
+
+from edgekit.errors import CalibrationError, QuantizationError
+
+from . import QuantizationResult
+
+log = logging.getLogger("edgekit.quantize.onnx_int8")
+CALIBRATION_BATCH = 32
+
+
+class _Reader:
+    """onnxruntime CalibrationDataReader over a validated Dataset, in batches."""
+
+    def __init__(self, dataset, count):
+        self._dataset = dataset
+        self._count = count
+        self._start = 0
+
+    def get_next(self):
+        if self._start >= self._count:
+            return None
+        stop = min(self._start + CALIBRATION_BATCH, self._count)
+        batch = {k: v[self._start:stop] for k, v in self._dataset.inputs.items()}
+        self._start = stop
+        return batch
+
+    def rewind(self):
+        self._start = 0
+
+
+def _method(name):
+    from onnxruntime.quantization import CalibrationMethod
+    return {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+            "percentile": CalibrationMethod.Percentile}[str(name)]
+
+
+def _excluded_nodes(model, patterns):
+    names = [n.name for n in model.graph.node]
+    excluded = sorted({n for n in names for p in patterns if fnmatch.fnmatchcase(n, p)})
+    unmatched = [p for p in patterns if not any(fnmatch.fnmatchcase(n, p) for n in names)]
+    if unmatched:
+        raise QuantizationError(f"--keep-fp32 patterns {unmatched} match no node; node names look like "
+                                f"{names[:5]}")
+    return excluded
+
+
+def quantize(fp32_path, out_path, calibration, options) -> QuantizationResult:
+    import onnx
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if calibration is None:
+        raise CalibrationError("int8 needs calibration data (--calib)")
+    count = min(len(calibration), options.max_calibration_samples)
+    notes = []
+    with tempfile.TemporaryDirectory(prefix="edgekit-ort-") as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        try:
+            quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=False)
+        except Exception as exc:
+            # Symbolic shape inference fails on some dynamo graphs; the optimizer pass alone still helps.
+            notes.append(f"pre-processing without symbolic shape inference ({type(exc).__name__})")
+            try:
+                quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+            except Exception as exc2:
+                notes.append(f"pre-processing skipped ({type(exc2).__name__}: {exc2})")
+                prepared = Path(fp32_path)
+        excluded = _excluded_nodes(onnx.load(str(prepared)), options.keep_fp32)
+        extra = {"CalibMovingAverage": False}
+        try:
+            quantize_static(
+                str(prepared), str(out_path), _Reader(calibration, count),
+                quant_format=QuantFormat.QDQ, per_channel=options.per_channel,
+                reduce_range=options.reduce_range, activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8, nodes_to_exclude=excluded or None,
+                calibrate_method=_method(options.calibration_method), extra_options=extra,
+                calibration_providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise QuantizationError(f"onnxruntime static quantization failed: {type(exc).__name__}: {exc}") from None
+    details = {"tool": "onnxruntime.quantization.quantize_static", "format": "QDQ",
+               "activations": "uint8 asymmetric", "weights": "int8 symmetric",
+               "per_channel": options.per_channel, "reduce_range": options.reduce_range,
+               "calibration_method": str(options.calibration_method),
+               "calibration_samples": count, "nodes_kept_fp32": excluded}
+    return QuantizationResult(out_path, "w8a8-static", details, tuple(notes))

@@ -1,0 +1,30 @@
+"""edgekit.runtime — run an edgekit bundle (or a bare model file) on a device.
+
+This package is what a device installs: it imports numpy and, lazily, the one
+backend a model needs (onnxruntime for ``.onnx``). It never imports torch,
+tensorflow, onnx or any other part of edgekit; ``tests/runtime`` proves it.
+
+    >>> import edgekit.runtime as ekr
+    >>> model = ekr.load("bundle/")          # or "model.onnx"
+    >>> probs = model.predict(x)             # numpy in, numpy out
+"""
+
+from ._errors import BackendUnavailableError, ModelLoadError, RuntimeInputError
+from ._manifest import MANIFEST_NAME, SCHEMA_VERSION
+from ._model import Model, TensorInfo, load
+from ._quant import dequantize, quantize
+from .backends import available_backends
+
+__all__ = [
+    "BackendUnavailableError",
+    "MANIFEST_NAME",
+    "Model",
+    "ModelLoadError",
+    "RuntimeInputError",
+    "SCHEMA_VERSION",
+    "TensorInfo",
+    "available_backends",
+    "dequantize",
+    "load",
+    "quantize",
+]

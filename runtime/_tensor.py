@@ -1,0 +1,39 @@
+"""TensorInfo: what the runtime knows about one model input or output."""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One input or output as the device sees it.
+
+    ``shape`` uses None for a dynamic axis. ``scale``/``zero_point`` are set for
+    quantized (int8/uint8) I/O; the runtime converts float data to and from it.
+    """
+
+    name: str
+    shape: tuple
+    dtype: np.dtype
+    layout: str | None = None
+    scale: float | None = None
+    zero_point: int | None = None
+
+    @property
+    def quantized(self) -> bool:
+        return self.scale is not None and self.scale > 0 and self.dtype.kind in "iu"
+
+    def to_dict(self) -> dict:
+        out = {"name": self.name, "shape": list(self.shape), "dtype": self.dtype.name,
+               "layout": self.layout}
+        if self.quantized:
+            out["quantization"] = {"scale": self.scale, "zero_point": self.zero_point}
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TensorInfo":
+        quant = data.get("quantization") or {}
+        return cls(name=data["name"], shape=tuple(data["shape"]), dtype=np.dtype(data["dtype"]),
+                   layout=data.get("layout"), scale=quant.get("scale"),
+                   zero_point=quant.get("zero_point"))

@@ -1,0 +1,24 @@
+"""edgekit — prune, quantize, convert and parity-verify models for edge devices.
+
+The top-level package stays light: ``import edgekit`` (and so ``import
+edgekit.runtime`` on a device) loads no framework. ``edgekit.export(...)`` is
+the callable ``edgekit.export`` package (see its docstring), loaded on use.
+"""
+
+from ._version import __version__
+
+__all__ = ["__version__", "export", "verify", "errors"]
+
+
+def __getattr__(name):
+    # PEP 562: heavy parts load on first use only.
+    if name == "export":
+        import importlib
+        return importlib.import_module("edgekit.export")
+    if name == "verify":
+        from .verify import verify
+        return verify
+    if name == "errors":
+        from . import errors
+        return errors
+    raise AttributeError(f"module 'edgekit' has no attribute {name!r}")

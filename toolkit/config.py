@@ -1,0 +1,138 @@
+"""Option sets of the pipeline: frozen, keyword-only dataclasses validated on creation."""
+
+import math
+from dataclasses import dataclass, field, fields, replace
+from enum import StrEnum
+
+from .errors import ConfigError
+
+
+class Precision(StrEnum):
+    FP32 = "fp32"
+    FP16 = "fp16"
+    INT8 = "int8"
+
+
+class CalibrationMethod(StrEnum):
+    MINMAX = "minmax"
+    ENTROPY = "entropy"
+    PERCENTILE = "percentile"
+
+
+class ReferenceDevice(StrEnum):
+    AUTO = "auto"
+    CPU = "cpu"
+    CUDA = "cuda"
+
+
+def _enum(cls, value, name):
+    try:
+        return cls(value)
+    except ValueError:
+        raise ConfigError(f"{name}: got {value!r}, expected one of {[m.value for m in cls]}") from None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Tolerance:
+    """Pass/fail limits of one artifact against the reference.
+
+    ``max_accuracy_drop`` is in percentage points of task accuracy (used when
+    labels exist); ``min_top1_agreement`` is the fraction of samples whose arg-max
+    matches the reference (classification outputs); ``min_cosine`` applies to every
+    output; ``max_abs_error`` is optional (None = not checked).
+    """
+
+    min_cosine: float
+    max_accuracy_drop: float
+    min_top1_agreement: float
+    max_abs_error: float | None = None
+
+    def __post_init__(self):
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            if not isinstance(value, (int, float)) or math.isnan(value):
+                raise ConfigError(f"tolerance {f.name}: expected a number, got {value!r}")
+        if not -1.0 <= self.min_cosine <= 1.0:
+            raise ConfigError(f"tolerance min_cosine: expected a value in [-1, 1], got {self.min_cosine}")
+        if not 0.0 <= self.min_top1_agreement <= 1.0:
+            raise ConfigError(
+                f"tolerance min_top1_agreement: expected a fraction in [0, 1], got {self.min_top1_agreement}")
+        if self.max_accuracy_drop < 0:
+            raise ConfigError(f"tolerance max_accuracy_drop: expected points >= 0, got {self.max_accuracy_drop}")
+
+
+# fp32 must match the framework to float rounding; fp16 and int8 are judged on the task.
+DEFAULT_TOLERANCES = {
+    Precision.FP32: Tolerance(min_cosine=0.99999, max_accuracy_drop=0.3, min_top1_agreement=0.995),
+    Precision.FP16: Tolerance(min_cosine=0.999, max_accuracy_drop=0.5, min_top1_agreement=0.99),
+    Precision.INT8: Tolerance(min_cosine=0.99, max_accuracy_drop=1.0, min_top1_agreement=0.97),
+}
+
+
+def parse_tolerance_overrides(items, base=None) -> dict:
+    """Apply ``PRECISION.FIELD=VALUE`` strings (e.g. ``int8.max_accuracy_drop=0.5``)."""
+    tolerances = dict(base or DEFAULT_TOLERANCES)
+    names = {f.name for f in fields(Tolerance)}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        precision, dot, name = key.partition(".")
+        if not sep or not dot or name not in names:
+            raise ConfigError(f"--tol {item!r}: expected PRECISION.FIELD=VALUE with FIELD in {sorted(names)}")
+        precision = _enum(Precision, precision, "--tol precision")
+        try:
+            number = None if value.lower() == "none" else float(value)
+        except ValueError:
+            raise ConfigError(f"--tol {item!r}: {value!r} is not a number") from None
+        tolerances[precision] = replace(tolerances[precision], **{name: number})
+    return tolerances
+
+
+@dataclass(frozen=True, kw_only=True)
+class QuantizeOptions:
+    """Post-training int8 recipe. Defaults were chosen by measurement (see README, Performance)."""
+
+    calibration_method: CalibrationMethod = CalibrationMethod.MINMAX
+    per_channel: bool = True
+    reduce_range: bool = False
+    max_calibration_samples: int = 512
+    min_calibration_samples: int = 32
+    keep_fp32: tuple = ()
+
+    def __post_init__(self):
+        object.__setattr__(self, "calibration_method",
+                           _enum(CalibrationMethod, self.calibration_method, "calibration_method"))
+        if self.max_calibration_samples < 1:
+            raise ConfigError(f"max_calibration_samples: expected >= 1, got {self.max_calibration_samples}")
+        if self.min_calibration_samples < 1:
+            raise ConfigError(f"min_calibration_samples: expected >= 1, got {self.min_calibration_samples}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportConfig:
+    """Everything the pipeline needs besides the model and the data."""
+
+    targets: tuple = ("onnx",)
+    precisions: tuple = (Precision.FP32,)
+    quantize: QuantizeOptions = field(default_factory=QuantizeOptions)
+    tolerances: dict = field(default_factory=lambda: dict(DEFAULT_TOLERANCES))
+    reference_device: ReferenceDevice = ReferenceDevice.AUTO
+    opset: int = 18
+    seed: int = 0
+    measure_latency: bool = True
+
+    def __post_init__(self):
+        if isinstance(self.targets, str):
+            object.__setattr__(self, "targets", tuple(t for t in self.targets.split(",") if t))
+        if not self.targets:
+            raise ConfigError("targets: expected at least one format, got none")
+        precisions = tuple(dict.fromkeys(_enum(Precision, p, "precision") for p in self.precisions))
+        if Precision.FP32 not in precisions:
+            # The fp32 artifact is the baseline every quantizer starts from.
+            precisions = (Precision.FP32,) + precisions
+        object.__setattr__(self, "precisions", precisions)
+        object.__setattr__(self, "reference_device",
+                           _enum(ReferenceDevice, self.reference_device, "reference_device"))
+        if not 13 <= self.opset <= 23:
+            raise ConfigError(f"opset: expected 13..23, got {self.opset}")

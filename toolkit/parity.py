@@ -1,0 +1,112 @@
+"""Parity of one artifact's outputs against the reference outputs.
+
+Metrics per output: max/mean absolute error, cosine similarity (flattened per
+sample, then averaged), SQNR in dB. For classification outputs (2-D, several
+columns) also top-1 agreement with the reference, and with labels the task
+accuracy of both and the drop in points. ``judge`` collects every failure
+against the precision's Tolerance; a NaN/inf/all-zero output always fails.
+"""
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class ParityResult:
+    metrics: dict                         # primary-output metrics, flat
+    per_output: dict                      # output name -> metrics
+    failures: list = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def to_dict(self) -> dict:
+        return {"passed": self.passed, "failures": list(self.failures), **self.metrics,
+                "per_output": self.per_output}
+
+
+def _cosine(a, b) -> float:
+    a = a.reshape(len(a), -1).astype(np.float64)
+    b = b.reshape(len(b), -1).astype(np.float64)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    dots = (a * b).sum(axis=1)
+    both_zero = norms == 0
+    cos = np.where(both_zero, np.where((a == b).all(axis=1), 1.0, 0.0), dots / np.where(both_zero, 1, norms))
+    return float(cos.mean())
+
+
+def _sqnr(ref, out) -> float:
+    noise = float(np.sum((ref.astype(np.float64) - out.astype(np.float64)) ** 2))
+    signal = float(np.sum(ref.astype(np.float64) ** 2))
+    if noise == 0:
+        return math.inf
+    return 10 * math.log10(signal / noise) if signal > 0 else -math.inf
+
+
+def is_classification(array) -> bool:
+    return array.ndim == 2 and array.shape[1] > 1
+
+
+def output_metrics(ref, out) -> dict:
+    if out.shape != ref.shape:
+        return {"shape_mismatch": f"reference {ref.shape}, artifact {out.shape}"}
+    finite = bool(np.isfinite(out).all())
+    metrics = {"finite": finite, "all_zero": bool(out.size and not np.any(out))}
+    if not finite:
+        return metrics
+    diff = np.abs(out.astype(np.float64) - ref.astype(np.float64))
+    metrics.update(max_abs_error=float(diff.max()) if diff.size else 0.0,
+                   mean_abs_error=float(diff.mean()) if diff.size else 0.0,
+                   cosine=_cosine(ref, out), sqnr_db=_sqnr(ref, out))
+    if is_classification(ref):
+        metrics["top1_agreement"] = float((ref.argmax(1) == out.argmax(1)).mean())
+    return metrics
+
+
+def compare(reference: dict, outputs: dict, labels=None) -> ParityResult:
+    per_output = {}
+    for name, ref in reference.items():
+        if name not in outputs:
+            per_output[name] = {"missing": True}
+            continue
+        per_output[name] = output_metrics(np.asarray(ref), np.asarray(outputs[name]))
+    primary_name = next(iter(reference))
+    metrics = {"primary_output": primary_name, "samples": int(len(reference[primary_name])),
+               **{k: v for k, v in per_output[primary_name].items()}}
+    ref = np.asarray(reference[primary_name])
+    if labels is not None and is_classification(ref) and primary_name in outputs \
+            and per_output[primary_name].get("finite"):
+        labels = np.asarray(labels)
+        metrics["reference_accuracy"] = float((ref.argmax(1) == labels).mean() * 100)
+        metrics["accuracy"] = float((np.asarray(outputs[primary_name]).argmax(1) == labels).mean() * 100)
+        metrics["accuracy_drop"] = metrics["reference_accuracy"] - metrics["accuracy"]
+    return ParityResult(metrics, per_output)
+
+
+def judge(result: ParityResult, tolerance) -> ParityResult:
+    """Fill ``result.failures`` with every violated limit (all of them, not the first)."""
+    failures = []
+    for name, m in result.per_output.items():
+        if m.get("missing"):
+            failures.append(f"{name}: output missing from the artifact")
+        elif "shape_mismatch" in m:
+            failures.append(f"{name}: shape mismatch ({m['shape_mismatch']})")
+        elif not m["finite"]:
+            failures.append(f"{name}: output holds NaN or inf")
+        elif m["all_zero"]:
+            failures.append(f"{name}: output is all zeros")
+        else:
+            if m["cosine"] < tolerance.min_cosine:
+                failures.append(f"{name}: cosine {m['cosine']:.6f} < {tolerance.min_cosine}")
+            if tolerance.max_abs_error is not None and m["max_abs_error"] > tolerance.max_abs_error:
+                failures.append(f"{name}: max abs error {m['max_abs_error']:.3g} > {tolerance.max_abs_error}")
+            if "top1_agreement" in m and m["top1_agreement"] < tolerance.min_top1_agreement:
+                failures.append(f"{name}: top-1 agreement {m['top1_agreement']:.4f} < {tolerance.min_top1_agreement}")
+    drop = result.metrics.get("accuracy_drop")
+    if drop is not None and drop > tolerance.max_accuracy_drop:
+        failures.append(f"accuracy drop {drop:.2f} points > {tolerance.max_accuracy_drop}")
+    result.failures = failures
+    return result

@@ -1,0 +1,209 @@
+"""The export pipeline, one direction only:
+
+load source → bind and validate data → reference outputs → export per format →
+quantize per format → verify each artifact through edgekit.runtime → write the
+bundle atomically.
+
+Each stage is a function of plain values; ``export`` only sequences them.
+"""
+
+import json
+import logging
+import platform
+import shutil
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+import edgekit.runtime as ekr
+from edgekit.export import CONVERTERS, FORMATS, format_module
+from edgekit.quantize import QUANTIZERS, SCHEMES
+
+from ._version import __version__
+from .bundle import check_output_dir, staged_bundle
+from .config import ExportConfig, Precision, QuantizeOptions
+from .data import Dataset, check_calibration, load_data, validate
+from .errors import ConfigError, ParityError
+from .report import Report
+from .sources import load_source
+from .timing import timed_step
+from .verify import evaluate
+
+log = logging.getLogger("edgekit.pipeline")
+
+
+def export(model, example_inputs=None, *, calib=None, eval=None, targets=("onnx",), int8=False,
+           fp16=False, out, weights=None, input_specs=None, preprocess=None, labels=None,
+           quantize: QuantizeOptions | None = None, config: ExportConfig | None = None,
+           progress=None, **options) -> Report:
+    """Export ``model`` to every target (fp32, plus int8/fp16 when asked), verify, write the bundle.
+
+    ``model``: a live torch module / torch.export program, ``file.py:factory``, a ``.pt2`` or
+    ``.onnx`` path. ``calib``/``eval``: anything ``edgekit.data.load_data`` takes. Further keyword
+    options are ExportConfig fields (``reference_device``, ``tolerances``, ``seed``, ``opset``...).
+    Returns the Report; raises ParityError (with the report) when an artifact fails its tolerance,
+    after keeping the failing candidate bundle at ``OUT.rejected``.
+    """
+    if config is None:
+        precisions = [Precision.FP32] + ([Precision.FP16] if fp16 else []) + ([Precision.INT8] if int8 else [])
+        try:
+            config = ExportConfig(targets=tuple(targets) if not isinstance(targets, str) else targets,
+                                  precisions=tuple(precisions), quantize=quantize or QuantizeOptions(), **options)
+        except TypeError as exc:
+            raise ConfigError(f"unknown export option: {exc}") from None
+    for fmt in config.targets:
+        if fmt not in FORMATS:
+            raise ConfigError(f"target {fmt!r}: expected one of {sorted(FORMATS)}")
+    out = check_output_dir(Path(out))
+    np.random.seed(config.seed)
+    report = Report("export", output=str(out))
+
+    with timed_step("load source", report.stages, progress):
+        source = load_source(model, weights=weights, input_specs=input_specs)
+    report.source = {"model": source.description, "framework": source.framework}
+
+    with timed_step("load data", report.stages, progress):
+        calibration, evaluation = _load_datasets(source, example_inputs, calib, eval, preprocess, labels,
+                                                 config, report)
+        source.probe(evaluation)
+
+    with timed_step(f"reference ({source.framework})", report.stages, progress):
+        reference = source.reference(evaluation, config.reference_device)
+    report.reference = reference.provenance()
+
+    with staged_bundle(out) as staging:
+        for fmt in config.targets:
+            for entry, model_obj in _artifacts_for(fmt, source, calibration, evaluation, config,
+                                                   staging.path, report, progress):
+                with timed_step(f"verify {entry['id']}", report.stages, progress):
+                    tolerance = config.tolerances[Precision(entry["precision"])]
+                    evaluate(model_obj, entry, evaluation, reference, tolerance,
+                             latency=config.measure_latency)
+                report.artifacts.append(entry)
+        manifest = _manifest(source, reference, evaluation, config, report, preprocess)
+        reference.save(staging.path)
+        (staging.path / ekr.MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
+        (staging.path / "report.json").write_text(report.to_json() + "\n")
+        (staging.path / "report.md").write_text(report.to_markdown())
+        if report.passed:
+            staging.commit()
+        else:
+            rejected = staging.reject()
+            report.output = str(rejected)
+            raise ParityError(f"parity failed (candidate kept at {rejected}): " + "; ".join(report.failures),
+                              report)
+    return report
+
+
+def _load_datasets(source, example_inputs, calib, eval, preprocess, labels, config, report):
+    loaded = {role: load_data(spec, preprocess=preprocess, role=role)
+              for role, spec in (("calibration", calib), ("eval", eval)) if spec is not None}
+    if example_inputs is not None and not loaded:
+        loaded["example"] = load_data(example_inputs, role="example_inputs")
+    if Precision.INT8 in config.precisions and "calibration" not in loaded:
+        raise ConfigError("int8 needs calibration data: pass calib= (CLI: --calib DATA)")
+    if not loaded:
+        if not source.input_specs or any(d is None for s in source.input_specs for d in s.shape[1:]):
+            raise ConfigError("no data to verify with: pass eval= or calib= (CLI: --eval/--calib), "
+                              "or example_inputs")
+        loaded["random"] = _random_data(source.input_specs, config.seed)
+        report.warnings.append("no eval data given: parity checked on 64 random samples (no accuracy)")
+    if source.input_specs is None:
+        source.input_specs = source.specs_from_data(next(iter(loaded.values())))
+    validated = {role: validate(ds, source.input_specs, role=role) for role, ds in loaded.items()}
+    if labels is not None:
+        for role, ds in validated.items():
+            if ds.class_names is None:
+                validated[role] = Dataset(ds.inputs, ds.labels, ds.origin, tuple(labels))
+    calibration = validated.get("calibration")
+    if calibration is not None and Precision.INT8 in config.precisions:
+        report.warnings += check_calibration(calibration, min_samples=config.quantize.min_calibration_samples)
+    evaluation = validated.get("eval") or calibration or next(iter(validated.values()))
+    if "eval" not in validated and "random" not in validated:
+        report.warnings.append("no eval data given: parity checked on the calibration set")
+    return calibration, evaluation
+
+
+def _random_data(specs, seed) -> Dataset:
+    rng = np.random.default_rng(seed)
+    inputs = {}
+    for spec in specs:
+        shape = [64] + list(spec.shape[1:])
+        inputs[spec.name] = (rng.standard_normal(shape).astype(spec.dtype) if spec.dtype.kind == "f"
+                             else rng.integers(0, 2, shape).astype(spec.dtype))
+    return Dataset(inputs, origin="random")
+
+
+def _artifacts_for(fmt, source, calibration, evaluation, config, staging: Path, report, progress):
+    """Yield (manifest entry, loaded runtime model) for fp32 and each quantized precision of ``fmt``."""
+    suffix = FORMATS[fmt][0]
+    checker = format_module(fmt)
+    convert = CONVERTERS.get((source.framework, fmt))
+    fp32_path = staging / f"model{suffix}"
+    with timed_step(f"export {fmt} fp32", report.stages, progress):
+        kwargs = {"example": calibration or evaluation} if source.framework == "torch" else {}
+        result = convert(source, fp32_path, config, **kwargs)
+        checker.check(fp32_path)
+    yield _entry(fmt, Precision.FP32, fp32_path, source, checker, result.tool, {}, result.notes), \
+        ekr.load(fp32_path)
+    for precision in config.precisions:
+        if precision == Precision.FP32:
+            continue
+        path = staging / f"model.{precision}{suffix}"
+        with timed_step(f"quantize {fmt} {precision}", report.stages, progress):
+            quantizer = QUANTIZERS.get((fmt, str(precision)))
+            qresult = quantizer(fp32_path, path, calibration, config.quantize)
+            checker.check(path)
+        yield _entry(fmt, precision, path, source, checker, result.tool, qresult.details, qresult.notes,
+                     scheme=qresult.scheme), ekr.load(path)
+
+
+def _entry(fmt, precision, path: Path, source, checker, tool, quantization, notes, scheme=None) -> dict:
+    engine = ekr.load(path)
+    layouts = {s.name: s.layout for s in source.input_specs}
+    inputs = [ekr.TensorInfo(t.name, t.shape, t.dtype, layouts.get(t.name), t.scale, t.zero_point).to_dict()
+              for t in engine.inputs]
+    return {
+        "id": f"{fmt}-{precision}", "format": fmt, "precision": str(precision),
+        "scheme": scheme or ("fp32" if precision == Precision.FP32 else SCHEMES.get(str(precision))),
+        "file": path.name, "sha256": ekr._manifest.sha256_file(path), "size_bytes": path.stat().st_size,
+        "inputs": inputs, "outputs": [t.to_dict() for t in engine.outputs],
+        "quantization": quantization, "contents": checker.describe(path),
+        "tools": {"converter": tool}, "notes": list(notes),
+    }
+
+
+def _versions() -> dict:
+    from importlib import metadata
+    versions = {"python": platform.python_version(), "edgekit": __version__}
+    for name in ("numpy", "torch", "onnx", "onnxscript", "onnxruntime"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def _manifest(source, reference, evaluation, config, report, preprocess) -> dict:
+    passed = [a for a in report.artifacts if a["parity"]["passed"]]
+    # The default artifact is the fastest one that passed, measured here at export time.
+    default = min(passed, key=lambda a: (a.get("latency_ms") or float("inf"), a["size_bytes"]), default=None)
+    return {
+        "schema_version": ekr.SCHEMA_VERSION,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "edgekit_version": __version__,
+        "source": report.source,
+        "inputs": [ekr.TensorInfo(s.name, s.shape, np.dtype(s.dtype), s.layout).to_dict()
+                   for s in source.input_specs],
+        "outputs": list(source.output_names),
+        "preprocessing": preprocess.to_dict() if preprocess is not None else None,
+        "labels": list(evaluation.class_names) if evaluation.class_names else None,
+        "default_artifact": default["id"] if default else None,
+        "artifacts": report.artifacts,
+        "reference": reference.provenance(),
+        "seed": config.seed,
+        "environment": {"platform": platform.platform(), "machine": platform.machine(),
+                        "versions": _versions(), "argv": sys.argv[:1]},
+    }

@@ -1,0 +1,102 @@
+"""The export/verify report: one dataclass, written as report.json and report.md, printed as a table."""
+
+import json
+import math
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Report:
+    command: str                                  # "export" or "verify"
+    source: dict = field(default_factory=dict)
+    reference: dict = field(default_factory=dict)
+    artifacts: list = field(default_factory=list)  # manifest artifact entries (with "parity")
+    stages: list = field(default_factory=list)
+    warnings: list = field(default_factory=list)
+    output: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.artifacts) and all(a["parity"]["passed"] for a in self.artifacts)
+
+    @property
+    def failures(self) -> list:
+        return [f"{a['id']}: {f}" for a in self.artifacts for f in a["parity"]["failures"]]
+
+    def to_dict(self) -> dict:
+        return {"command": self.command, "passed": self.passed, "output": self.output,
+                "source": self.source, "reference": self.reference, "artifacts": self.artifacts,
+                "stages": self.stages, "warnings": self.warnings, "failures": self.failures}
+
+    def to_json(self) -> str:
+        return json.dumps(_finite(self.to_dict()), indent=2, sort_keys=False)
+
+    def rows(self) -> list:
+        rows = []
+        for a in self.artifacts:
+            p = a["parity"]
+            rows.append({
+                "artifact": a["id"], "precision": a["precision"],
+                "size": _size(a.get("size_bytes")),
+                "latency": f"{a['latency_ms']:.3f} ms" if a.get("latency_ms") is not None else "-",
+                "accuracy": f"{p['accuracy']:.2f}%" if "accuracy" in p else "-",
+                "delta": f"{-p['accuracy_drop']:+.2f} pt" if "accuracy_drop" in p else "-",
+                "top-1 agree": f"{p['top1_agreement'] * 100:.2f}%" if "top1_agreement" in p else "-",
+                "cosine": f"{p['cosine']:.6f}" if "cosine" in p else "-",
+                "SQNR": f"{p['sqnr_db']:.1f} dB" if "sqnr_db" in p and math.isfinite(p["sqnr_db"]) else (
+                    "inf" if "sqnr_db" in p else "-"),
+                "result": "PASS" if p["passed"] else "FAIL",
+            })
+        return rows
+
+    def table(self) -> str:
+        rows = self.rows()
+        if not rows:
+            return "(no artifacts)"
+        headers = list(rows[0])
+        widths = {h: max(len(h), *(len(r[h]) for r in rows)) for h in headers}
+        line = "  ".join(h.ljust(widths[h]) for h in headers)
+        out = [line, "  ".join("-" * widths[h] for h in headers)]
+        out += ["  ".join(r[h].ljust(widths[h]) for h in headers) for r in rows]
+        return "\n".join(out)
+
+    def to_markdown(self) -> str:
+        rows = self.rows()
+        lines = [f"# edgekit {self.command} report", "",
+                 f"Result: **{'PASS' if self.passed else 'FAIL'}**", ""]
+        if self.source:
+            lines.append(f"Source: `{self.source.get('model')}` ({self.source.get('framework')})")
+        if self.reference:
+            lines.append(f"Reference: {self.reference.get('framework')} on {self.reference.get('device')} "
+                         f"({self.reference.get('device_name', '')}), {self.reference.get('num_samples')} samples")
+        lines.append("")
+        if rows:
+            headers = list(rows[0])
+            lines.append("| " + " | ".join(headers) + " |")
+            lines.append("|" + "---|" * len(headers))
+            lines += ["| " + " | ".join(r[h] for h in headers) + " |" for r in rows]
+        if self.failures:
+            lines += ["", "## Failures", ""] + [f"- {f}" for f in self.failures]
+        if self.warnings:
+            lines += ["", "## Warnings", ""] + [f"- {w}" for w in self.warnings]
+        if self.stages:
+            lines += ["", "## Stages", "", "| stage | seconds | peak RSS (MB) |", "|---|---|---|"]
+            lines += [f"| {s['stage']} | {s['seconds']} | {s['peak_rss_mb']} |" for s in self.stages]
+        return "\n".join(lines) + "\n"
+
+
+def _size(n):
+    if n is None:
+        return "-"
+    return f"{n / 1024:.1f} KiB" if n < 1 << 20 else f"{n / (1 << 20):.2f} MiB"
+
+
+def _finite(value):
+    """JSON has no inf/NaN: write them as strings so every reader can parse the report."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value

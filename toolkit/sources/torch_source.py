@@ -1,0 +1,197 @@
+"""PyTorch source: ``file.py:factory`` (+ weights), a ``.pt2`` torch.export program, or a live module."""
+
+import inspect
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.runtime import TensorInfo
+
+from .._pyfile import is_pyfile_ref, load_attr
+from ..config import ReferenceDevice
+from ..errors import ConfigError, InputError
+from ..reference import ReferenceOutputs
+
+log = logging.getLogger("edgekit.sources.torch")
+REFERENCE_BATCH = 64
+
+
+def resolve_device(requested, cuda_available: bool) -> str:
+    """auto -> cuda when present, else cpu; an explicit cuda without CUDA is an error, not a fallback."""
+    requested = ReferenceDevice(requested)
+    if requested == ReferenceDevice.CUDA and not cuda_available:
+        raise ConfigError("--reference-device cuda: CUDA is not available here (torch.cuda.is_available() "
+                          "is False); use auto or cpu")
+    if requested == ReferenceDevice.AUTO:
+        return "cuda" if cuda_available else "cpu"
+    return requested.value
+
+
+def flatten_outputs(result) -> dict:
+    """A module's output (tensor, tuple/list, or dict of tensors) as ordered name -> tensor."""
+    import torch
+    if isinstance(result, torch.Tensor):
+        return {"output": result}
+    if isinstance(result, dict):
+        return {str(k): v for k, v in result.items()}
+    if isinstance(result, (tuple, list)):
+        return {f"output_{i}": v for i, v in enumerate(result)}
+    raise InputError(f"the model returned {type(result).__name__}; expected a tensor, a tuple or a dict of tensors")
+
+
+class TorchSource:
+    framework = "torch"
+
+    @staticmethod
+    def accepts(model) -> bool:
+        if isinstance(model, (str, Path)):
+            text = str(model)
+            return text.endswith(".pt2") or is_pyfile_ref(text)
+        return type(model).__module__.split(".")[0] == "torch" or any(
+            c.__module__.startswith("torch.") for c in type(model).__mro__)
+
+    @classmethod
+    def load(cls, model, *, weights=None, input_specs=None):
+        import torch
+
+        description = str(model) if isinstance(model, (str, Path)) else type(model).__name__
+        specs = list(input_specs) if input_specs else None
+        if isinstance(model, (str, Path)) and str(model).endswith(".pt2"):
+            model = _load_program(Path(model))
+        elif isinstance(model, str):
+            factory = load_attr(model)
+            if not callable(factory):
+                raise InputError(f"{model} is not callable; expected a factory returning an nn.Module")
+            model = factory()
+        if isinstance(model, torch.export.ExportedProgram):
+            specs = specs or _program_specs(model)
+            if weights is not None:
+                raise ConfigError("--weights applies to FILE.py:FACTORY models; a .pt2 program holds its weights")
+        elif isinstance(model, torch.nn.Module):
+            if weights is not None:
+                _load_weights(model, Path(weights))
+            model.eval()
+        else:
+            raise InputError(f"{description} gave {type(model).__name__}; expected a torch.nn.Module "
+                             "or a torch.export.ExportedProgram")
+        return cls(model, description, specs)
+
+    def __init__(self, native, description, input_specs):
+        self.native = native
+        self.description = description
+        self.input_specs = input_specs
+        self.output_names = None
+        import torch
+        self.is_program = isinstance(native, torch.export.ExportedProgram)
+        self._module_cache = native.module() if self.is_program else native
+
+    def _module(self):
+        return self._module_cache
+
+    def input_names(self, count: int) -> list[str]:
+        if self.input_specs:
+            return [s.name for s in self.input_specs]
+        params = [p for p in inspect.signature(self._module().forward).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        return [p.name for p in params[:count]] if len(params) >= count else [f"input_{i}" for i in range(count)]
+
+    def specs_from_data(self, dataset) -> list:
+        """Input specs for a module that declares none: per-sample shapes from the data, batch dynamic."""
+        names = self.input_names(len(dataset.inputs))
+        arrays = list(dataset.inputs.values())
+        if len(arrays) > 1:
+            missing = [n for n in names if n not in dataset.inputs]
+            if missing:
+                raise InputError(f"the model's forward() takes {names}; the data has {sorted(dataset.inputs)}")
+            arrays = [dataset.inputs[n] for n in names]
+        specs = []
+        for name, array in zip(names, arrays):
+            dtype = np.float32 if array.dtype.kind == "f" else array.dtype
+            layout = "nchw" if array.ndim == 4 and array.dtype.kind == "f" else None
+            specs.append(TensorInfo(name=name, shape=(None,) + tuple(array.shape[1:]),
+                                    dtype=np.dtype(dtype), layout=layout))
+        return specs
+
+    def probe(self, dataset) -> list[str]:
+        """Run two samples on the CPU: proves the data fits and learns the output names."""
+        import torch
+        feeds = [torch.from_numpy(np.ascontiguousarray(dataset.inputs[s.name][:2])) for s in self.input_specs]
+        try:
+            with torch.inference_mode():
+                result = self._module()(*feeds)
+        except Exception as exc:
+            shapes = {s.name: tuple(dataset.inputs[s.name].shape) for s in self.input_specs}
+            raise InputError(f"the model rejected the data (inputs {shapes}): {type(exc).__name__}: {exc}") from None
+        self.output_names = list(flatten_outputs(result))
+        return self.output_names
+
+    def reference(self, dataset, device) -> ReferenceOutputs:
+        import torch
+        torch_device = resolve_device(device, torch.cuda.is_available())
+        module = self._module().to(torch_device)
+        chunks = {}
+        count = len(dataset)
+        try:
+            with torch.inference_mode():
+                for start in range(0, count, REFERENCE_BATCH):
+                    feeds = [torch.from_numpy(np.ascontiguousarray(dataset.inputs[s.name][start:start + REFERENCE_BATCH]))
+                             .to(torch_device) for s in self.input_specs]
+                    for name, value in flatten_outputs(module(*feeds)).items():
+                        chunks.setdefault(name, []).append(value.detach().float().cpu().numpy())
+        finally:
+            self._module().to("cpu")
+        versions = {"torch": torch.__version__}
+        device_name = "cpu"
+        if torch_device == "cuda":
+            versions["cuda"] = torch.version.cuda
+            device_name = torch.cuda.get_device_name()
+        outputs = {k: np.concatenate(v) for k, v in chunks.items()}
+        return ReferenceOutputs(outputs, "torch", torch_device, device_name, versions,
+                                dataset.sha256(), count)
+
+
+def _load_weights(module, path: Path):
+    import torch
+    if not path.is_file():
+        raise InputError(f"weights file {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError... for bad files
+        raise InputError(f"cannot load weights {path} with weights_only=True (only tensors and plain "
+                         f"containers are allowed): {type(exc).__name__}: {exc}") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise InputError(f"{path} holds a {type(state).__name__}; expected a state_dict (dict of tensors)")
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise InputError(f"weights {path} do not fit the model: {exc}") from None
+
+
+def _load_program(path: Path):
+    import torch
+    if not path.is_file():
+        raise InputError(f"{path} does not exist")
+    try:
+        return torch.export.load(str(path))
+    except Exception as exc:
+        raise InputError(f"cannot load torch.export program {path}: {type(exc).__name__}: {exc}") from None
+
+
+def _program_specs(program) -> list:
+    import torch
+    user_inputs = set(program.graph_signature.user_inputs)
+    specs = []
+    for node in program.graph.nodes:
+        if node.op != "placeholder" or node.name not in user_inputs:
+            continue
+        value = node.meta.get("val")
+        if not isinstance(value, torch.Tensor):
+            raise InputError(f"program input {node.name!r} is not a tensor; edgekit feeds tensors only")
+        shape = tuple(d if isinstance(d, int) else None for d in value.shape)
+        dtype = np.dtype(str(value.dtype).removeprefix("torch."))
+        layout = "nchw" if len(shape) == 4 and dtype.kind == "f" else None
+        specs.append(TensorInfo(name=node.name, shape=shape, dtype=dtype, layout=layout))
+    return specs

@@ -1,0 +1,91 @@
+"""Parity of artifacts through ``edgekit.runtime`` — shared by ``export`` and ``edgekit verify``.
+
+The verifier runs each artifact through the same runtime a device uses; parity
+measured any other way would prove nothing about what ships.
+"""
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+import edgekit.runtime as ekr
+
+from .config import DEFAULT_TOLERANCES, Precision
+from .data import load_data, validate
+from .errors import InputError, NothingEvaluatedError, ParityError
+from .parity import compare, judge
+from .reference import ReferenceOutputs
+from .report import Report
+from .timing import timed_step
+
+log = logging.getLogger("edgekit.verify")
+LATENCY_BUDGET_S = 1.0
+LATENCY_MAX_RUNS = 200
+
+
+def median_latency_ms(model, sample: dict) -> float:
+    """Median wall time of one batch-1 call through the runtime, within a small time budget."""
+    model.run(sample)
+    times = []
+    deadline = time.perf_counter() + LATENCY_BUDGET_S
+    while len(times) < LATENCY_MAX_RUNS and (len(times) < 5 or time.perf_counter() < deadline):
+        start = time.perf_counter()
+        model.run(sample)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times) * 1000)
+
+
+def evaluate(model, entry: dict, dataset, reference: ReferenceOutputs, tolerance, *, latency=True) -> dict:
+    """Run one loaded artifact over the eval set, judge it, and fill ``entry['parity']``."""
+    try:
+        outputs = model.run(dataset.inputs)
+    except Exception as exc:  # a broken artifact must fail the gate, not crash it
+        outputs = {}
+        entry["parity"] = {"passed": False, "failures": [f"runtime error: {type(exc).__name__}: {exc}"]}
+        return entry
+    result = judge(compare(reference.outputs, outputs, dataset.labels), tolerance)
+    entry["parity"] = result.to_dict()
+    entry["parity"]["tolerance"] = {k: v for k, v in vars(tolerance).items()}
+    if latency:
+        entry["latency_ms"] = median_latency_ms(model, {k: v[:1] for k, v in dataset.inputs.items()})
+    return entry
+
+
+def verify(bundle, eval, *, tolerances=None, artifacts=None, latency=False, progress=None) -> Report:
+    """Re-run parity of an existing bundle on ``eval`` against its stored reference outputs.
+
+    Raises ParityError (carrying the report) when an artifact fails, InputError when
+    the eval data is not the data the reference was computed on.
+    """
+    bundle = Path(bundle)
+    manifest = ekr._manifest.read_manifest(bundle)
+    specs = [ekr.TensorInfo.from_dict(d) for d in manifest["inputs"]]
+    dataset = validate(load_data(eval, role="eval"), specs, role="eval")
+    reference = ReferenceOutputs.load(bundle, manifest["reference"])
+    if reference.eval_sha256 and dataset.sha256() != reference.eval_sha256:
+        raise InputError(
+            f"the eval data ({dataset.origin}, {len(dataset)} samples) is not the data the reference "
+            f"outputs were computed on ({reference.num_samples} samples, sha256 {reference.eval_sha256[:12]}…); "
+            "verify with the same --eval as the export")
+    tolerances = tolerances or DEFAULT_TOLERANCES
+    report = Report("verify", source=manifest.get("source", {}), reference=manifest["reference"],
+                    output=str(bundle))
+    entries = [e for e in manifest["artifacts"] if artifacts is None or e["id"] in artifacts]
+    if not entries:
+        raise NothingEvaluatedError(f"no artifact to verify in {bundle} (asked for {artifacts})")
+    for entry in entries:
+        entry = dict(entry)
+        with timed_step(f"verify {entry['id']}", report.stages, progress):
+            try:
+                model = ekr.load(bundle, artifact=entry["id"])
+            except (ekr.ModelLoadError, ekr.BackendUnavailableError) as exc:
+                entry["parity"] = {"passed": False, "failures": [f"cannot load: {exc}"]}
+            else:
+                evaluate(model, entry, dataset, reference, tolerances[Precision(entry["precision"])],
+                         latency=latency)
+        report.artifacts.append(entry)
+    if not report.passed:
+        raise ParityError("parity failed: " + "; ".join(report.failures), report)
+    return report
