@@ -47,7 +47,7 @@ def _fsync_tree(root: Path):
 def _replace_dir(staging: Path, target: Path):
     old = None
     if target.exists():
-        old = target.with_name(f".{target.name}.edgekit-old-{uuid.uuid4().hex[:8]}")
+        old = target.with_name(f".{target.name}.edgekit-old-{os.getpid()}-{uuid.uuid4().hex[:8]}")
         os.rename(target, old)
     try:
         os.rename(staging, target)
@@ -59,11 +59,27 @@ def _replace_dir(staging: Path, target: Path):
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _remove_stale_staging(out: Path):
+    """Staging folders of runs that were killed (SIGKILL, power loss) cannot clean up after themselves."""
+    for path in out.parent.glob(f".{out.name}.edgekit-*-*-*"):
+        try:
+            pid = int(path.name.rsplit("-", 2)[-2])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            if ".edgekit-old-" in path.name and not out.exists():
+                os.rename(path, out)  # killed between the two renames: put the previous bundle back
+            else:
+                shutil.rmtree(path, ignore_errors=True)
+        except (ValueError, PermissionError):
+            continue
+
+
 @contextmanager
 def staged_bundle(out: Path):
     """Yield a staging folder; on success the caller calls ``commit`` or ``reject`` on it."""
     out = Path(out).absolute()
-    staging = out.with_name(f".{out.name}.edgekit-tmp-{uuid.uuid4().hex[:8]}")
+    _remove_stale_staging(out)
+    staging = out.with_name(f".{out.name}.edgekit-tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     staging.mkdir()
     handle = _Staged(staging, out)
     try:

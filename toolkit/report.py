@@ -40,7 +40,7 @@ class Report:
                 "size": _size(a.get("size_bytes")),
                 "latency": f"{a['latency_ms']:.3f} ms" if a.get("latency_ms") is not None else "-",
                 "accuracy": f"{p['accuracy']:.2f}%" if "accuracy" in p else "-",
-                "delta": f"{-p['accuracy_drop']:+.2f} pt" if "accuracy_drop" in p else "-",
+                "delta": f"{0.0 - p['accuracy_drop']:+.2f} pt" if "accuracy_drop" in p else "-",
                 "top-1 agree": f"{p['top1_agreement'] * 100:.2f}%" if "top1_agreement" in p else "-",
                 "cosine": f"{p['cosine']:.6f}" if "cosine" in p else "-",
                 "SQNR": f"{p['sqnr_db']:.1f} dB" if "sqnr_db" in p and math.isfinite(p["sqnr_db"]) else (

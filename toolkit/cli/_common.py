@@ -1,0 +1,56 @@
+"""Pieces shared by the commands: common flags, progress display, tolerance and report output."""
+
+import sys
+import time
+
+
+def add_common(parser):
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-q", "--quiet", action="store_true", help="errors only")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+
+
+def add_tolerance(parser):
+    parser.add_argument("--tol", action="append", default=[], metavar="PREC.FIELD=VALUE",
+                        help="override a parity tolerance, e.g. int8.max_accuracy_drop=0.5 or "
+                             "fp16.min_cosine=0.9995 (fields: min_cosine, max_accuracy_drop, "
+                             "min_top1_agreement, max_abs_error)")
+
+
+class Progress:
+    """Stage progress on stderr: a live line with a bar on a terminal, plain log lines otherwise."""
+
+    def __init__(self, total: int, quiet=False, stream=None):
+        self.total = max(total, 1)
+        self.done = 0
+        self.quiet = quiet
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.started = time.perf_counter()
+
+    def __call__(self, stage, phase, record=None):
+        if self.quiet:
+            return
+        if phase == "start":
+            if self.tty:
+                filled = int(20 * self.done / self.total)
+                self.stream.write(f"\r\033[K[{'#' * filled}{'.' * (20 - filled)}] {self.done}/{self.total} {stage} …")
+                self.stream.flush()
+            return
+        self.done += 1
+        line = f"[{self.done}/{self.total}] {stage}: {record['seconds']:.2f} s, peak RSS {record['peak_rss_mb']:.0f} MB"
+        if self.tty:
+            self.stream.write("\r\033[K")
+        self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+def print_report(report, args):
+    if args.json:
+        print(report.to_json())
+        return
+    print(report.table())
+    for failure in report.failures:
+        print(f"FAIL {failure}")
+    for warning in report.warnings:
+        print(f"warning: {warning}", file=sys.stderr)

@@ -1,0 +1,116 @@
+"""``edgekit export MODEL --to onnx --int8 --calib DATA --eval DATA --out DIR``."""
+
+import argparse
+
+from ._common import Progress, add_common, add_tolerance, print_report
+
+
+def register(sub):
+    p = sub.add_parser("export", help="convert, quantize and parity-verify a model into a bundle",
+                       description="Export MODEL to each --to format (fp32, plus --int8/--fp16), verify every "
+                                   "artifact against the source model, and write the bundle to --out atomically.")
+    p.add_argument("model", metavar="MODEL",
+                   help="FILE.py:FACTORY returning a torch.nn.Module, a torch.export .pt2 program, or an .onnx file")
+    p.add_argument("--to", default="onnx", metavar="FORMATS", help="comma-separated target formats (default: onnx)")
+    p.add_argument("--int8", action="store_true", help="also produce full static int8 (needs --calib)")
+    p.add_argument("--fp16", action="store_true", help="also produce fp16")
+    p.add_argument("--out", required=True, metavar="DIR", help="bundle folder (replaced atomically)")
+    p.add_argument("--weights", metavar="STATE.pt", help="state_dict for FILE.py:FACTORY, loaded with weights_only=True")
+    p.add_argument("--calib", metavar="DATA", help=".npz/.npy, image folder, or FILE.py:CALLABLE yielding batches")
+    p.add_argument("--eval", metavar="DATA", help="evaluation data (arrays x and optional labels y)")
+    p.add_argument("--input", action="append", default=[], metavar="NAME:SHAPE:DTYPE",
+                   help="declare an input, e.g. image:Nx3x224x224:float32 (N = dynamic batch); default: from the data")
+    p.add_argument("--layout", choices=["nchw", "nhwc"], help="layout of 4-D inputs declared with --input")
+    g = p.add_argument_group("image folders")
+    g.add_argument("--image-size", metavar="HxW", help="resize images, e.g. 224x224")
+    g.add_argument("--mean", metavar="M[,M,M]", help="per-channel mean after scaling to [0,1]")
+    g.add_argument("--std", metavar="S[,S,S]", help="per-channel std after scaling to [0,1]")
+    g.add_argument("--image-layout", choices=["nchw", "nhwc"], default="nchw")
+    g.add_argument("--grayscale", action="store_true")
+    q = p.add_argument_group("quantization")
+    q.add_argument("--calibration-method", choices=["minmax", "entropy", "percentile"], default=None)
+    q.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=None,
+                   help="per-channel weight scales (default: on)")
+    q.add_argument("--reduce-range", action=argparse.BooleanOptionalAction, default=None,
+                   help="7-bit weights (avoids u8s8 saturation on CPUs without VNNI)")
+    q.add_argument("--keep-fp32", action="append", default=[], metavar="PATTERN",
+                   help="keep nodes whose name matches this glob in float")
+    q.add_argument("--max-calib-samples", type=int, default=None)
+    q.add_argument("--min-calib-samples", type=int, default=None,
+                   help="below this count a warning is recorded (default 32)")
+    v = p.add_argument_group("verification")
+    v.add_argument("--reference-device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="where the source model runs for the reference outputs (auto: CUDA when present)")
+    add_tolerance(v)
+    v.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
+    p.add_argument("--opset", type=int, default=18)
+    p.add_argument("--seed", type=int, default=0)
+    add_common(p)
+    p.set_defaults(run=run)
+
+
+def _floats(text, flag):
+    from edgekit.errors import ConfigError
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise ConfigError(f"{flag}: expected comma-separated numbers, got {text!r}") from None
+
+
+def parse_input_spec(text, layout):
+    """``name:Nx3x224x224:float32`` -> TensorInfo (N or ? = dynamic)."""
+    import numpy as np
+
+    from edgekit.errors import ConfigError
+    from edgekit.runtime import TensorInfo
+    parts = text.split(":")
+    if len(parts) != 3:
+        raise ConfigError(f"--input {text!r}: expected NAME:SHAPE:DTYPE, e.g. x:Nx1x8x8:float32")
+    name, shape_text, dtype = parts
+    try:
+        shape = tuple(None if d in ("N", "?", "-1") else int(d) for d in shape_text.lower().replace("n", "N").split("x"))
+        dtype = np.dtype(dtype)
+    except (ValueError, TypeError):
+        raise ConfigError(f"--input {text!r}: SHAPE is like Nx3x224x224 and DTYPE a numpy dtype") from None
+    return TensorInfo(name=name, shape=shape, dtype=dtype, layout=layout if len(shape) == 4 else None)
+
+
+def _preprocess(args):
+    from edgekit.data import ImagePreprocess
+    if not (args.image_size or args.mean or args.std or args.grayscale):
+        return None
+    kwargs = {"layout": args.image_layout, "grayscale": args.grayscale}
+    if args.image_size:
+        kwargs["size"] = tuple(int(v) for v in _floats(args.image_size.replace("x", ","), "--image-size"))
+    if args.mean:
+        kwargs["mean"] = _floats(args.mean, "--mean")
+    if args.std:
+        kwargs["std"] = _floats(args.std, "--std")
+    return ImagePreprocess(**kwargs)
+
+
+def run(args) -> int:
+    from edgekit.config import ExportConfig, QuantizeOptions, parse_tolerance_overrides
+    from edgekit.errors import ParityError
+    from edgekit.pipeline import export
+
+    quant = {k: v for k, v in {
+        "calibration_method": args.calibration_method, "per_channel": args.per_channel,
+        "reduce_range": args.reduce_range, "max_calibration_samples": args.max_calib_samples,
+        "min_calibration_samples": args.min_calib_samples}.items() if v is not None}
+    precisions = ["fp32"] + (["fp16"] if args.fp16 else []) + (["int8"] if args.int8 else [])
+    config = ExportConfig(targets=args.to, precisions=tuple(precisions),
+                          quantize=QuantizeOptions(keep_fp32=tuple(args.keep_fp32), **quant),
+                          tolerances=parse_tolerance_overrides(args.tol), reference_device=args.reference_device,
+                          opset=args.opset, seed=args.seed, measure_latency=not args.no_latency)
+    specs = [parse_input_spec(t, args.layout) for t in args.input] or None
+    progress = Progress(3 + 2 * len(config.targets) * len(config.precisions), quiet=args.quiet or args.json)
+    try:
+        report = export(args.model, calib=args.calib, eval=args.eval, out=args.out, weights=args.weights,
+                        input_specs=specs, preprocess=_preprocess(args), config=config, progress=progress)
+    except ParityError as exc:
+        if exc.report is not None:
+            print_report(exc.report, args)
+        raise
+    print_report(report, args)
+    return 0

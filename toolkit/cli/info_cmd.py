@@ -1,0 +1,49 @@
+"""``edgekit info DIR``: the manifest as a table."""
+
+import json
+
+
+def register(sub):
+    p = sub.add_parser("info", help="show a bundle's manifest")
+    p.add_argument("bundle", metavar="DIR")
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the manifest JSON")
+    p.set_defaults(run=run)
+
+
+def _shape(t):
+    return "x".join("N" if d is None and i == 0 else "?" if d is None else str(d) for i, d in enumerate(t["shape"]))
+
+
+def run(args) -> int:
+    from edgekit.errors import InputError
+    from edgekit.runtime import ModelLoadError
+    from edgekit.runtime._manifest import read_manifest
+    try:
+        manifest = read_manifest(args.bundle)
+    except ModelLoadError as exc:
+        raise InputError(str(exc)) from None
+    if args.json:
+        print(json.dumps(manifest, indent=2))
+        return 0
+    ref = manifest.get("reference", {})
+    print(f"bundle      {args.bundle}  (schema {manifest['schema_version']}, edgekit {manifest.get('edgekit_version')})")
+    print(f"source      {manifest.get('source', {}).get('model')} ({manifest.get('source', {}).get('framework')})")
+    print(f"reference   {ref.get('framework')} on {ref.get('device')}, {ref.get('num_samples')} samples")
+    for t in manifest.get("inputs", []):
+        print(f"input       {t['name']}  {_shape(t)}  {t['dtype']}  {t.get('layout') or ''}")
+    print(f"default     {manifest.get('default_artifact')}")
+    rows = [("id", "format", "precision", "scheme", "size", "latency", "accuracy", "cosine", "parity", "file")]
+    for a in manifest["artifacts"]:
+        p = a.get("parity", {})
+        rows.append((a["id"], a["format"], a["precision"], a.get("scheme", ""), f"{a.get('size_bytes', 0) / 1024:.1f} KiB",
+                     f"{a['latency_ms']:.3f} ms" if a.get("latency_ms") is not None else "-",
+                     f"{p['accuracy']:.2f}%" if "accuracy" in p else "-",
+                     f"{p['cosine']:.6f}" if "cosine" in p else "-",
+                     "PASS" if p.get("passed") else "FAIL", a["file"]))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    print()
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    return 0

@@ -1,0 +1,83 @@
+"""Entry point: parse, dispatch, and map the error tree to exit codes (here and only here).
+
+Exit codes (documented in the README):
+    0  every artifact passed
+    1  regression: an artifact failed its parity tolerance
+    2  usage or input error: bad option, model file or data
+    3  internal error: a converter/quantizer failed, or a bug
+    4  nothing evaluated
+  130  interrupted
+"""
+
+import argparse
+import logging
+import signal
+import sys
+
+from edgekit._version import __version__
+
+from . import export_cmd, info_cmd, verify_cmd
+
+EXIT_PASS, EXIT_REGRESSION, EXIT_USAGE, EXIT_INTERNAL, EXIT_NOTHING, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+COMMANDS = (export_cmd, verify_cmd, info_cmd)
+
+
+def exit_code(exc: BaseException) -> int:
+    from edgekit import errors
+    if isinstance(exc, errors.ParityError):
+        return EXIT_REGRESSION
+    if isinstance(exc, errors.NothingEvaluatedError):
+        return EXIT_NOTHING
+    if isinstance(exc, (errors.ConfigError, errors.InputError, errors.UnsupportedError,
+                        errors.MissingDependencyError, errors.CalibrationError)):
+        return EXIT_USAGE
+    if isinstance(exc, KeyboardInterrupt):
+        return EXIT_INTERRUPTED
+    return EXIT_INTERNAL
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edgekit", description="Prune, quantize, convert and parity-verify models for edge devices.",
+        epilog="exit codes: 0 pass, 1 regression, 2 usage/input error, 3 internal error, 4 nothing evaluated")
+    parser.add_argument("--version", action="version", version=f"edgekit {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMANDS:
+        command.register(sub)
+    return parser
+
+
+def _terminate(signum, frame):
+    # Turn SIGTERM into an exception so that the bundle writer's cleanup runs.
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return EXIT_USAGE if exc.code else EXIT_PASS
+    level = logging.DEBUG if args.verbose else logging.ERROR if args.quiet else logging.WARNING
+    logging.basicConfig(level=level, format="edgekit: %(levelname)s: %(message)s")
+    for noisy in ("torch.onnx", "onnxscript", "onnx_ir", "onnxruntime"):
+        logging.getLogger(noisy).setLevel(max(level, logging.ERROR))
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        print("edgekit: interrupted; no bundle was changed", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        from edgekit.errors import EdgekitError, ParityError
+        code = exit_code(exc)
+        if isinstance(exc, ParityError):
+            pass  # the command already printed the table and the failures
+        elif isinstance(exc, EdgekitError):
+            print(f"edgekit: error: {exc}", file=sys.stderr)
+        else:
+            logging.getLogger("edgekit").debug("internal error", exc_info=True)
+            print(f"edgekit: internal error: {type(exc).__name__}: {exc} (run with -v for the traceback)",
+                  file=sys.stderr)
+        return code
+

@@ -1,0 +1,71 @@
+"""``edgekit verify DIR --eval DATA``: the CI gate on an existing bundle."""
+
+from ._common import Progress, add_common, add_tolerance, print_report
+
+
+def register(sub):
+    p = sub.add_parser("verify", help="re-run parity of a bundle against its stored reference (CI gate)",
+                       description="Run every artifact of bundle DIR through edgekit.runtime on --eval and "
+                                   "compare with the reference outputs stored at export time. Exit codes: "
+                                   "0 pass, 1 regression, 2 usage/input error, 3 internal error, 4 nothing evaluated.")
+    p.add_argument("bundle", metavar="DIR")
+    p.add_argument("--eval", required=True, metavar="DATA", help="the eval data the bundle was exported with")
+    p.add_argument("--artifact", action="append", metavar="ID", help="only these artifacts (e.g. onnx-int8)")
+    add_tolerance(p)
+    p.add_argument("--latency", action="store_true", help="also measure batch-1 latency")
+    p.add_argument("--junit", metavar="FILE", help="write a JUnit XML report (also on failure)")
+    add_common(p)
+    p.set_defaults(run=run)
+
+
+def write_junit(path, report=None, error=None):
+    import xml.etree.ElementTree as ET
+    suite = ET.Element("testsuite", name="edgekit.verify")
+    cases = 0
+    failures = 0
+    for entry in (report.artifacts if report else []):
+        cases += 1
+        case = ET.SubElement(suite, "testcase", classname="edgekit.parity", name=entry["id"],
+                             time=str(entry.get("latency_ms", 0) / 1000))
+        parity = entry["parity"]
+        if not parity["passed"]:
+            failures += 1
+            ET.SubElement(case, "failure", message="; ".join(parity["failures"])).text = "\n".join(parity["failures"])
+        else:
+            metrics = {k: parity[k] for k in ("accuracy", "accuracy_drop", "cosine", "top1_agreement") if k in parity}
+            ET.SubElement(case, "system-out").text = str(metrics)
+    errors = 0
+    if error is not None:
+        errors = 1
+        cases += 1
+        case = ET.SubElement(suite, "testcase", classname="edgekit.verify", name="verify")
+        ET.SubElement(case, "error", message=str(error), type=type(error).__name__).text = str(error)
+    suite.set("tests", str(cases))
+    suite.set("failures", str(failures))
+    suite.set("errors", str(errors))
+    ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
+
+
+def run(args) -> int:
+    from edgekit.config import parse_tolerance_overrides
+    from edgekit.errors import ParityError
+    from edgekit.verify import verify
+
+    progress = Progress(len(args.artifact or []) or 1, quiet=True)
+    try:
+        report = verify(args.bundle, args.eval, tolerances=parse_tolerance_overrides(args.tol),
+                        artifacts=args.artifact, latency=args.latency, progress=progress)
+    except ParityError as exc:
+        if exc.report is not None:
+            print_report(exc.report, args)
+        if args.junit:
+            write_junit(args.junit, exc.report)
+        raise
+    except Exception as exc:
+        if args.junit:
+            write_junit(args.junit, error=exc)
+        raise
+    print_report(report, args)
+    if args.junit:
+        write_junit(args.junit, report)
+    return 0
