@@ -1,0 +1,127 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import edgekit.runtime as ekr
+
+HEAVY = ("torch", "tensorflow", "onnx", "onnxscript", "nncf", "openvino", "tf_keras", "keras",
+         "edgekit.export", "edgekit.quantize", "edgekit.pipeline", "edgekit.sources", "edgekit.verify")
+
+
+def test_runtime_imports_only_numpy_and_its_backend(digits_bundle, digits_splits):
+    bundle, _ = digits_bundle
+    _, _, (x_eval, _) = digits_splits
+    np.save(bundle.parent / "sample.npy", x_eval[:3])
+    code = f"""
+import sys, json, numpy as np
+import edgekit.runtime as ekr
+model = ekr.load({str(bundle)!r})
+out = model.predict(np.load({str(bundle.parent / 'sample.npy')!r}))
+print(json.dumps({{"shape": list(out.shape), "modules": sorted(sys.modules)}}))
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    data = json.loads(result.stdout.strip().splitlines()[-1])
+    assert data["shape"] == [3, 10]
+    loaded = set(data["modules"])
+    assert "onnxruntime" in loaded
+    leaked = [m for m in loaded for heavy in HEAVY if m == heavy or m.startswith(heavy + ".")]
+    assert leaked == []
+
+
+def test_predict_adds_and_removes_the_batch_axis(digits_bundle, digits_splits):
+    bundle, _ = digits_bundle
+    _, _, (x_eval, _) = digits_splits
+    model = ekr.load(bundle, precision="fp32")
+    batch = model.predict(x_eval[:4])
+    single = model(x_eval[1])
+    assert batch.shape == (4, 10) and single.shape == (10,)
+    np.testing.assert_allclose(single, batch[1], rtol=1e-5, atol=1e-5)
+    assert model.predict(x_eval[:2].astype(np.float64)).dtype == np.float32
+    assert model.run({"input": x_eval[:2]})["output"].shape == (2, 10)
+
+
+def test_bundle_default_and_selection(digits_bundle):
+    bundle, _ = digits_bundle
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert ekr.load(bundle).artifact["id"] == manifest["default_artifact"]
+    assert ekr.load(bundle, artifact="onnx-int8").artifact["precision"] == "int8"
+    with pytest.raises(ekr.ModelLoadError, match="no artifact"):
+        ekr.load(bundle, artifact="tflite-int8")
+
+
+@pytest.mark.parametrize("bad, match", [
+    (np.zeros((2, 8, 8, 1), np.float32), r"expected shape \(N, 1, 8, 8\) layout nchw"),
+    (np.zeros((2, 8), np.float32), "expected rank 4"),
+    (np.zeros((2, 1, 8, 8), np.complex64), "expected dtype float32"),
+])
+def test_wrong_input_is_a_clear_error(digits_bundle, bad, match):
+    model = ekr.load(digits_bundle[0], precision="fp32")
+    with pytest.raises(ekr.RuntimeInputError, match=match):
+        model.predict(bad)
+
+
+def test_modified_artifact_fails_its_checksum(digits_bundle, tmp_path):
+    import shutil
+    copy = tmp_path / "b"
+    shutil.copytree(digits_bundle[0], copy)
+    path = copy / "model.onnx"
+    path.write_bytes(path.read_bytes()[:-1] + b"\0")
+    with pytest.raises(ekr.ModelLoadError, match="sha256"):
+        ekr.load(copy, precision="fp32")
+
+
+def test_schema_version_and_missing_manifest(tmp_path, digits_bundle):
+    with pytest.raises(ekr.ModelLoadError, match="not an edgekit bundle"):
+        ekr.load(tmp_path)
+    import shutil
+    copy = tmp_path / "b"
+    shutil.copytree(digits_bundle[0], copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["schema_version"] = 99
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ekr.ModelLoadError, match="schema_version 99"):
+        ekr.load(copy)
+
+
+def test_artifact_path_cannot_escape_the_bundle(tmp_path, digits_bundle):
+    import shutil
+    copy = tmp_path / "b"
+    shutil.copytree(digits_bundle[0], copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["artifacts"][0]["file"] = "../../etc/passwd"
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ekr.ModelLoadError, match="outside the bundle"):
+        ekr.load(copy, artifact=manifest["artifacts"][0]["id"])
+
+
+def test_quantized_io_is_converted_from_the_manifest():
+    """A fixed-batch uint8-in/uint8-out model: float data in, dequantized float out, per-sample loop."""
+
+    class Engine:
+        name = "fake"
+        inputs = [ekr.TensorInfo("x", (1, 3), np.dtype(np.uint8))]
+        outputs = [ekr.TensorInfo("y", (1, 3), np.dtype(np.uint8))]
+        calls = 0
+
+        def run(self, feeds):
+            Engine.calls += 1
+            assert feeds["x"].dtype == np.uint8 and feeds["x"].shape == (1, 3)
+            return [feeds["x"]]
+
+    qin = ekr.TensorInfo("x", (1, 3), np.dtype(np.uint8), scale=0.5, zero_point=10)
+    qout = ekr.TensorInfo("y", (1, 3), np.dtype(np.uint8), scale=0.5, zero_point=10)
+    model = ekr.Model(Engine(), [qin], [qout])
+    x = np.array([[0.0, 1.0, 2.5], [-5.0, 0.5, 3.0]], np.float32)
+    np.testing.assert_allclose(model.predict(x), x)
+    assert Engine.calls == 2
+
+
+def test_bare_model_file_and_unknown_suffix(digits_bundle, tmp_path):
+    model = ekr.load(digits_bundle[0] / "model.onnx")
+    assert [t.name for t in model.inputs] == ["input"] and model.inputs[0].shape[0] is None
+    (tmp_path / "m.xyz").write_bytes(b"123")
+    with pytest.raises(ekr.ModelLoadError, match="no runtime backend"):
+        ekr.load(tmp_path / "m.xyz")

@@ -1,0 +1,47 @@
+import numpy as np
+
+from edgekit.config import DEFAULT_TOLERANCES, Precision
+from edgekit.parity import compare, judge
+
+INT8 = DEFAULT_TOLERANCES[Precision.INT8]
+REF = {"logits": np.random.default_rng(0).standard_normal((100, 10)).astype(np.float32)}
+LABELS = REF["logits"].argmax(1)
+
+
+def test_identical_outputs_pass_with_full_metrics():
+    result = judge(compare(REF, {"logits": REF["logits"].copy()}, LABELS), DEFAULT_TOLERANCES[Precision.FP32])
+    m = result.metrics
+    assert result.passed
+    assert m["accuracy"] == m["reference_accuracy"] == 100 and m["accuracy_drop"] == 0
+    assert m["cosine"] == 1.0 and m["top1_agreement"] == 1.0 and m["max_abs_error"] == 0
+
+
+def test_small_noise_passes_int8_but_fails_fp32():
+    noisy = REF["logits"] + np.random.default_rng(1).normal(0, 0.01, REF["logits"].shape).astype(np.float32)
+    assert judge(compare(REF, {"logits": noisy}, LABELS), INT8).passed
+    fp32 = judge(compare(REF, {"logits": noisy}, LABELS), DEFAULT_TOLERANCES[Precision.FP32])
+    assert not fp32.passed and any("cosine" in f for f in fp32.failures)
+
+
+def test_nan_and_all_zero_outputs_always_fail():
+    nan = REF["logits"].copy()
+    nan[0, 0] = np.nan
+    assert "NaN" in judge(compare(REF, {"logits": nan}), INT8).failures[0]
+    zero = judge(compare(REF, {"logits": np.zeros_like(REF["logits"])}), INT8)
+    assert any("all zeros" in f for f in zero.failures)
+
+
+def test_accuracy_drop_collects_every_failure():
+    wrong = REF["logits"].copy()
+    wrong[:10] = -wrong[:10]  # flips the arg-max of 10% of samples
+    result = judge(compare(REF, {"logits": wrong}, LABELS), INT8)
+    assert result.metrics["accuracy_drop"] == 10.0
+    assert any("accuracy drop" in f for f in result.failures)
+    assert any("top-1 agreement" in f for f in result.failures)
+
+
+def test_missing_and_misshaped_outputs_fail():
+    ref = {"a": np.ones((4, 3)), "b": np.ones((4, 2))}
+    result = judge(compare(ref, {"a": np.ones((4, 2))}), INT8)
+    assert any("shape mismatch" in f for f in result.failures)
+    assert any("b: output missing" in f for f in result.failures)
