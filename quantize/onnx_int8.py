@@ -21,15 +21,16 @@ CALIBRATION_BATCH = 32
 class _Reader:
     """onnxruntime CalibrationDataReader over a validated Dataset, in batches."""
 
-    def __init__(self, dataset, count):
+    def __init__(self, dataset, count, batch):
         self._dataset = dataset
         self._count = count
+        self._batch = batch
         self._start = 0
 
     def get_next(self):
         if self._start >= self._count:
             return None
-        stop = min(self._start + CALIBRATION_BATCH, self._count)
+        stop = min(self._start + self._batch, self._count)
         batch = {k: v[self._start:stop] for k, v in self._dataset.inputs.items()}
         self._start = stop
         return batch
@@ -77,9 +78,12 @@ def quantize(fp32_path, out_path, calibration, options) -> QuantizationResult:
                 prepared = Path(fp32_path)
         excluded = _excluded_nodes(onnx.load(str(prepared)), options.keep_fp32)
         extra = {"CalibMovingAverage": False}
+        # onnxruntime's histogram collectors stack per-batch arrays and fail on a ragged last
+        # batch ("inhomogeneous shape"): feed them one sample at a time.
+        batch = CALIBRATION_BATCH if str(options.calibration_method) == "minmax" else 1
         try:
             quantize_static(
-                str(prepared), str(out_path), _Reader(calibration, count),
+                str(prepared), str(out_path), _Reader(calibration, count, batch),
                 quant_format=QuantFormat.QDQ, per_channel=options.per_channel,
                 reduce_range=options.reduce_range, activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8, nodes_to_exclude=excluded or None,

@@ -111,7 +111,8 @@ def _load_datasets(source, example_inputs, calib, eval, preprocess, labels, conf
         loaded["random"] = _random_data(source.input_specs, config.seed)
         report.warnings.append("no eval data given: parity checked on 64 random samples (no accuracy)")
     if source.input_specs is None:
-        source.input_specs = source.specs_from_data(next(iter(loaded.values())))
+        # The eval set defines the shapes (it also feeds the reference); the others are checked against it.
+        source.input_specs = source.specs_from_data(loaded.get("eval") or next(iter(loaded.values())))
     validated = {role: validate(ds, source.input_specs, role=role) for role, ds in loaded.items()}
     if labels is not None:
         for role, ds in validated.items():

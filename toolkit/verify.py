@@ -60,7 +60,10 @@ def verify(bundle, eval, *, tolerances=None, artifacts=None, latency=False, prog
     the eval data is not the data the reference was computed on.
     """
     bundle = Path(bundle)
-    manifest = ekr._manifest.read_manifest(bundle)
+    try:
+        manifest = ekr._manifest.read_manifest(bundle)
+    except ekr.ModelLoadError as exc:
+        raise InputError(str(exc)) from None
     specs = [ekr.TensorInfo.from_dict(d) for d in manifest["inputs"]]
     dataset = validate(load_data(eval, role="eval"), specs, role="eval")
     reference = ReferenceOutputs.load(bundle, manifest["reference"])

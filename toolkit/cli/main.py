@@ -23,13 +23,14 @@ COMMANDS = (export_cmd, verify_cmd, info_cmd)
 
 
 def exit_code(exc: BaseException) -> int:
-    from edgekit import errors
+    from edgekit import errors, runtime
     if isinstance(exc, errors.ParityError):
         return EXIT_REGRESSION
     if isinstance(exc, errors.NothingEvaluatedError):
         return EXIT_NOTHING
     if isinstance(exc, (errors.ConfigError, errors.InputError, errors.UnsupportedError,
-                        errors.MissingDependencyError, errors.CalibrationError)):
+                        errors.MissingDependencyError, errors.CalibrationError,
+                        runtime.ModelLoadError, runtime.RuntimeInputError, runtime.BackendUnavailableError)):
         return EXIT_USAGE
     if isinstance(exc, KeyboardInterrupt):
         return EXIT_INTERRUPTED
@@ -73,7 +74,7 @@ def main(argv=None) -> int:
         code = exit_code(exc)
         if isinstance(exc, ParityError):
             pass  # the command already printed the table and the failures
-        elif isinstance(exc, EdgekitError):
+        elif isinstance(exc, EdgekitError) or code == EXIT_USAGE:
             print(f"edgekit: error: {exc}", file=sys.stderr)
         else:
             logging.getLogger("edgekit").debug("internal error", exc_info=True)

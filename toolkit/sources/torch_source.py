@@ -122,7 +122,12 @@ class TorchSource:
                 result = self._module()(*feeds)
         except Exception as exc:
             shapes = {s.name: tuple(dataset.inputs[s.name].shape) for s in self.input_specs}
-            raise InputError(f"the model rejected the data (inputs {shapes}): {type(exc).__name__}: {exc}") from None
+            hint = ""
+            if any(len(v) == 4 and v[-1] in (1, 3, 4) and v[1] not in (1, 3, 4) for v in shapes.values()):
+                hint = (" — the data looks NHWC, PyTorch models take NCHW: transpose it with "
+                        "x.transpose(0, 3, 1, 2) (edgekit never transposes silently)")
+            raise InputError(f"the model rejected the data (inputs {shapes}): {type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else ''}{hint}") from None
         self.output_names = list(flatten_outputs(result))
         return self.output_names
 

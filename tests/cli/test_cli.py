@@ -1,0 +1,174 @@
+"""Commands end to end through the entry point: outputs, exit codes, no partial bundles."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+
+from edgekit.cli.main import main
+
+
+def _export_args(files, out, *extra):
+    return ["export", files["factory"], "--weights", str(files["weights"]), "--calib", str(files["calib"]),
+            "--eval", str(files["eval"]), "--out", str(out), "--no-latency", *extra]
+
+
+def test_export_verify_info_round_trip(tmp_path, digits_files, capsys):
+    out = tmp_path / "bundle"
+    assert main(_export_args(digits_files, out, "--int8", "--fp16")) == 0
+    table = capsys.readouterr().out
+    assert "onnx-int8" in table and "PASS" in table and "FAIL" not in table
+    assert {p.name for p in out.iterdir()} >= {"manifest.json", "reference.npz", "report.json", "report.md",
+                                               "model.onnx", "model.int8.onnx", "model.fp16.onnx"}
+    junit = tmp_path / "junit.xml"
+    assert main(["verify", str(out), "--eval", str(digits_files["eval"]), "--junit", str(junit)]) == 0
+    suite = ET.parse(junit).getroot()
+    assert suite.get("tests") == "3" and suite.get("failures") == "0"
+    assert main(["info", str(out)]) == 0
+    info = capsys.readouterr().out
+    assert "Nx1x8x8" in info and "w8a8-static" in info
+    assert main(["info", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["schema_version"] == 1
+
+
+def test_verify_regression_exit_code_and_junit_failure(digits_bundle, digits_files, tmp_path, capsys):
+    junit = tmp_path / "j.xml"
+    code = main(["verify", str(digits_bundle[0]), "--eval", str(digits_files["eval"]),
+                 "--tol", "int8.min_cosine=0.9999999", "--junit", str(junit)])
+    assert code == 1
+    assert "FAIL onnx-int8" in capsys.readouterr().out
+    suite = ET.parse(junit).getroot()
+    assert suite.get("failures") == "1"
+
+
+def test_broken_artifact_fails_the_gate(digits_bundle, digits_files, tmp_path):
+    """Zero the int8 weights (as a converter bug that drops them would) and re-sign the manifest."""
+    import onnx
+    from onnx import numpy_helper
+    from edgekit.runtime._manifest import sha256_file
+    bundle = tmp_path / "b"
+    shutil.copytree(digits_bundle[0], bundle)
+    model = onnx.load(str(bundle / "model.int8.onnx"))
+    for init in model.graph.initializer:
+        if init.data_type == onnx.TensorProto.INT8:
+            init.CopyFrom(numpy_helper.from_array(np.zeros_like(numpy_helper.to_array(init)), init.name))
+    onnx.save(model, str(bundle / "model.int8.onnx"))
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    for a in manifest["artifacts"]:
+        if a["id"] == "onnx-int8":
+            a["sha256"] = sha256_file(bundle / "model.int8.onnx")
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["verify", str(bundle), "--eval", str(digits_files["eval"]), "--artifact", "onnx-int8"]) == 1
+    assert main(["verify", str(bundle), "--eval", str(digits_files["eval"]), "--artifact", "onnx-fp32"]) == 0
+
+
+def test_verify_usage_errors(digits_bundle, digits_files, tmp_path, capsys):
+    assert main(["verify", str(tmp_path), "--eval", str(digits_files["eval"])]) == 2
+    assert main(["verify", str(digits_bundle[0]), "--eval", str(digits_files["calib"])]) == 2
+    assert "not the data the reference" in capsys.readouterr().err
+    assert main(["verify", str(digits_bundle[0]), "--eval", str(digits_files["eval"]), "--artifact", "x"]) == 4
+    assert main(["verify"]) == 2
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda x: np.where(np.arange(x.size).reshape(x.shape) == 5, np.nan, x), "NaN/inf"),
+    (lambda x: x.transpose(0, 2, 3, 1), "looks NHWC"),
+    (lambda x: x[:, :, :6, :], "expected shape"),
+    (lambda x: np.full_like(x, 0.5), "constant"),
+])
+def test_bad_calibration_gives_clear_error_and_no_bundle(tmp_path, digits_files, capsys, mutate, message):
+    x = np.load(digits_files["calib"])["x"]
+    np.savez(tmp_path / "bad.npz", x=mutate(x).astype(np.float32))
+    out = tmp_path / "bundle"
+    args = _export_args(digits_files, out, "--int8")
+    args[args.index("--calib") + 1] = str(tmp_path / "bad.npz")
+    assert main(args) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists() and not list(tmp_path.glob(".bundle*"))
+
+
+def test_failed_export_keeps_previous_bundle(tmp_path, digits_files, capsys):
+    out = tmp_path / "bundle"
+    assert main(_export_args(digits_files, out)) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    # An impossible tolerance makes the new candidate fail parity: the old bundle must stay as it was.
+    assert main(_export_args(digits_files, out, "--int8", "--tol", "int8.min_cosine=1.0")) == 1
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    rejected = tmp_path / "bundle.rejected"
+    assert (rejected / "report.json").is_file()
+    assert json.loads((rejected / "report.json").read_text())["passed"] is False
+    assert not list(tmp_path.glob(".bundle.edgekit-*"))
+
+
+def test_error_inside_export_leaves_nothing(tmp_path, digits_files, monkeypatch):
+    import edgekit.quantize.onnx_int8 as q
+
+    def boom(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(q, "quantize_static", boom, raising=False)
+    monkeypatch.setattr("onnxruntime.quantization.quantize_static", boom)
+    out = tmp_path / "bundle"
+    assert main(_export_args(digits_files, out, "--int8")) == 3
+    assert not out.exists() and not list(tmp_path.glob(".bundle*"))
+
+
+def test_kill_during_export_keeps_previous_bundle(tmp_path, digits_files):
+    """SIGKILL mid-export: the old bundle stays whole, and the next run clears the leftovers."""
+    out = tmp_path / "bundle"
+    assert main(_export_args(digits_files, out)) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    args = [sys.executable, "-m", "edgekit", *_export_args(digits_files, out, "--int8")]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # Kill once the staging folder exists, i.e. in the middle of writing artifacts.
+    for line in proc.stderr:
+        if "export onnx fp32" in line:
+            break
+    proc.kill()
+    proc.wait()
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert main(_export_args(digits_files, out)) == 0
+    assert not list(tmp_path.glob(".bundle.edgekit-*"))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["export", "nope.py:f", "--out", "o"], "does not exist"),
+    (["export", "model.unknown", "--out", "o"], "cannot tell which framework"),
+    (["export", "x.onnx", "--out", "o", "--to", "coreml"], "coreml"),
+    (["export", "x.onnx", "--out", "o", "--tol", "int8.bogus=1"], "--tol"),
+])
+def test_usage_errors_exit_2(tmp_path, capsys, args, message):
+    os.chdir(tmp_path)
+    assert main(args) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cuda_reference_without_cuda_is_a_usage_error(tmp_path, digits_files, capsys):
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert main(_export_args(digits_files, tmp_path / "b", "--reference-device", "cuda")) == 2
+    assert "CUDA is not available" in capsys.readouterr().err
+
+
+def test_symlinked_or_foreign_output_is_refused(tmp_path, digits_files, capsys):
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "elsewhere")
+    assert main(_export_args(digits_files, tmp_path / "link")) == 2
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "thesis.tex").write_text("precious")
+    assert main(_export_args(digits_files, tmp_path / "docs")) == 2
+    assert (tmp_path / "docs" / "thesis.tex").read_text() == "precious"
+
+
+def test_help_is_fast_and_imports_no_framework():
+    code = "import sys; from edgekit.cli.main import build_parser; build_parser(); print(sorted(sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert not {"torch", "onnx", "onnxruntime", "numpy"} & set(eval(out))
+    result = subprocess.run([sys.executable, "-m", "edgekit", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "verify" in result.stdout
