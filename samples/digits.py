@@ -83,18 +83,21 @@ def prepare(work=WORK, *, force=False) -> dict:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default=str(WORK / "digits_bundle"))
+    parser.add_argument("--work", default=str(WORK), help="where weights and data are written")
+    parser.add_argument("--out", default=None, help="bundle folder (default: WORK/digits_bundle)")
     parser.add_argument("--retrain", action="store_true")
     parser.add_argument("--data-only", action="store_true")
     args = parser.parse_args(argv)
-    paths = prepare(force=args.retrain)
+    work = Path(args.work)
+    out = args.out or str(work / "digits_bundle")
+    paths = prepare(work, force=args.retrain)
     if args.data_only:
         return 0
     cmd = [sys.executable, "-m", "edgekit", "export", f"{Path(__file__).resolve()}:build_model",
            "--weights", str(paths["weights"]), "--int8", "--to", "onnx",
-           "--calib", str(paths["calib"]), "--eval", str(paths["eval"]), "--out", args.out]
+           "--calib", str(paths["calib"]), "--eval", str(paths["eval"]), "--out", out]
     print("$ edgekit export samples/digits.py:build_model --weights ... --int8 --to onnx "
-          f"--calib calib.npz --eval eval.npz --out {args.out}", file=sys.stderr)
+          f"--calib calib.npz --eval eval.npz --out {out}", file=sys.stderr)
     return subprocess.call(cmd)
 
 
