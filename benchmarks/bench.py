@@ -1,0 +1,148 @@
+"""Benchmarks (not tests): size, latency, accuracy and export cost of edgekit's ONNX artifacts.
+
+    python benchmarks/bench.py [--json FILE] [--skip-mobilenet]
+
+For the digits sample and a MobileNetV2-class network built in code (random weights), prints:
+int8/fp32 size ratio, int8/fp32 median latency through edgekit.runtime (batch 1, 2 threads),
+the runtime wrapper's overhead per call against a bare onnxruntime InferenceSession.run, and the
+export's wall time and peak memory. The README's performance section quotes its output.
+"""
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "samples"), str(ROOT / "benchmarks")]
+THREADS = 2
+TARGETS = {"size_ratio": 0.27, "digits_int8_drop_points": 0.5, "wrapper_overhead_us": 20.0, "digits_export_s": 60.0}
+
+
+def median_ms(fn, runs, warmup=20):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000
+
+
+def latency_pair(bundle, x1, runs):
+    """Median batch-1 latency of fp32 and int8, interleaved in rounds so that drift hits both alike."""
+    import edgekit.runtime as ekr
+    models = {p: ekr.load(bundle, precision=p, threads=THREADS) for p in ("fp32", "int8")}
+    rounds = {p: [] for p in models}
+    for _ in range(5):
+        for precision, model in models.items():
+            rounds[precision].append(median_ms(lambda: model.run(x1), runs // 5, warmup=10))
+    return {p: statistics.median(v) for p, v in rounds.items()}
+
+
+def wrapper_overhead_us(model_path, x1, runs=3000):
+    """Per-call cost of edgekit.runtime over a bare InferenceSession.run with the same session options."""
+    import onnxruntime as ort
+
+    import edgekit.runtime as ekr
+    model = ekr.load(model_path, threads=THREADS)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = THREADS
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    array = x1[name]
+    bare, wrapped = [], []
+    for _ in range(5):
+        bare.append(median_ms(lambda: session.run(None, {name: array}), runs // 5))
+        wrapped.append(median_ms(lambda: model.predict(array), runs // 5))
+    return (statistics.median(wrapped) - statistics.median(bare)) * 1000, statistics.median(bare) * 1000
+
+
+def bench_digits(work: Path):
+    import digits
+    paths = digits.prepare(work)
+    out = work / "bundle"
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "edgekit", "export", f"{ROOT / 'samples' / 'digits.py'}:build_model",
+                    "--weights", str(paths["weights"]), "--int8", "--calib", str(paths["calib"]),
+                    "--eval", str(paths["eval"]), "--out", str(out), "-q"], check=True, stdout=subprocess.DEVNULL)
+    export_s = time.perf_counter() - start
+    peak_mb = max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
+    manifest = json.loads((out / "manifest.json").read_text())
+    arts = {a["precision"]: a for a in manifest["artifacts"]}
+    x1 = {"input": np.load(paths["eval"])["x"][:1]}
+    lat = latency_pair(out, x1, runs=2000)
+    overhead, bare_us = wrapper_overhead_us(out / "model.onnx", x1)
+    return {
+        "model": "digits CNN (sample)", "fp32_kib": arts["fp32"]["size_bytes"] / 1024,
+        "int8_kib": arts["int8"]["size_bytes"] / 1024,
+        "size_ratio": arts["int8"]["size_bytes"] / arts["fp32"]["size_bytes"],
+        "fp32_ms": lat["fp32"], "int8_ms": lat["int8"], "latency_ratio": lat["int8"] / lat["fp32"],
+        "fp32_accuracy": arts["fp32"]["parity"]["accuracy"], "int8_accuracy": arts["int8"]["parity"]["accuracy"],
+        "int8_drop_points": arts["int8"]["parity"]["accuracy_drop"], "int8_cosine": arts["int8"]["parity"]["cosine"],
+        "export_s": export_s, "export_peak_rss_mb": peak_mb,
+        "wrapper_overhead_us": overhead, "bare_ort_run_us": bare_us,
+    }
+
+
+def bench_mobilenet(work: Path):
+    import edgekit
+    from edgekit.errors import ParityError
+    from mobilenet import mobilenet_v2
+    rng = np.random.default_rng(0)
+    calib = rng.standard_normal((64, 3, 224, 224)).astype(np.float32)
+    evaluation = rng.standard_normal((32, 3, 224, 224)).astype(np.float32)
+    start = time.perf_counter()
+    try:
+        report = edgekit.export(mobilenet_v2(), calib=calib, eval=evaluation, int8=True, out=work / "mnv2",
+                                measure_latency=False)
+        bundle = work / "mnv2"
+    except ParityError as exc:  # random weights: report the figures even if a tolerance is missed
+        report, bundle = exc.report, Path(exc.report.output)
+    export_s = time.perf_counter() - start
+    arts = {a["precision"]: a for a in report.artifacts}
+    lat = latency_pair(bundle, {"x": calib[:1]}, runs=150)
+    return {
+        "model": "MobileNetV2 (random weights, 224x224)", "fp32_kib": arts["fp32"]["size_bytes"] / 1024,
+        "int8_kib": arts["int8"]["size_bytes"] / 1024,
+        "size_ratio": arts["int8"]["size_bytes"] / arts["fp32"]["size_bytes"],
+        "fp32_ms": lat["fp32"], "int8_ms": lat["int8"], "latency_ratio": lat["int8"] / lat["fp32"],
+        "int8_cosine": arts["int8"]["parity"].get("cosine"), "int8_top1_agreement": arts["int8"]["parity"].get("top1_agreement"),
+        "export_s": export_s, "export_peak_rss_mb": max(s["peak_rss_mb"] for s in report.stages),
+    }
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", metavar="FILE")
+    parser.add_argument("--skip-mobilenet", action="store_true")
+    args = parser.parse_args(argv)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="edgekit-bench-") as tmp:
+        rows.append(bench_digits(Path(tmp) / "digits"))
+        if not args.skip_mobilenet:
+            rows.append(bench_mobilenet(Path(tmp)))
+    for row in rows:
+        print(f"\n== {row['model']}")
+        for key, value in row.items():
+            if key != "model":
+                print(f"  {key:24s} {value:.4g}" if isinstance(value, float) else f"  {key:24s} {value}")
+    print("\ntargets:", TARGETS)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
