@@ -38,6 +38,21 @@ def onnx_save(proto, path):
     onnx.save_model(proto, str(path), save_as_external_data=False)
 
 
+def _strip_debug_metadata(graph) -> int:
+    """Drop the dynamo exporter's per-node metadata (stack traces, FX nodes, class paths).
+
+    It holds the exporting machine's source paths — nothing a device needs, a leak of
+    the user's file layout, and a reason two exports on two machines differ byte for
+    byte. It is also 1.2% of a MobileNetV2 fp32 file and 4% of its int8 QDQ file.
+    """
+    stripped = 0
+    for node in graph.node:
+        stripped += len(node.metadata_props)
+        del node.metadata_props[:]
+        node.doc_string = ""
+    return stripped
+
+
 def _rename_outputs(graph, names):
     """Give the graph outputs the source's names.
 
@@ -93,6 +108,7 @@ def convert(source, out_path, config, example=None) -> ConversionResult:
                 verbose=False)
             proto = program.model_proto  # a property that serializes anew on every access
             _rename_outputs(proto.graph, output_names)
+            _strip_debug_metadata(proto.graph)
             onnx_save(proto, out_path)
         tool = f"torch.onnx.export (dynamo) torch {torch.__version__}"
     except Exception as exc:

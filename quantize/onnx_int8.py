@@ -79,7 +79,10 @@ def quantize(fp32_path, out_path, calibration, options) -> QuantizationResult:
                 notes.append(f"pre-processing skipped ({type(exc2).__name__}: {exc2})")
                 prepared = Path(fp32_path)
         excluded = _excluded_nodes(onnx.load(str(prepared)), options.keep_fp32)
-        extra = {"CalibMovingAverage": False}
+        # Bias stays float: with per-channel int32 bias onnxruntime also stores a scale and a zero
+        # point per channel, 8 bytes each; float bias saves them at equal speed and accuracy
+        # (MobileNetV2: size ratio 0.277 -> 0.266, cosine 0.9999 either way).
+        extra = {"CalibMovingAverage": False, "QuantizeBias": False}
         # onnxruntime's histogram collectors stack per-batch arrays and fail on a ragged last
         # batch ("inhomogeneous shape"): feed them one sample at a time.
         batch = CALIBRATION_BATCH if str(options.calibration_method) == "minmax" else 1
@@ -94,7 +97,7 @@ def quantize(fp32_path, out_path, calibration, options) -> QuantizationResult:
         except Exception as exc:
             raise QuantizationError(f"onnxruntime static quantization failed: {type(exc).__name__}: {exc}") from None
     details = {"tool": "onnxruntime.quantization.quantize_static", "format": "QDQ",
-               "activations": "uint8 asymmetric", "weights": "int8 symmetric",
+               "activations": "uint8 asymmetric", "weights": "int8 symmetric", "bias": "float32",
                "per_channel": options.per_channel, "reduce_range": options.reduce_range,
                "calibration_method": str(options.calibration_method),
                "calibration_samples": count, "nodes_kept_fp32": excluded}

@@ -10,8 +10,6 @@ Each stage is a function of plain values; ``export`` only sequences them.
 import json
 import logging
 import platform
-import shutil
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -187,6 +185,21 @@ def _versions() -> dict:
     return versions
 
 
+def _cpu_flags() -> list:
+    """The int8-relevant ISA of the machine that measured parity and latency.
+
+    onnxruntime's u8s8 kernels saturate on AVX2 without VNNI but not with it, so a
+    parity figure measured on a VNNI machine says little about an AVX2-only device.
+    """
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            flags = next((line.split(":", 1)[1].split() for line in fh if line.startswith("flags")), [])
+    except OSError:
+        return []
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "neon", "asimddp")
+    return [f for f in wanted if f in flags]
+
+
 def _manifest(source, reference, evaluation, config, report, preprocess) -> dict:
     passed = [a for a in report.artifacts if a["parity"]["passed"]]
     # The default artifact is the fastest one that passed, measured here at export time.
@@ -206,5 +219,5 @@ def _manifest(source, reference, evaluation, config, report, preprocess) -> dict
         "reference": reference.provenance(),
         "seed": config.seed,
         "environment": {"platform": platform.platform(), "machine": platform.machine(),
-                        "versions": _versions(), "argv": sys.argv[:1]},
+                        "cpu_flags": _cpu_flags(), "versions": _versions()},
     }
