@@ -185,6 +185,19 @@ def _versions() -> dict:
     return versions
 
 
+def choose_default(artifacts, margin=1.10):
+    """The artifact ``load(bundle)`` picks: the smallest that passed among those within 10% of the
+    fastest measured latency (so measurement noise on a tiny model does not flip the choice)."""
+    passed = [a for a in artifacts if a["parity"]["passed"]]
+    if not passed:
+        return None
+    timed = [a for a in passed if a.get("latency_ms") is not None]
+    if timed:
+        fastest = min(a["latency_ms"] for a in timed)
+        passed = [a for a in timed if a["latency_ms"] <= fastest * margin]
+    return min(passed, key=lambda a: a["size_bytes"])
+
+
 def _cpu_flags() -> list:
     """The int8-relevant ISA of the machine that measured parity and latency.
 
@@ -201,9 +214,7 @@ def _cpu_flags() -> list:
 
 
 def _manifest(source, reference, evaluation, config, report, preprocess) -> dict:
-    passed = [a for a in report.artifacts if a["parity"]["passed"]]
-    # The default artifact is the fastest one that passed, measured here at export time.
-    default = min(passed, key=lambda a: (a.get("latency_ms") or float("inf"), a["size_bytes"]), default=None)
+    default = choose_default(report.artifacts)
     return {
         "schema_version": ekr.SCHEMA_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -13,7 +13,7 @@ import numpy as np
 import edgekit.runtime as ekr
 
 from .config import DEFAULT_TOLERANCES, Precision
-from .data import load_data, validate
+from .data import ImagePreprocess, load_data, validate
 from .errors import InputError, NothingEvaluatedError, ParityError
 from .parity import compare, judge
 from .reference import ReferenceOutputs
@@ -21,6 +21,7 @@ from .report import Report
 from .timing import timed_step
 
 log = logging.getLogger("edgekit.verify")
+EVAL_BATCH = 64
 LATENCY_BUDGET_S = 1.0
 LATENCY_MAX_RUNS = 200
 
@@ -40,9 +41,10 @@ def median_latency_ms(model, sample: dict) -> float:
 def evaluate(model, entry: dict, dataset, reference: ReferenceOutputs, tolerance, *, latency=True) -> dict:
     """Run one loaded artifact over the eval set, judge it, and fill ``entry['parity']``."""
     try:
-        outputs = model.run(dataset.inputs)
+        chunks = [model.run({k: v[i:i + EVAL_BATCH] for k, v in dataset.inputs.items()})
+                  for i in range(0, len(dataset), EVAL_BATCH)]
+        outputs = {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
     except Exception as exc:  # a broken artifact must fail the gate, not crash it
-        outputs = {}
         entry["parity"] = {"passed": False, "failures": [f"runtime error: {type(exc).__name__}: {exc}"]}
         return entry
     result = judge(compare(reference.outputs, outputs, dataset.labels), tolerance)
@@ -65,7 +67,10 @@ def verify(bundle, eval, *, tolerances=None, artifacts=None, latency=False, prog
     except ekr.ModelLoadError as exc:
         raise InputError(str(exc)) from None
     specs = [ekr.TensorInfo.from_dict(d) for d in manifest["inputs"]]
-    dataset = validate(load_data(eval, role="eval"), specs, role="eval")
+    pre = manifest.get("preprocessing")
+    preprocess = ImagePreprocess(**{k: tuple(v) if isinstance(v, list) else v for k, v in pre.items()
+                                    if k != "scale"}) if pre else None
+    dataset = validate(load_data(eval, preprocess=preprocess, role="eval"), specs, role="eval")
     reference = ReferenceOutputs.load(bundle, manifest["reference"])
     if reference.eval_sha256 and dataset.sha256() != reference.eval_sha256:
         raise InputError(

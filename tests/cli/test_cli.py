@@ -172,3 +172,22 @@ def test_help_is_fast_and_imports_no_framework():
     assert not {"torch", "onnx", "onnxruntime", "numpy"} & set(eval(out))
     result = subprocess.run([sys.executable, "-m", "edgekit", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "verify" in result.stdout
+
+
+def test_image_folder_export_and_verify_reuse_the_preprocessing(tmp_path, digits_files, digits_splits, capsys):
+    from PIL import Image
+    _, _, (x_eval, y_eval) = digits_splits
+    root = tmp_path / "images"
+    for i, (image, label) in enumerate(zip(x_eval[:60], y_eval[:60])):
+        folder = root / f"digit{label}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((image[0] * 255).round().astype(np.uint8)).save(folder / f"{i}.png")
+    out = tmp_path / "b"
+    args = ["export", digits_files["factory"], "--weights", str(digits_files["weights"]), "--eval", str(root),
+            "--image-size", "8x8", "--grayscale", "--out", str(out), "--no-latency"]
+    assert main(args) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["preprocessing"]["grayscale"] is True and manifest["labels"][0] == "digit0"
+    assert manifest["artifacts"][0]["parity"]["samples"] == 60
+    assert manifest["artifacts"][0]["parity"]["accuracy"] > 80
+    assert main(["verify", str(out), "--eval", str(root)]) == 0

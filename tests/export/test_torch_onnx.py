@@ -102,3 +102,19 @@ def test_reference_runs_on_cpu_here_and_records_it(digits_bundle):
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert report.reference["device"] == expected
     assert report.reference["versions"]["torch"] == torch.__version__
+
+
+def test_python_api_with_example_inputs_only(tmp_path):
+    """No calibration or eval data: parity runs on the example inputs and says so."""
+    x = np.random.default_rng(3).standard_normal((8, 3, 9, 9)).astype(np.float32)
+    report = edgekit.export(prelu_ceil(), x, out=tmp_path / "b", measure_latency=False)
+    assert report.passed and [a["id"] for a in report.artifacts] == ["onnx-fp32"]
+    with pytest.raises(ConfigError, match="int8 needs calibration"):
+        edgekit.export(prelu_ceil(), x, int8=True, out=tmp_path / "c")
+
+
+def test_nhwc_eval_data_for_a_torch_module_is_refused_with_a_hint(tmp_path):
+    x = np.random.default_rng(3).standard_normal((8, 9, 9, 3)).astype(np.float32)
+    with pytest.raises(InputError, match="looks NHWC"):
+        edgekit.export(prelu_ceil(), eval=x, out=tmp_path / "b")
+    assert not (tmp_path / "b").exists()

@@ -45,3 +45,15 @@ def test_missing_and_misshaped_outputs_fail():
     result = judge(compare(ref, {"a": np.ones((4, 2))}), INT8)
     assert any("shape mismatch" in f for f in result.failures)
     assert any("b: output missing" in f for f in result.failures)
+
+
+def test_default_artifact_is_smallest_within_ten_percent_of_fastest():
+    from edgekit.pipeline import choose_default
+
+    def art(id_, ms, size, ok=True):
+        return {"id": id_, "latency_ms": ms, "size_bytes": size, "parity": {"passed": ok}}
+
+    assert choose_default([art("fp32", 1.00, 100), art("int8", 1.05, 30)])["id"] == "int8"
+    assert choose_default([art("fp32", 1.00, 100), art("int8", 1.50, 30)])["id"] == "fp32"
+    assert choose_default([art("fp32", 1.00, 100), art("int8", 0.50, 30, ok=False)])["id"] == "fp32"
+    assert choose_default([art("fp32", 1.0, 100, ok=False)]) is None
