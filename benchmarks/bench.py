@@ -123,11 +123,88 @@ def bench_mobilenet(work: Path):
     }
 
 
+RECIPES = {  # name -> onnxruntime quantize_static arguments (edgekit's default is "qdq-u8s8-pc")
+    "qdq-u8s8-pc (default)": dict(fmt="QDQ", act="QUInt8", wt="QInt8", per_channel=True, reduce_range=False),
+    "qdq-u8s8-pc-int32bias": dict(fmt="QDQ", act="QUInt8", wt="QInt8", per_channel=True, reduce_range=False,
+                                  quantize_bias=True),
+    "qdq-u8s8-pc-reduce_range": dict(fmt="QDQ", act="QUInt8", wt="QInt8", per_channel=True, reduce_range=True),
+    "qdq-u8s8-per-tensor": dict(fmt="QDQ", act="QUInt8", wt="QInt8", per_channel=False, reduce_range=False),
+    "qdq-u8u8-pc": dict(fmt="QDQ", act="QUInt8", wt="QUInt8", per_channel=True, reduce_range=False),
+    "qdq-s8s8-pc": dict(fmt="QDQ", act="QInt8", wt="QInt8", per_channel=True, reduce_range=False),
+    "qoperator-u8s8-pc": dict(fmt="QOperator", act="QUInt8", wt="QInt8", per_channel=True, reduce_range=False),
+}
+
+
+def bench_recipes(work: Path):
+    """int8 recipes on MobileNetV2: latency ratio (interleaved rounds), size ratio, cosine."""
+    import onnxruntime as ort
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    import edgekit
+    from mobilenet import mobilenet_v2
+    rng = np.random.default_rng(0)
+    calib = rng.standard_normal((64, 3, 224, 224)).astype(np.float32)
+    evaluation = rng.standard_normal((16, 3, 224, 224)).astype(np.float32)
+    edgekit.export(mobilenet_v2(), eval=evaluation, out=work / "fp32", measure_latency=False)
+    fp32 = work / "fp32" / "model.onnx"
+    quant_pre_process(str(fp32), str(work / "pre.onnx"))
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.i = 0
+
+        def get_next(self):
+            if self.i >= len(calib):
+                return None
+            self.i += 8
+            return {"x": calib[self.i - 8:self.i]}
+
+    def session(path):
+        options = ort.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = THREADS, 1
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    paths = {"fp32": fp32}
+    for name, r in RECIPES.items():
+        paths[name] = work / f"{len(paths)}.onnx"
+        quantize_static(str(work / "pre.onnx"), str(paths[name]), Reader(), quant_format=getattr(QuantFormat, r["fmt"]),
+                        activation_type=getattr(QuantType, r["act"]), weight_type=getattr(QuantType, r["wt"]),
+                        per_channel=r["per_channel"], reduce_range=r["reduce_range"],
+                        extra_options={"QuantizeBias": r.get("quantize_bias", False)})
+    sessions = {k: session(p) for k, p in paths.items()}
+    reference = sessions["fp32"].run(None, {"x": evaluation})[0]
+    x1 = {"x": evaluation[:1]}
+    rounds = {k: [] for k in sessions}
+    for _ in range(5):
+        for name, sess in sessions.items():
+            rounds[name].append(median_ms(lambda: sess.run(None, x1), 30, warmup=5))
+    fp32_ms = statistics.median(rounds["fp32"])
+    rows = []
+    for name, sess in sessions.items():
+        out = sess.run(None, {"x": evaluation})[0]
+        cos = float(np.mean(np.sum(out * reference, 1) / np.linalg.norm(out, axis=1) / np.linalg.norm(reference, axis=1)))
+        ms = statistics.median(rounds[name])
+        rows.append({"recipe": name, "ms": ms, "latency_ratio": ms / fp32_ms,
+                     "size_ratio": paths[name].stat().st_size / fp32.stat().st_size, "cosine": cos})
+    return rows
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", metavar="FILE")
     parser.add_argument("--skip-mobilenet", action="store_true")
+    parser.add_argument("--recipes", action="store_true", help="compare int8 recipes on MobileNetV2 instead")
     args = parser.parse_args(argv)
+    if args.recipes:
+        with tempfile.TemporaryDirectory(prefix="edgekit-bench-") as tmp:
+            rows = bench_recipes(Path(tmp))
+        print(f"{'recipe':28s} {'median ms':>10s} {'int8/fp32':>10s} {'size':>7s} {'cosine':>9s}")
+        for r in rows:
+            print(f"{r['recipe']:28s} {r['ms']:10.3f} {r['latency_ratio']:10.3f} {r['size_ratio']:7.3f} {r['cosine']:9.5f}")
+        if args.json:
+            Path(args.json).write_text(json.dumps(rows, indent=2))
+        return 0
     rows = []
     with tempfile.TemporaryDirectory(prefix="edgekit-bench-") as tmp:
         rows.append(bench_digits(Path(tmp) / "digits"))
