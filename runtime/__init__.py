@@ -10,7 +10,7 @@ tensorflow, onnx or any other part of edgekit; ``tests/runtime`` proves it.
 """
 
 from ._errors import BackendUnavailableError, ModelLoadError, RuntimeInputError
-from ._manifest import MANIFEST_NAME, SCHEMA_VERSION
+from ._manifest import MANIFEST_NAME, SCHEMA_VERSION, read_manifest, sha256_file
 from ._model import Model, TensorInfo, load
 from ._quant import dequantize, quantize
 from .backends import available_backends
@@ -27,4 +27,6 @@ __all__ = [
     "dequantize",
     "load",
     "quantize",
+    "read_manifest",
+    "sha256_file",
 ]

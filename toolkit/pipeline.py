@@ -145,8 +145,8 @@ def _artifacts_for(fmt, source, calibration, evaluation, config, staging: Path, 
         kwargs = {"example": calibration or evaluation} if source.framework == "torch" else {}
         result = convert(source, fp32_path, config, **kwargs)
         checker.check(fp32_path)
-    yield _entry(fmt, Precision.FP32, fp32_path, source, checker, result.tool, {}, result.notes), \
-        ekr.load(fp32_path)
+    model = ekr.load(fp32_path)
+    yield _entry(fmt, Precision.FP32, fp32_path, model, source, checker, result.tool, {}, result.notes), model
     for precision in config.precisions:
         if precision == Precision.FP32:
             continue
@@ -155,19 +155,19 @@ def _artifacts_for(fmt, source, calibration, evaluation, config, staging: Path, 
             quantizer = QUANTIZERS.get((fmt, str(precision)))
             qresult = quantizer(fp32_path, path, calibration, config.quantize)
             checker.check(path)
-        yield _entry(fmt, precision, path, source, checker, result.tool, qresult.details, qresult.notes,
-                     scheme=qresult.scheme), ekr.load(path)
+        model = ekr.load(path)
+        yield _entry(fmt, precision, path, model, source, checker, result.tool, qresult.details, qresult.notes,
+                     scheme=qresult.scheme), model
 
 
-def _entry(fmt, precision, path: Path, source, checker, tool, quantization, notes, scheme=None) -> dict:
-    engine = ekr.load(path)
+def _entry(fmt, precision, path: Path, engine, source, checker, tool, quantization, notes, scheme=None) -> dict:
     layouts = {s.name: s.layout for s in source.input_specs}
     inputs = [ekr.TensorInfo(t.name, t.shape, t.dtype, layouts.get(t.name), t.scale, t.zero_point).to_dict()
               for t in engine.inputs]
     return {
         "id": f"{fmt}-{precision}", "format": fmt, "precision": str(precision),
         "scheme": scheme or ("fp32" if precision == Precision.FP32 else SCHEMES.get(str(precision))),
-        "file": path.name, "sha256": ekr._manifest.sha256_file(path), "size_bytes": path.stat().st_size,
+        "file": path.name, "sha256": ekr.sha256_file(path), "size_bytes": path.stat().st_size,
         "inputs": inputs, "outputs": [t.to_dict() for t in engine.outputs],
         "quantization": quantization, "contents": checker.describe(path),
         "tools": {"converter": tool}, "notes": list(notes),

@@ -63,7 +63,7 @@ def verify(bundle, eval, *, tolerances=None, artifacts=None, latency=False, prog
     """
     bundle = Path(bundle)
     try:
-        manifest = ekr._manifest.read_manifest(bundle)
+        manifest = ekr.read_manifest(bundle)
     except ekr.ModelLoadError as exc:
         raise InputError(str(exc)) from None
     specs = [ekr.TensorInfo.from_dict(d) for d in manifest["inputs"]]

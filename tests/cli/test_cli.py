@@ -50,7 +50,7 @@ def test_broken_artifact_fails_the_gate(digits_bundle, digits_files, tmp_path):
     """Zero the int8 weights (as a converter bug that drops them would) and re-sign the manifest."""
     import onnx
     from onnx import numpy_helper
-    from edgekit.runtime._manifest import sha256_file
+    from edgekit.runtime import sha256_file
     bundle = tmp_path / "b"
     shutil.copytree(digits_bundle[0], bundle)
     model = onnx.load(str(bundle / "model.int8.onnx"))

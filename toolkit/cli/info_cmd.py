@@ -19,7 +19,7 @@ def _shape(t):
 def run(args) -> int:
     from edgekit.errors import InputError
     from edgekit.runtime import ModelLoadError
-    from edgekit.runtime._manifest import read_manifest
+    from edgekit.runtime import read_manifest
     try:
         manifest = read_manifest(args.bundle)
     except ModelLoadError as exc:
