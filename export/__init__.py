@@ -6,8 +6,9 @@ package's module object is callable and forwards to ``edgekit.pipeline.export``
 
 Converters: one module per (source framework, target format), behind one registry.
 
-A converter is a function ``convert(source, out_path, config) -> ConversionResult``
-writing the fp32 artifact of ``source`` to ``out_path``. ``FORMATS`` holds, per
+A converter is a function ``convert(source, out_path, config, example=None) -> ConversionResult``
+writing the fp32 artifact of ``source`` to ``out_path`` (``example`` is a validated data set
+for converters that trace). ``FORMATS`` holds, per
 target format, the file suffix and the module that checks and describes files of
 that format. Adding a (framework, format) pair is one module and one line here.
 """
@@ -22,18 +23,23 @@ CONVERTERS = Registry("converters")
 CONVERTERS.register(("torch", "onnx"), "edgekit.export.torch_onnx:convert",
                     requires=("torch", "onnx", "onnxscript"), extra="torch")
 CONVERTERS.register(("onnx", "onnx"), "edgekit.export.onnx_onnx:convert", requires=("onnx",), extra="onnx")
+CONVERTERS.register(("tf", "tflite"), "edgekit.export.tf_tflite:convert", requires=("tensorflow",), extra="tf")
+CONVERTERS.register(("tf", "onnx"), "edgekit.export.tf_onnx:convert", requires=("tensorflow", "tf2onnx", "onnx"),
+                    extra="tf")
 
 # format -> (artifact suffix, "module:attr" of its checker/describer)
 FORMATS = {
     "onnx": (".onnx", "edgekit.export.onnx_format"),
+    "tflite": (".tflite", "edgekit.export.tflite_format"),
 }
 
 
 @dataclass(frozen=True)
 class ConversionResult:
-    path: object
+    path: object                   # the fp32 artifact
     tool: str                      # e.g. "torch.onnx.export (dynamo)"
     notes: tuple = field(default_factory=tuple)
+    source: object = None          # quantizers that convert again (TFLite) start from the source
 
 
 def format_module(fmt: str):

@@ -32,3 +32,43 @@ def describe(path: Path) -> dict:
     opsets = {imp.domain or "ai.onnx": imp.version for imp in model.opset_import}
     return {"weight_elements_by_dtype": dict(weights), "op_counts": dict(sorted(ops.items())),
             "opset": opsets, "ir_version": model.ir_version}
+
+
+def rename_outputs(graph, names):
+    """Give the graph outputs (in order) the source's names.
+
+    Converters' own naming can collide with an internal value of the same name (the
+    dynamo exporter's dict output "embedding" next to the aten::embedding result) and
+    break SSA; renaming afterwards moves any such internal value out of the way first.
+    """
+    _rename_values(graph, [o.name for o in graph.output], names, "outputs")
+
+
+def rename_inputs(graph, names):
+    initializers = {i.name for i in graph.initializer}
+    _rename_values(graph, [i.name for i in graph.input if i.name not in initializers], names, "inputs")
+
+
+def _rename_values(graph, current, names, kind):
+    outputs = current
+    if len(names) != len(outputs):
+        raise ConversionError(f"the exported graph has {len(outputs)} {kind}, the model has {len(names)}")
+
+    def rename(old, new):
+        for node in graph.node:
+            node.input[:] = [new if v == old else v for v in node.input]
+            node.output[:] = [new if v == old else v for v in node.output]
+        for value in list(graph.output) + list(graph.value_info) + list(graph.input):
+            if value.name == old:
+                value.name = new
+        for init in graph.initializer:
+            if init.name == old:
+                init.name = new
+
+    taken = {v for n in graph.node for v in (*n.input, *n.output)} | {i.name for i in graph.initializer}
+    for old, new in zip(outputs, names):
+        if old == new:
+            continue
+        if new in taken:
+            rename(new, f"{new}__internal")
+        rename(old, new)

@@ -15,6 +15,7 @@ import numpy as np
 from edgekit.errors import ConversionError
 
 from . import ConversionResult
+from .onnx_format import rename_outputs
 
 log = logging.getLogger("edgekit.export.torch_onnx")
 
@@ -53,37 +54,6 @@ def _strip_debug_metadata(graph) -> int:
     return stripped
 
 
-def _rename_outputs(graph, names):
-    """Give the graph outputs the source's names.
-
-    The dynamo exporter's ``output_names`` can collide with an internal value of the
-    same name (a dict output "embedding" next to the aten::embedding result) and
-    break SSA; renaming afterwards moves any such internal value out of the way first.
-    """
-    outputs = [o.name for o in graph.output]
-    if len(names) != len(outputs):
-        raise ConversionError(f"the exported graph has {len(outputs)} outputs, the model returned {len(names)}")
-
-    def rename(old, new):
-        for node in graph.node:
-            node.input[:] = [new if v == old else v for v in node.input]
-            node.output[:] = [new if v == old else v for v in node.output]
-        for value in list(graph.output) + list(graph.value_info) + list(graph.input):
-            if value.name == old:
-                value.name = new
-        for init in graph.initializer:
-            if init.name == old:
-                init.name = new
-
-    taken = {v for n in graph.node for v in (*n.input, *n.output)} | {i.name for i in graph.initializer}
-    for old, new in zip(outputs, names):
-        if old == new:
-            continue
-        if new in taken:
-            rename(new, f"{new}__internal")
-        rename(old, new)
-
-
 def convert(source, out_path, config, example=None) -> ConversionResult:
     import torch
     args = _example_inputs(source, example)
@@ -107,7 +77,7 @@ def convert(source, out_path, config, example=None) -> ConversionResult:
                 dynamic_shapes=dynamic_shapes, external_data=False, optimize=True, report=False,
                 verbose=False)
             proto = program.model_proto  # a property that serializes anew on every access
-            _rename_outputs(proto.graph, output_names)
+            rename_outputs(proto.graph, output_names)
             _strip_debug_metadata(proto.graph)
             onnx_save(proto, out_path)
         tool = f"torch.onnx.export (dynamo) torch {torch.__version__}"
@@ -129,4 +99,4 @@ def convert(source, out_path, config, example=None) -> ConversionResult:
             raise ConversionError(f"torch.onnx.export failed with both exporters: dynamo: {first_error}; "
                                   f"torchscript: {type(exc2).__name__}: {exc2}") from None
         tool = f"torch.onnx.export (torchscript) torch {torch.__version__}"
-    return ConversionResult(out_path, tool, tuple(notes))
+    return ConversionResult(out_path, tool, tuple(notes), source=source)

@@ -1,9 +1,14 @@
 """Post-training quantizers: one module per (format, precision), behind one registry.
 
-A quantizer is ``quantize(fp32_path, out_path, calibration, options) -> QuantizationResult``;
-``calibration`` is a validated Dataset (None for schemes that need none). The
-scheme names mean the same in every format: ``w8a8-static`` (int8 weights and
-activations, calibrated), ``fp16`` (half-precision weights and compute, float I/O).
+A quantizer is ``quantize(conversion, out_path, calibration, options) -> QuantizationResult``:
+``conversion`` is the fp32 ConversionResult (its ``path``, and its ``source`` for formats
+whose converter quantizes while converting, like TFLite); ``calibration`` is a validated
+Dataset (None for schemes that need none). Keys are ``(format, precision)`` or, for a
+quantizer that depends on the source framework, ``(framework, format, precision)``.
+
+Scheme names mean the same in every format: ``w8a8-static`` (int8 weights and activations,
+calibrated), ``w8a32-dynamic`` (int8 weights, activations quantized on the fly),
+``w8a16-static`` (int8 weights, int16 activations), ``fp16`` (half-precision weights).
 """
 
 from dataclasses import dataclass, field
@@ -15,8 +20,20 @@ QUANTIZERS.register(("onnx", "int8"), "edgekit.quantize.onnx_int8:quantize",
                     requires=("onnx", "onnxruntime"), extra="onnx")
 QUANTIZERS.register(("onnx", "fp16"), "edgekit.quantize.onnx_fp16:quantize",
                     requires=("onnx", "onnxruntime"), extra="onnx")
+QUANTIZERS.register(("onnx", "dynamic"), "edgekit.quantize.onnx_int8:quantize_dynamic_int8",
+                    requires=("onnx", "onnxruntime"), extra="onnx")
+for _precision in ("fp16", "dynamic", "int8", "int16x8"):
+    QUANTIZERS.register(("tf", "tflite", _precision), f"edgekit.quantize.tflite_tf:quantize_{_precision}",
+                        requires=("tensorflow",), extra="tf")
 
-SCHEMES = {"int8": "w8a8-static", "fp16": "fp16"}
+SCHEMES = {"int8": "w8a8-static", "fp16": "fp16", "dynamic": "w8a32-dynamic", "int16x8": "w8a16-static"}
+
+
+def quantizer_for(framework, fmt, precision):
+    """The most specific quantizer: (framework, format, precision), else (format, precision)."""
+    entries = QUANTIZERS.entries()
+    key = (framework, fmt, str(precision))
+    return QUANTIZERS.get(key if key in entries else (fmt, str(precision)))
 
 
 @dataclass(frozen=True)
@@ -27,4 +44,4 @@ class QuantizationResult:
     notes: tuple = ()
 
 
-__all__ = ["QUANTIZERS", "QuantizationResult", "SCHEMES"]
+__all__ = ["QUANTIZERS", "QuantizationResult", "SCHEMES", "quantizer_for"]

@@ -30,11 +30,11 @@ def _toposort(graph) -> None:
     graph.node.extend(copies)
 
 
-def quantize(fp32_path, out_path, calibration, options) -> QuantizationResult:
+def quantize(conversion, out_path, calibration, options) -> QuantizationResult:
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
     try:
-        model = convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True)
+        model = convert_float_to_float16(onnx.load(str(conversion.path)), keep_io_types=True)
         _toposort(model.graph)
         onnx.save_model(model, str(out_path))
     except QuantizationError:

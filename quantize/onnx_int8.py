@@ -57,7 +57,8 @@ def _excluded_nodes(model, patterns):
     return excluded
 
 
-def quantize(fp32_path, out_path, calibration, options) -> QuantizationResult:
+def quantize(conversion, out_path, calibration, options) -> QuantizationResult:
+    fp32_path = conversion.path
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -65,7 +66,7 @@ def quantize(fp32_path, out_path, calibration, options) -> QuantizationResult:
     if calibration is None:
         raise CalibrationError("int8 needs calibration data (--calib)")
     count = min(len(calibration), options.max_calibration_samples)
-    notes = []
+    notes = ["int8 I/O was asked for; ONNX QDQ models keep float32 inputs and outputs"] if options.int8_io else []
     with tempfile.TemporaryDirectory(prefix="edgekit-ort-") as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         try:
@@ -102,3 +103,18 @@ def quantize(fp32_path, out_path, calibration, options) -> QuantizationResult:
                "calibration_method": str(options.calibration_method),
                "calibration_samples": count, "nodes_kept_fp32": excluded}
     return QuantizationResult(out_path, "w8a8-static", details, tuple(notes))
+
+
+def quantize_dynamic_int8(conversion, out_path, calibration, options) -> QuantizationResult:
+    """int8 weights, activations quantized at run time (no calibration): MatMul/Gemm-heavy models."""
+    from onnxruntime.quantization import QuantType
+    from onnxruntime.quantization import quantize_dynamic as ort_quantize_dynamic
+    try:
+        ort_quantize_dynamic(str(conversion.path), str(out_path), per_channel=options.per_channel,
+                             reduce_range=options.reduce_range, weight_type=QuantType.QInt8)
+    except Exception as exc:
+        raise QuantizationError(f"onnxruntime dynamic quantization failed: {type(exc).__name__}: {exc}") from None
+    details = {"tool": "onnxruntime.quantization.quantize_dynamic", "weights": "int8 symmetric",
+               "activations": "dynamic (per call)", "per_channel": options.per_channel,
+               "reduce_range": options.reduce_range}
+    return QuantizationResult(out_path, "w8a32-dynamic", details)

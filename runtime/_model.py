@@ -43,7 +43,7 @@ def load(path, backend="auto", *, artifact=None, precision=None, threads=None,
 
 
 def _format_of_backend(backend: str) -> str:
-    return {"onnxruntime": "onnx"}.get(backend, backend)
+    return {"onnxruntime": "onnx"}.get(backend, backend)  # "tflite" is both
 
 
 def _check_against_file(entry, inputs, file_inputs, outputs, file_outputs):

@@ -10,7 +10,9 @@ from .errors import ConfigError
 class Precision(StrEnum):
     FP32 = "fp32"
     FP16 = "fp16"
-    INT8 = "int8"
+    INT8 = "int8"            # w8a8-static: calibrated int8 weights and activations
+    DYNAMIC = "dynamic"      # w8a32-dynamic: int8 weights, activations quantized per call
+    INT16X8 = "int16x8"      # w8a16-static: int8 weights, int16 activations (TFLite)
 
 
 class CalibrationMethod(StrEnum):
@@ -68,7 +70,10 @@ DEFAULT_TOLERANCES = {
     Precision.FP32: Tolerance(min_cosine=0.99999, max_accuracy_drop=0.3, min_top1_agreement=0.995),
     Precision.FP16: Tolerance(min_cosine=0.999, max_accuracy_drop=0.5, min_top1_agreement=0.99),
     Precision.INT8: Tolerance(min_cosine=0.99, max_accuracy_drop=1.0, min_top1_agreement=0.97),
+    Precision.DYNAMIC: Tolerance(min_cosine=0.99, max_accuracy_drop=1.0, min_top1_agreement=0.97),
+    Precision.INT16X8: Tolerance(min_cosine=0.999, max_accuracy_drop=0.5, min_top1_agreement=0.99),
 }
+CALIBRATED = (Precision.INT8, Precision.INT16X8)
 
 
 def parse_tolerance_overrides(items, base=None) -> dict:
@@ -99,6 +104,7 @@ class QuantizeOptions:
     max_calibration_samples: int = 512
     min_calibration_samples: int = 32
     keep_fp32: tuple = ()
+    int8_io: bool = False          # int8 inputs/outputs where the format has them (TFLite)
 
     def __post_init__(self):
         object.__setattr__(self, "calibration_method",

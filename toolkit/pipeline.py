@@ -17,13 +17,13 @@ import numpy as np
 
 import edgekit.runtime as ekr
 from edgekit.export import CONVERTERS, FORMATS, format_module
-from edgekit.quantize import QUANTIZERS, SCHEMES
+from edgekit.quantize import SCHEMES, quantizer_for
 
 from ._version import __version__
 from .bundle import check_output_dir, staged_bundle
-from .config import ExportConfig, Precision, QuantizeOptions
+from .config import CALIBRATED, ExportConfig, Precision, QuantizeOptions
 from .data import Dataset, check_calibration, load_data, validate
-from .errors import ConfigError, ParityError
+from .errors import ConfigError, ParityError, UnsupportedError
 from .report import Report
 from .sources import load_source
 from .timing import timed_step
@@ -33,7 +33,7 @@ log = logging.getLogger("edgekit.pipeline")
 
 
 def export(model, example_inputs=None, *, calib=None, eval=None, targets=("onnx",), int8=False,
-           fp16=False, out, weights=None, input_specs=None, preprocess=None, labels=None,
+           fp16=False, precisions=None, out, weights=None, input_specs=None, preprocess=None, labels=None,
            quantize: QuantizeOptions | None = None, config: ExportConfig | None = None,
            progress=None, **options) -> Report:
     """Export ``model`` to every target (fp32, plus int8/fp16 when asked), verify, write the bundle.
@@ -45,7 +45,7 @@ def export(model, example_inputs=None, *, calib=None, eval=None, targets=("onnx"
     after keeping the failing candidate bundle at ``OUT.rejected``.
     """
     if config is None:
-        precisions = [Precision.FP32] + ([Precision.FP16] if fp16 else []) + ([Precision.INT8] if int8 else [])
+        precisions = list(precisions or []) + ([Precision.FP16] if fp16 else []) + ([Precision.INT8] if int8 else [])
         try:
             config = ExportConfig(targets=tuple(targets) if not isinstance(targets, str) else targets,
                                   precisions=tuple(precisions), quantize=quantize or QuantizeOptions(), **options)
@@ -100,8 +100,9 @@ def _load_datasets(source, example_inputs, calib, eval, preprocess, labels, conf
               for role, spec in (("calibration", calib), ("eval", eval)) if spec is not None}
     if example_inputs is not None and not loaded:
         loaded["example"] = load_data(example_inputs, role="example_inputs")
-    if Precision.INT8 in config.precisions and "calibration" not in loaded:
-        raise ConfigError("int8 needs calibration data: pass calib= (CLI: --calib DATA)")
+    calibrated = [str(p) for p in config.precisions if p in CALIBRATED]
+    if calibrated and "calibration" not in loaded:
+        raise ConfigError(f"{', '.join(calibrated)} needs calibration data: pass calib= (CLI: --calib DATA)")
     if not loaded:
         if not source.input_specs or any(d is None for s in source.input_specs for d in s.shape[1:]):
             raise ConfigError("no data to verify with: pass eval= or calib= (CLI: --eval/--calib), "
@@ -117,7 +118,7 @@ def _load_datasets(source, example_inputs, calib, eval, preprocess, labels, conf
             if ds.class_names is None:
                 validated[role] = Dataset(ds.inputs, ds.labels, ds.origin, tuple(labels))
     calibration = validated.get("calibration")
-    if calibration is not None and Precision.INT8 in config.precisions:
+    if calibration is not None and calibrated:
         report.warnings += check_calibration(calibration, min_samples=config.quantize.min_calibration_samples)
     evaluation = validated.get("eval") or calibration or next(iter(validated.values()))
     if "eval" not in validated and "random" not in validated:
@@ -142,8 +143,7 @@ def _artifacts_for(fmt, source, calibration, evaluation, config, staging: Path, 
     convert = CONVERTERS.get((source.framework, fmt))
     fp32_path = staging / f"model{suffix}"
     with timed_step(f"export {fmt} fp32", report.stages, progress):
-        kwargs = {"example": calibration or evaluation} if source.framework == "torch" else {}
-        result = convert(source, fp32_path, config, **kwargs)
+        result = convert(source, fp32_path, config, example=calibration or evaluation)
         checker.check(fp32_path)
     model = ekr.load(fp32_path)
     yield _entry(fmt, Precision.FP32, fp32_path, model, source, checker, result.tool, {}, result.notes), model
@@ -151,10 +151,15 @@ def _artifacts_for(fmt, source, calibration, evaluation, config, staging: Path, 
         if precision == Precision.FP32:
             continue
         path = staging / f"model.{precision}{suffix}"
+        try:
+            quantizer = quantizer_for(source.framework, fmt, precision)
+        except UnsupportedError:
+            report.warnings.append(f"{fmt} {precision} from {source.framework}: not supported, no artifact made")
+            continue
         with timed_step(f"quantize {fmt} {precision}", report.stages, progress):
-            quantizer = QUANTIZERS.get((fmt, str(precision)))
-            qresult = quantizer(fp32_path, path, calibration, config.quantize)
+            qresult = quantizer(result, path, calibration, config.quantize)
             checker.check(path)
+        report.warnings += [f"{fmt}-{precision}: {note}" for note in qresult.notes]
         model = ekr.load(path)
         yield _entry(fmt, precision, path, model, source, checker, result.tool, qresult.details, qresult.notes,
                      scheme=qresult.scheme), model
@@ -177,7 +182,8 @@ def _entry(fmt, precision, path: Path, engine, source, checker, tool, quantizati
 def _versions() -> dict:
     from importlib import metadata
     versions = {"python": platform.python_version(), "edgekit": __version__}
-    for name in ("numpy", "torch", "onnx", "onnxscript", "onnxruntime"):
+    for name in ("numpy", "torch", "onnx", "onnxscript", "onnxruntime", "tensorflow", "keras", "tf_keras",
+                 "tf2onnx", "ai-edge-litert", "litert-torch"):
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

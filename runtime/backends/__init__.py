@@ -16,13 +16,19 @@ from .._errors import BackendUnavailableError, ModelLoadError
 _BACKENDS = {
     "onnxruntime": ("edgekit.runtime.backends._onnxruntime:OnnxRuntimeBackend",
                     "onnxruntime", (".onnx",)),
+    "tflite": ("edgekit.runtime.backends._tflite:TFLiteBackend", "ai_edge_litert", (".tflite",)),
 }
-_EXTRA = {"onnxruntime": "onnx"}
+_EXTRA = {"onnxruntime": "onnx", "tflite": "tflite"}
+# Backends that can run from any one of several packages (checked in order).
+_ALTERNATIVES = {"tflite": ("ai_edge_litert", "tflite_runtime", "tensorflow")}
+
+
+def _installed(name) -> bool:
+    return any(importlib.util.find_spec(m) is not None for m in _ALTERNATIVES.get(name, (_BACKENDS[name][1],)))
 
 
 def available_backends() -> list[str]:
-    return [name for name, (_, module, _) in _BACKENDS.items()
-            if importlib.util.find_spec(module) is not None]
+    return [name for name in _BACKENDS if _installed(name)]
 
 
 def backend_for(path: Path, backend: str = "auto") -> type:
@@ -32,14 +38,14 @@ def backend_for(path: Path, backend: str = "auto") -> type:
         if not names:
             known = sorted({s for _, _, sfx in _BACKENDS.values() for s in sfx})
             raise ModelLoadError(f"no runtime backend runs '{suffix}' files ({path}); known: {known}")
-        usable = [n for n in names if importlib.util.find_spec(_BACKENDS[n][1]) is not None]
+        usable = [n for n in names if _installed(n)]
         backend = (usable or names)[0]
     if backend not in _BACKENDS:
         raise ModelLoadError(f"unknown backend {backend!r}; known: {sorted(_BACKENDS)}")
     target, module, suffixes = _BACKENDS[backend]
     if suffix not in suffixes:
         raise ModelLoadError(f"backend {backend!r} runs {list(suffixes)} files, not {path.name}")
-    if importlib.util.find_spec(module) is None:
+    if not _installed(backend):
         raise BackendUnavailableError(
             f"backend {backend!r} needs the '{module}' package: pip install 'edgekit[{_EXTRA[backend]}]'")
     mod_name, attr = target.split(":")

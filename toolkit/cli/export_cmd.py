@@ -10,10 +10,19 @@ def register(sub):
                        description="Export MODEL to each --to format (fp32, plus --int8/--fp16), verify every "
                                    "artifact against the source model, and write the bundle to --out atomically.")
     p.add_argument("model", metavar="MODEL",
-                   help="FILE.py:FACTORY returning a torch.nn.Module, a torch.export .pt2 program, or an .onnx file")
-    p.add_argument("--to", default="onnx", metavar="FORMATS", help="comma-separated target formats (default: onnx)")
-    p.add_argument("--int8", action="store_true", help="also produce full static int8 (needs --calib)")
+                   help="FILE.py:FACTORY returning a torch.nn.Module or a Keras model, a torch.export .pt2 program, "
+                        "a .keras / .h5 file, a SavedModel folder, or an .onnx file")
+    p.add_argument("--to", default="onnx", metavar="FORMATS", help="comma-separated target formats: onnx, tflite "
+                   "(default: onnx)")
+    p.add_argument("--int8", action="store_true", help="also produce full static int8, w8a8 (needs --calib)")
     p.add_argument("--fp16", action="store_true", help="also produce fp16")
+    p.add_argument("--dynamic-int8", action="store_true",
+                   help="also produce dynamic-range int8 (int8 weights, float activations; no calibration)")
+    p.add_argument("--int16x8", action="store_true",
+                   help="also produce int8 weights with int16 activations (TFLite; needs --calib)")
+    p.add_argument("--int8-io", action="store_true",
+                   help="int8 artifacts take and return int8 tensors where the format allows it (TFLite); "
+                        "edgekit.runtime converts float data using the scale/zero point in the manifest")
     p.add_argument("--out", required=True, metavar="DIR", help="bundle folder (replaced atomically)")
     p.add_argument("--weights", metavar="STATE.pt", help="state_dict for FILE.py:FACTORY, loaded with weights_only=True")
     p.add_argument("--calib", metavar="DATA", help=".npz/.npy, image folder, or FILE.py:CALLABLE yielding batches")
@@ -98,9 +107,10 @@ def run(args) -> int:
         "calibration_method": args.calibration_method, "per_channel": args.per_channel,
         "reduce_range": args.reduce_range, "max_calibration_samples": args.max_calib_samples,
         "min_calibration_samples": args.min_calib_samples}.items() if v is not None}
-    precisions = ["fp32"] + (["fp16"] if args.fp16 else []) + (["int8"] if args.int8 else [])
+    precisions = ["fp32"] + [name for flag, name in ((args.fp16, "fp16"), (args.dynamic_int8, "dynamic"),
+                                                     (args.int8, "int8"), (args.int16x8, "int16x8")) if flag]
     config = ExportConfig(targets=args.to, precisions=tuple(precisions),
-                          quantize=QuantizeOptions(keep_fp32=tuple(args.keep_fp32), **quant),
+                          quantize=QuantizeOptions(keep_fp32=tuple(args.keep_fp32), int8_io=args.int8_io, **quant),
                           tolerances=parse_tolerance_overrides(args.tol), reference_device=args.reference_device,
                           opset=args.opset, seed=args.seed, measure_latency=not args.no_latency)
     specs = [parse_input_spec(t, args.layout) for t in args.input] or None

@@ -61,7 +61,7 @@ def main(argv=None) -> int:
         return EXIT_USAGE if exc.code else EXIT_PASS
     level = logging.DEBUG if args.verbose else logging.ERROR if args.quiet else logging.WARNING
     logging.basicConfig(level=level, format="edgekit: %(levelname)s: %(message)s")
-    for noisy in ("torch.onnx", "onnxscript", "onnx_ir", "onnxruntime"):
+    for noisy in ("torch.onnx", "onnxscript", "onnx_ir", "onnxruntime", "tensorflow", "tf2onnx", "absl"):
         logging.getLogger(noisy).setLevel(max(level, logging.ERROR))
     signal.signal(signal.SIGTERM, _terminate)
     try:

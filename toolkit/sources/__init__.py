@@ -9,12 +9,14 @@ registered sources in order; adding a framework is one module and one line.
 
 import importlib
 
+from .._pyfile import is_pyfile_ref, load_attr
 from ..errors import InputError
 from ..registry import Registry
 
 SOURCES = Registry("sources")
 SOURCES.register("torch", "edgekit.sources.torch_source:TorchSource", requires=("torch", "onnx"),
                  extra="torch")
+SOURCES.register("tf", "edgekit.sources.tf_source:TFSource", requires=("tensorflow",), extra="tf")
 SOURCES.register("onnx", "edgekit.sources.onnx_source:OnnxSource", requires=("onnx", "onnxruntime"),
                  extra="onnx")
 
@@ -24,12 +26,28 @@ __all__ = ["SOURCES", "load_source"]
 def load_source(model, *, weights=None, input_specs=None, framework=None):
     """Pick the source that accepts ``model`` (or the named ``framework``) and load it."""
     entries = SOURCES.entries()
+    description = None
+    if is_pyfile_ref(model):
+        # FILE.py:FACTORY: the user's own code builds the model; dispatch on what it returns.
+        factory = load_attr(model)
+        if not callable(factory):
+            raise InputError(f"{model} is not callable; expected a factory returning a model")
+        description, model = model, factory()
     if framework is not None:
-        return SOURCES.get(framework).load(model, weights=weights, input_specs=input_specs)
-    for entry in entries.values():
-        module, attr = entry.target.split(":")
-        if getattr(importlib.import_module(module), attr).accepts(model):
-            return entry.load().load(model, weights=weights, input_specs=input_specs)
+        source = SOURCES.get(framework).load(model, weights=weights, input_specs=input_specs)
+    else:
+        for entry in entries.values():
+            module, attr = entry.target.split(":")
+            if getattr(importlib.import_module(module), attr).accepts(model):
+                source = entry.load().load(model, weights=weights, input_specs=input_specs)
+                break
+        else:
+            source = None
+    if source is not None:
+        if description:
+            source.description = description
+        return source
+    what = f"{description} returned a {type(model).__name__}" if description else f"cannot tell which framework {model!r} is for"
     raise InputError(
-        f"cannot tell which framework {model!r} is for; expected FILE.py:FACTORY (PyTorch), "
-        "a .pt2 torch.export program, an .onnx file, or a live model object")
+        f"{what}; expected FILE.py:FACTORY returning a torch.nn.Module or a Keras model, a .pt2 "
+        "torch.export program, a .keras/.h5 file, a SavedModel folder, an .onnx file, or a live model")

@@ -8,7 +8,6 @@ import numpy as np
 
 from edgekit.runtime import TensorInfo
 
-from .._pyfile import is_pyfile_ref, load_attr
 from ..config import ReferenceDevice
 from ..errors import ConfigError, InputError
 from ..reference import ReferenceOutputs
@@ -46,8 +45,7 @@ class TorchSource:
     @staticmethod
     def accepts(model) -> bool:
         if isinstance(model, (str, Path)):
-            text = str(model)
-            return text.endswith(".pt2") or is_pyfile_ref(text)
+            return str(model).endswith(".pt2")
         return type(model).__module__.split(".")[0] == "torch" or any(
             c.__module__.startswith("torch.") for c in type(model).__mro__)
 
@@ -59,11 +57,6 @@ class TorchSource:
         specs = list(input_specs) if input_specs else None
         if isinstance(model, (str, Path)) and str(model).endswith(".pt2"):
             model = _load_program(Path(model))
-        elif isinstance(model, str):
-            factory = load_attr(model)
-            if not callable(factory):
-                raise InputError(f"{model} is not callable; expected a factory returning an nn.Module")
-            model = factory()
         if isinstance(model, torch.export.ExportedProgram):
             specs = specs or _program_specs(model)
             if weights is not None:

@@ -1,0 +1,50 @@
+"""TensorFlow/Keras -> ONNX with tf2onnx, from the source's frozen SavedModel (opset >= 17)."""
+
+import io
+import logging
+from contextlib import redirect_stdout
+
+from edgekit.errors import ConversionError
+
+from . import ConversionResult
+from .onnx_format import rename_inputs, rename_outputs
+
+MIN_OPSET = 17
+
+
+def convert(source, out_path, config, example=None) -> ConversionResult:
+    import onnx
+    import tensorflow as tf
+    import tf2onnx
+
+    for name in ("tf2onnx", "tensorflow"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    opset = max(config.opset, MIN_OPSET)
+    loaded = tf.saved_model.load(str(source.saved_model_dir()))
+    serving = loaded.signatures["serving_default"]
+    names = [s.name for s in source.input_specs]
+    signature = [tf.TensorSpec(list(s.shape), tf.as_dtype(s.dtype), name=s.name) for s in source.input_specs]
+
+    @tf.function(input_signature=signature)
+    def serve(*args):
+        return serving(**dict(zip(names, args)))
+
+    try:
+        with redirect_stdout(io.StringIO()):
+            proto, _ = tf2onnx.convert.from_function(serve, input_signature=signature, opset=opset)
+    except Exception as exc:
+        raise ConversionError(f"tf2onnx failed: {type(exc).__name__}: {exc}") from None
+    outputs = list(serving.structured_outputs)
+    if [o.name.split(":")[0] for o in proto.graph.output] != outputs:
+        # tf2onnx names outputs after graph tensors; the signature order is the source's order.
+        by_name = {o.name.split(":")[0]: o.name for o in proto.graph.output}
+        if sorted(by_name) == sorted(outputs):
+            order = [by_name[n] for n in outputs]
+            kept = {o.name: o for o in proto.graph.output}
+            ordered = [kept[n] for n in order]
+            del proto.graph.output[:]
+            proto.graph.output.extend(ordered)
+    rename_inputs(proto.graph, names)
+    rename_outputs(proto.graph, list(source.output_names))
+    onnx.save_model(proto, str(out_path), save_as_external_data=False)
+    return ConversionResult(out_path, f"tf2onnx {tf2onnx.__version__} opset {opset}", source=source)

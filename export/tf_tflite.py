@@ -1,0 +1,28 @@
+"""TensorFlow/Keras -> TFLite fp32, from the source's frozen SavedModel."""
+
+from edgekit.errors import ConversionError
+
+from . import ConversionResult
+
+
+def converter(source):
+    """A TFLiteConverter on the source's SavedModel (weights frozen by the SavedModel export)."""
+    import tensorflow as tf
+    return tf.lite.TFLiteConverter.from_saved_model(str(source.saved_model_dir()))
+
+
+def run_converter(conv, out_path, what="fp32"):
+    try:
+        flatbuffer = conv.convert()
+    except Exception as exc:
+        raise ConversionError(f"the TFLite converter failed ({what}): {type(exc).__name__}: "
+                              f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}") from None
+    with open(out_path, "wb") as fh:
+        fh.write(flatbuffer)
+
+
+def convert(source, out_path, config, example=None) -> ConversionResult:
+    import tensorflow as tf
+    run_converter(converter(source), out_path)
+    return ConversionResult(out_path, f"tf.lite.TFLiteConverter (SavedModel) tensorflow {tf.__version__}",
+                            source=source)

@@ -1,0 +1,82 @@
+"""TFLite backend: ai_edge_litert, else tflite_runtime, else tensorflow.lite.
+
+Inputs and outputs are named by the model's serving signature when it has one
+(the names a Keras model or a PyTorch module gave them), else by tensor name.
+Int8/uint8 I/O carries its scale and zero point (a scale of 0 means not
+quantized), which ``Model`` uses to quantize float inputs and dequantize outputs.
+A dynamic batch axis is resized on demand; the last shape is cached.
+"""
+
+import importlib
+
+import numpy as np
+
+from .._errors import BackendUnavailableError, ModelLoadError
+from .._tensor import TensorInfo
+
+_INTERPRETERS = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter", "tensorflow.lite")
+
+
+def interpreter_class():
+    for module_name in _INTERPRETERS:
+        try:
+            return importlib.import_module(module_name).Interpreter
+        except ImportError:
+            continue
+    raise BackendUnavailableError("no TFLite interpreter: pip install 'edgekit[tflite]' (ai-edge-litert)")
+
+
+def _info(name, detail) -> TensorInfo:
+    signature = detail.get("shape_signature")
+    shape = tuple(None if d < 0 else int(d) for d in (signature if signature is not None and len(signature)
+                                                        else detail["shape"]))
+    scale, zero_point = detail.get("quantization", (0.0, 0))
+    quantized = scale > 0 and np.dtype(detail["dtype"]).kind in "iu"
+    return TensorInfo(name=name, shape=shape, dtype=np.dtype(detail["dtype"]),
+                      scale=float(scale) if quantized else None,
+                      zero_point=int(zero_point) if quantized else None)
+
+
+class TFLiteBackend:
+    name = "tflite"
+
+    def __init__(self, path, threads=None):
+        Interpreter = interpreter_class()
+        try:
+            self._interpreter = Interpreter(model_path=str(path), num_threads=int(threads) if threads else None)
+            self._interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise ModelLoadError(f"the TFLite interpreter could not load {path}: {exc}") from None
+        signatures = self._interpreter.get_signature_list()
+        if signatures:
+            runner = self._interpreter.get_signature_runner(next(iter(signatures)))
+            ins = runner.get_input_details()
+            outs = runner.get_output_details()
+            # Signature dicts are unordered by name; keep the model's tensor order.
+            in_items = sorted(ins.items(), key=lambda kv: kv[1]["index"])
+            out_items = sorted(outs.items(), key=lambda kv: kv[1]["index"])
+            full = {d["index"]: d for d in self._interpreter.get_input_details() + self._interpreter.get_output_details()}
+            in_items = [(k, {**full.get(v["index"], {}), **v}) for k, v in in_items]
+            out_items = [(k, {**full.get(v["index"], {}), **v}) for k, v in out_items]
+        else:
+            in_items = [(d["name"], d) for d in self._interpreter.get_input_details()]
+            out_items = [(d["name"], d) for d in self._interpreter.get_output_details()]
+        self.inputs = [_info(name, d) for name, d in in_items]
+        self.outputs = [_info(name, d) for name, d in out_items]
+        self._in_index = [d["index"] for _, d in in_items]
+        self._out_index = [d["index"] for _, d in out_items]
+        self._shapes = [tuple(d["shape"]) for _, d in in_items]
+
+    def run(self, feeds):
+        interp = self._interpreter
+        values = [feeds[t.name] for t in self.inputs]
+        shapes = [v.shape for v in values]
+        if shapes != self._shapes:
+            for index, shape in zip(self._in_index, shapes):
+                interp.resize_tensor_input(index, shape, strict=False)
+            interp.allocate_tensors()
+            self._shapes = shapes
+        for index, value in zip(self._in_index, values):
+            interp.set_tensor(index, value)
+        interp.invoke()
+        return [interp.get_tensor(index) for index in self._out_index]

@@ -1,0 +1,227 @@
+"""TensorFlow / Keras source: Keras 3 (``.keras``, live models), legacy tf_keras (``.h5``, live),
+SavedModel folders, and ``file.py:factory`` returning any of those models.
+
+Every converter works from one SavedModel that this source writes once: for Keras 3
+through Keras' own ``ExportArchive`` (it tracks and freezes the weights, so subclassed
+models with trained weights convert correctly; tf.function concrete-function routes can
+silently drop them), for tf_keras through ``tf.saved_model.save`` with a serving
+signature. Its outputs are named ``output_0``, ``output_1``... (or by dict key), the same
+in every format. The reference runs the original model object in TensorFlow.
+"""
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.runtime import TensorInfo
+
+from ..config import ReferenceDevice
+from ..errors import ConfigError, ConversionError, InputError
+from ..reference import ReferenceOutputs
+
+log = logging.getLogger("edgekit.sources.tf")
+REFERENCE_BATCH = 64
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _kind(model) -> str | None:
+    for cls in type(model).__mro__:
+        module = cls.__module__
+        if module.startswith("keras.") and cls.__name__ == "Model":
+            return "keras3"
+        if module.startswith("tf_keras.") and cls.__name__ == "Model":
+            return "tf_keras"
+    return None
+
+
+def flatten_outputs(result) -> dict:
+    """Keras/TF outputs as ordered name -> tensor, named as the exported signature names them."""
+    if isinstance(result, dict):
+        return {str(k): v for k, v in result.items()}
+    if isinstance(result, (list, tuple)):
+        return {f"output_{i}": v for i, v in enumerate(result)}
+    return {"output_0": result}
+
+
+def resolve_tf_device(requested, gpus) -> str:
+    requested = ReferenceDevice(requested)
+    if requested == ReferenceDevice.CUDA and not gpus:
+        raise ConfigError("--reference-device cuda: TensorFlow sees no GPU here; use auto or cpu")
+    if requested == ReferenceDevice.AUTO:
+        return "cuda" if gpus else "cpu"
+    return requested.value
+
+
+class TFSource:
+    framework = "tf"
+
+    @staticmethod
+    def accepts(model) -> bool:
+        if isinstance(model, (str, Path)):
+            path = Path(model)
+            return path.suffix.lower() in (".keras", ".h5", ".hdf5") or (path / "saved_model.pb").is_file()
+        root = type(model).__module__.split(".")[0]
+        return root in ("keras", "tf_keras", "tensorflow") or _kind(model) is not None
+
+    @classmethod
+    def load(cls, model, *, weights=None, input_specs=None):
+        description = str(model) if isinstance(model, (str, Path)) else type(model).__name__
+        if isinstance(model, (str, Path)):
+            model = _load_file(Path(model))
+        kind = _kind(model) or ("saved_model" if hasattr(model, "signatures") else None)
+        if kind is None:
+            raise InputError(f"{description} is a {type(model).__name__}, not a Keras model or SavedModel")
+        if weights is not None:
+            if kind == "saved_model":
+                raise ConfigError("--weights does not apply to a SavedModel (its weights are inside it)")
+            try:
+                model.load_weights(str(weights))
+            except Exception as exc:
+                raise InputError(f"weights {weights} do not fit the model: {type(exc).__name__}: {exc}") from None
+        return cls(model, kind, description, input_specs)
+
+    def __init__(self, native, kind, description, input_specs):
+        self.native = native
+        self.kind = kind
+        self.description = description
+        self.input_specs = list(input_specs) if input_specs else self._declared_specs()
+        self.output_names = None
+        self._saved_model = None
+        self._tmp = None
+
+    # -- input specs ----------------------------------------------------------------------------------
+    def _declared_specs(self):
+        if self.kind == "saved_model":
+            signature = self._signature()
+            _, kwargs = signature.structured_input_signature
+            return [_spec(name, spec.shape, spec.dtype) for name, spec in kwargs.items()]
+        try:
+            inputs = self.native.inputs
+        except (AttributeError, ValueError):
+            return None
+        if not inputs:
+            return None
+        return [_spec(_input_name(t, i), t.shape, t.dtype) for i, t in enumerate(inputs)]
+
+    def specs_from_data(self, dataset):
+        arrays = list(dataset.inputs.items())
+        names = [k if k != "x" else "input" for k, _ in arrays] if len(arrays) > 1 else ["input"]
+        return [_spec(name, (None,) + tuple(a.shape[1:]), a.dtype if a.dtype.kind != "f" else np.float32)
+                for name, (_, a) in zip(names, arrays)]
+
+    def _signature(self):
+        signatures = getattr(self.native, "signatures", {})
+        if "serving_default" not in signatures:
+            raise InputError(f"{self.description} has no 'serving_default' signature; "
+                             f"it has {sorted(signatures)}")
+        return signatures["serving_default"]
+
+    # -- running --------------------------------------------------------------------------------------
+    def _call(self, arrays):
+        """Run the original model on a batch: dict of name -> array in, ordered outputs out."""
+        if self.kind == "saved_model":
+            return flatten_outputs(self._signature()(**arrays))
+        values = [arrays[s.name] for s in self.input_specs]
+        return flatten_outputs(self.native(values[0] if len(values) == 1 else values, training=False))
+
+    def probe(self, dataset):
+        try:
+            outputs = self._call({s.name: dataset.inputs[s.name][:2] for s in self.input_specs})
+        except Exception as exc:
+            shapes = {s.name: tuple(dataset.inputs[s.name].shape) for s in self.input_specs}
+            raise InputError(f"the model rejected the data (inputs {shapes}): {type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+        self.output_names = list(outputs)
+        return self.output_names
+
+    def reference(self, dataset, device) -> ReferenceOutputs:
+        import tensorflow as tf
+        gpus = tf.config.list_physical_devices("GPU")
+        tf_device = resolve_tf_device(device, gpus)
+        chunks = {}
+        with tf.device("/GPU:0" if tf_device == "cuda" else "/CPU:0"):
+            for start in range(0, len(dataset), REFERENCE_BATCH):
+                batch = {k: v[start:start + REFERENCE_BATCH] for k, v in dataset.inputs.items()}
+                for name, value in self._call(batch).items():
+                    chunks.setdefault(name, []).append(np.asarray(value, dtype=np.float32))
+        versions = {"tensorflow": tf.__version__}
+        if self.kind == "keras3":
+            import keras
+            versions["keras"] = keras.__version__
+        elif self.kind == "tf_keras":
+            import tf_keras
+            versions["tf_keras"] = tf_keras.__version__
+        device_name = tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU") \
+            if tf_device == "cuda" else "cpu"
+        return ReferenceOutputs({k: np.concatenate(v) for k, v in chunks.items()}, "tensorflow", tf_device,
+                                device_name, versions, dataset.sha256(), len(dataset))
+
+    # -- the one SavedModel every converter starts from ------------------------------------------------
+    def saved_model_dir(self) -> Path:
+        if self._saved_model is not None:
+            return self._saved_model
+        if self.kind == "saved_model" and isinstance(self.description, str) and Path(self.description).is_dir():
+            self._saved_model = Path(self.description)
+            return self._saved_model
+        import tensorflow as tf
+        self._tmp = tempfile.TemporaryDirectory(prefix="edgekit-savedmodel-")
+        path = Path(self._tmp.name) / "saved_model"
+        signature = [tf.TensorSpec([d for d in s.shape], tf.as_dtype(s.dtype), name=s.name) for s in self.input_specs]
+        model = self.native
+        names = [s.name for s in self.input_specs]
+
+        def serve(*args):
+            if self.kind == "saved_model":
+                return flatten_outputs(self._signature()(**dict(zip(names, args))))
+            return flatten_outputs(model(args[0] if len(args) == 1 else list(args), training=False))
+
+        try:
+            if self.kind == "keras3":
+                import keras
+                archive = keras.export.ExportArchive()
+                archive.track(model)
+                archive.add_endpoint("serve", serve, input_signature=signature)
+                archive.write_out(str(path), verbose=False)
+            else:
+                function = tf.function(serve, input_signature=signature)
+                tf.saved_model.save(model if self.kind == "tf_keras" else tf.Module(),
+                                    str(path), signatures={"serving_default": function.get_concrete_function()})
+        except Exception as exc:
+            raise ConversionError(f"exporting the model as a SavedModel failed: {type(exc).__name__}: {exc}") from None
+        self._saved_model = path
+        return path
+
+
+def _spec(name, shape, dtype) -> TensorInfo:
+    shape = tuple(None if d is None else int(d) for d in shape)
+    dtype = np.dtype(dtype.as_numpy_dtype if hasattr(dtype, "as_numpy_dtype") else dtype)
+    layout = "nhwc" if len(shape) == 4 and dtype.kind == "f" else None
+    return TensorInfo(name=name, shape=shape, dtype=dtype, layout=layout)
+
+
+def _input_name(tensor, index) -> str:
+    name = getattr(tensor, "name", None) or f"input_{index}"
+    return name.split(":")[0]
+
+
+def _load_file(path: Path):
+    if not path.exists():
+        raise InputError(f"{path} does not exist")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".keras":
+            import keras
+            # safe_mode=True: a Lambda layer's pickled bytecode is refused, never executed.
+            return keras.saving.load_model(str(path), safe_mode=True, compile=False)
+        if suffix in (".h5", ".hdf5"):
+            import tf_keras
+            return tf_keras.models.load_model(str(path), compile=False)
+        import tensorflow as tf
+        return tf.saved_model.load(str(path))
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(f"cannot load {path}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
