@@ -15,6 +15,7 @@ $(STAMP): setup.cfg constraints.txt pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/python samples/digits.py
+	$(BIN)/python samples/digits_keras.py
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

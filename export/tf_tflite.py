@@ -12,8 +12,12 @@ def converter(source):
 
 
 def run_converter(conv, out_path, what="fp32"):
+    import warnings
     try:
-        flatbuffer = conv.convert()
+        with warnings.catch_warnings():
+            # Calibration runs tf.lite.Interpreter, which warns of its own deprecation on every use.
+            warnings.simplefilter("ignore", UserWarning)
+            flatbuffer = conv.convert()
     except Exception as exc:
         raise ConversionError(f"the TFLite converter failed ({what}): {type(exc).__name__}: "
                               f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}") from None

@@ -22,7 +22,7 @@ def _representative(calibration, options, names):
     return samples, count
 
 
-def _calibrated(conversion, out_path, calibration, options, ops, what):
+def _calibrated(conversion, calibration, options, ops, what):
     import tensorflow as tf
     if calibration is None:
         raise CalibrationError(f"TFLite {what} needs calibration data (--calib)")
@@ -37,7 +37,7 @@ def _calibrated(conversion, out_path, calibration, options, ops, what):
 
 def quantize_int8(conversion, out_path, calibration, options) -> QuantizationResult:
     import tensorflow as tf
-    conv, count = _calibrated(conversion, out_path, calibration, options, tf.lite.OpsSet.TFLITE_BUILTINS_INT8, "int8")
+    conv, count = _calibrated(conversion, calibration, options, tf.lite.OpsSet.TFLITE_BUILTINS_INT8, "int8")
     if options.int8_io:
         conv.inference_input_type = tf.int8
         conv.inference_output_type = tf.int8
@@ -53,7 +53,7 @@ def quantize_int8(conversion, out_path, calibration, options) -> QuantizationRes
 
 def quantize_int16x8(conversion, out_path, calibration, options) -> QuantizationResult:
     import tensorflow as tf
-    conv, count = _calibrated(conversion, out_path, calibration, options,
+    conv, count = _calibrated(conversion, calibration, options,
                               tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8, "int16x8")
     run_converter(conv, out_path, "int16x8")
     return QuantizationResult(out_path, "w8a16-static", {"tool": "tf.lite.TFLiteConverter", "weights": "int8",
