@@ -44,3 +44,31 @@ def digits_bundle(tmp_path_factory, digits_files):
     report = edgekit.export(digits_files["factory"], weights=digits_files["weights"],
                             calib=digits_files["calib"], eval=digits_files["eval"], int8=True, out=out)
     return out, report
+
+
+@pytest.fixture(scope="session")
+def keras_digits(tmp_path_factory):
+    """A Keras 3 digits CNN trained for a few epochs, saved as .keras, with NHWC calib/eval files."""
+    import digits_keras
+    import keras
+    work = tmp_path_factory.mktemp("keras_digits")
+    (x_train, y_train), (x_cal, y_cal), (x_eval, y_eval) = digits_keras.load_splits()
+    keras.utils.set_random_seed(0)
+    model = digits_keras.train(digits_keras.build_model(), x_train, y_train, epochs=12)
+    model.save(work / "digits.keras")
+    model.save_weights(work / "digits.weights.h5")
+    np.savez(work / "calib.npz", x=x_cal, y=y_cal)
+    np.savez(work / "eval.npz", x=x_eval, y=y_eval)
+    return {"dir": work, "model": work / "digits.keras", "weights": work / "digits.weights.h5",
+            "calib": work / "calib.npz", "eval": work / "eval.npz", "splits": digits_keras.load_splits(),
+            "factory": f"{ROOT / 'samples' / 'digits_keras.py'}:build_model"}
+
+
+@pytest.fixture(scope="session")
+def keras_bundle(tmp_path_factory, keras_digits):
+    """TFLite fp32 + int8 bundle of the Keras digits model, exported through the CLI code path."""
+    import edgekit
+    out = tmp_path_factory.mktemp("bundles") / "keras_digits"
+    edgekit.export(str(keras_digits["model"]), calib=keras_digits["calib"], eval=keras_digits["eval"],
+                   targets=["tflite"], int8=True, out=out)
+    return out

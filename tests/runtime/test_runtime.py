@@ -11,9 +11,16 @@ HEAVY = ("torch", "tensorflow", "onnx", "onnxscript", "nncf", "openvino", "tf_ke
          "edgekit.export", "edgekit.quantize", "edgekit.pipeline", "edgekit.sources", "edgekit.verify")
 
 
-def test_runtime_imports_only_numpy_and_its_backend(digits_bundle, digits_splits):
-    bundle, _ = digits_bundle
-    _, _, (x_eval, _) = digits_splits
+@pytest.mark.parametrize("kind", ["onnx", "tflite"])
+def test_runtime_imports_only_numpy_and_its_backend(kind, request):
+    if kind == "onnx":
+        bundle, _ = request.getfixturevalue("digits_bundle")
+        x_eval = request.getfixturevalue("digits_splits")[2][0]
+        backend = "onnxruntime"
+    else:
+        bundle = request.getfixturevalue("keras_bundle")
+        x_eval = request.getfixturevalue("keras_digits")["splits"][2][0]
+        backend = "ai_edge_litert"
     np.save(bundle.parent / "sample.npy", x_eval[:3])
     code = f"""
 import sys, json, numpy as np
@@ -26,7 +33,7 @@ print(json.dumps({{"shape": list(out.shape), "modules": sorted(sys.modules)}}))
     data = json.loads(result.stdout.strip().splitlines()[-1])
     assert data["shape"] == [3, 10]
     loaded = set(data["modules"])
-    assert "onnxruntime" in loaded
+    assert backend in loaded
     leaked = [m for m in loaded for heavy in HEAVY if m == heavy or m.startswith(heavy + ".")]
     assert leaked == []
 
@@ -125,3 +132,15 @@ def test_bare_model_file_and_unknown_suffix(digits_bundle, tmp_path):
     (tmp_path / "m.xyz").write_bytes(b"123")
     with pytest.raises(ekr.ModelLoadError, match="no runtime backend"):
         ekr.load(tmp_path / "m.xyz")
+
+
+def test_tflite_bundle_runs_batches_and_single_samples(keras_bundle, keras_digits):
+    x_eval = keras_digits["splits"][2][0]
+    model = ekr.load(keras_bundle, precision="int8", threads=2)
+    assert model.backend == "tflite" and model.inputs[0].layout == "nhwc"
+    batch = model.predict(x_eval[:7])
+    single = model.predict(x_eval[3])
+    assert batch.shape == (7, 10) and single.shape == (10,)
+    np.testing.assert_allclose(single, batch[3], atol=1e-5)
+    bare = ekr.load(keras_bundle / "model.int8.tflite")
+    assert [t.name for t in bare.inputs] == ["image"]
