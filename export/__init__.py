@@ -40,6 +40,7 @@ class ConversionResult:
     tool: str                      # e.g. "torch.onnx.export (dynamo)"
     notes: tuple = field(default_factory=tuple)
     source: object = None          # quantizers that convert again (TFLite) start from the source
+    input_layouts: dict = field(default_factory=dict)  # artifact input name -> layout, where it differs
 
 
 def format_module(fmt: str):

@@ -11,7 +11,7 @@ tensorflow, onnx or any other part of edgekit; ``tests/runtime`` proves it.
 
 from ._errors import BackendUnavailableError, ModelLoadError, RuntimeInputError
 from ._manifest import MANIFEST_NAME, SCHEMA_VERSION, read_manifest, sha256_file
-from ._model import Model, TensorInfo, load
+from ._model import Model, TensorInfo, load, load_artifact
 from ._quant import dequantize, quantize
 from .backends import available_backends
 
@@ -26,6 +26,7 @@ __all__ = [
     "available_backends",
     "dequantize",
     "load",
+    "load_artifact",
     "quantize",
     "read_manifest",
     "sha256_file",

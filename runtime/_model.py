@@ -10,7 +10,7 @@ from ._quant import dequantize, quantize
 from ._tensor import TensorInfo
 from .backends import backend_for
 
-__all__ = ["Model", "TensorInfo", "load"]
+__all__ = ["Model", "TensorInfo", "load", "load_artifact"]
 
 
 def load(path, backend="auto", *, artifact=None, precision=None, threads=None,
@@ -28,11 +28,7 @@ def load(path, backend="auto", *, artifact=None, precision=None, threads=None,
         fmt = None if backend == "auto" else _format_of_backend(backend)
         entry = select_artifact(manifest, artifact=artifact, precision=precision, fmt=fmt)
         file = artifact_path(path, entry, check_hash=check_hash)
-        engine = backend_for(file, backend)(file, threads=threads)
-        inputs = [TensorInfo.from_dict(d) for d in entry["inputs"]]
-        outputs = [TensorInfo.from_dict(d) for d in entry["outputs"]]
-        _check_against_file(entry, inputs, engine.inputs, outputs, engine.outputs)
-        return Model(engine, inputs, outputs, artifact=entry, manifest=manifest)
+        return load_artifact(file, entry, backend=backend, threads=threads, manifest=manifest)
     if not path.is_file():
         raise ModelLoadError(f"{path} does not exist (expected a bundle folder or a model file)")
     if artifact is not None or precision is not None:
@@ -40,6 +36,15 @@ def load(path, backend="auto", *, artifact=None, precision=None, threads=None,
                              f"{path} is a single model file")
     engine = backend_for(path, backend)(path, threads=threads)
     return Model(engine, list(engine.inputs), list(engine.outputs))
+
+
+def load_artifact(file, entry: dict, *, backend="auto", threads=None, manifest=None) -> "Model":
+    """One model file described by a manifest entry (its names, layouts, quantized I/O)."""
+    engine = backend_for(Path(file), backend)(file, threads=threads)
+    inputs = [TensorInfo.from_dict(d) for d in entry["inputs"]]
+    outputs = [TensorInfo.from_dict(d) for d in entry["outputs"]]
+    _check_against_file(entry, inputs, engine.inputs, outputs, engine.outputs)
+    return Model(engine, inputs, outputs, artifact=entry, manifest=manifest)
 
 
 def _format_of_backend(backend: str) -> str:
@@ -101,7 +106,7 @@ class Model:
         for info, value in zip(self.outputs, results):
             if info.quantized:
                 value = dequantize(value, info.scale, info.zero_point)
-            out[info.name] = value[0] if added_batch else value
+            out[info.key] = value[0] if added_batch else value
         return out
 
     def _run_per_sample(self, feeds):
@@ -111,14 +116,14 @@ class Model:
 
     def _feeds(self, x):
         if isinstance(x, dict):
-            missing = [t.name for t in self.inputs if t.name not in x]
-            extra = sorted(set(x) - {t.name for t in self.inputs})
+            missing = [t.key for t in self.inputs if t.key not in x and t.name not in x]
+            extra = sorted(set(x) - {t.name for t in self.inputs} - {t.key for t in self.inputs})
             if missing or extra:
                 raise RuntimeInputError(
-                    f"expected inputs {[t.name for t in self.inputs]}, got {sorted(x)}"
+                    f"expected inputs {[t.key for t in self.inputs]}, got {sorted(x)}"
                     + (f" (missing {missing})" if missing else "")
                     + (f" (unknown {extra})" if extra else ""))
-            values = [x[t.name] for t in self.inputs]
+            values = [x[t.key] if t.key in x else x[t.name] for t in self.inputs]
         elif isinstance(x, (list, tuple)):
             if len(x) != len(self.inputs):
                 raise RuntimeInputError(f"expected {len(self.inputs)} inputs "

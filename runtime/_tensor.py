@@ -11,6 +11,8 @@ class TensorInfo:
 
     ``shape`` uses None for a dynamic axis. ``scale``/``zero_point`` are set for
     quantized (int8/uint8) I/O; the runtime converts float data to and from it.
+    ``alias`` is the source model's name for a tensor the converter renamed (litert-torch
+    calls inputs ``args_0``): ``predict`` accepts either name and returns outputs by alias.
     """
 
     name: str
@@ -19,6 +21,7 @@ class TensorInfo:
     layout: str | None = None
     scale: float | None = None
     zero_point: int | None = None
+    alias: str | None = None
 
     @property
     def quantized(self) -> bool:
@@ -29,6 +32,8 @@ class TensorInfo:
                "layout": self.layout}
         if self.quantized:
             out["quantization"] = {"scale": self.scale, "zero_point": self.zero_point}
+        if self.alias and self.alias != self.name:
+            out["source_name"] = self.alias
         return out
 
     @classmethod
@@ -36,4 +41,9 @@ class TensorInfo:
         quant = data.get("quantization") or {}
         return cls(name=data["name"], shape=tuple(data["shape"]), dtype=np.dtype(data["dtype"]),
                    layout=data.get("layout"), scale=quant.get("scale"),
-                   zero_point=quant.get("zero_point"))
+                   zero_point=quant.get("zero_point"), alias=data.get("source_name"))
+
+    @property
+    def key(self) -> str:
+        """The name callers use: the source model's name when the converter renamed the tensor."""
+        return self.alias or self.name

@@ -77,7 +77,7 @@ def export(model, example_inputs=None, *, calib=None, eval=None, targets=("onnx"
                                                    staging.path, report, progress):
                 with timed_step(f"verify {entry['id']}", report.stages, progress):
                     tolerance = config.tolerances[Precision(entry["precision"])]
-                    evaluate(model_obj, entry, evaluation, reference, tolerance,
+                    evaluate(model_obj, entry, evaluation, reference, tolerance, source.input_specs,
                              latency=config.measure_latency)
                 report.artifacts.append(entry)
         manifest = _manifest(source, reference, evaluation, config, report, preprocess)
@@ -145,8 +145,8 @@ def _artifacts_for(fmt, source, calibration, evaluation, config, staging: Path, 
     with timed_step(f"export {fmt} fp32", report.stages, progress):
         result = convert(source, fp32_path, config, example=calibration or evaluation)
         checker.check(fp32_path)
-    model = ekr.load(fp32_path)
-    yield _entry(fmt, Precision.FP32, fp32_path, model, source, checker, result.tool, {}, result.notes), model
+    entry = _entry(fmt, Precision.FP32, fp32_path, source, checker, result, {}, result.notes)
+    yield entry, ekr.load_artifact(fp32_path, entry)
     for precision in config.precisions:
         if precision == Precision.FP32:
             continue
@@ -160,22 +160,28 @@ def _artifacts_for(fmt, source, calibration, evaluation, config, staging: Path, 
             qresult = quantizer(result, path, calibration, config.quantize)
             checker.check(path)
         report.warnings += [f"{fmt}-{precision}: {note}" for note in qresult.notes]
-        model = ekr.load(path)
-        yield _entry(fmt, precision, path, model, source, checker, result.tool, qresult.details, qresult.notes,
-                     scheme=qresult.scheme), model
+        entry = _entry(fmt, precision, path, source, checker, result, qresult.details, qresult.notes,
+                       scheme=qresult.scheme)
+        yield entry, ekr.load_artifact(path, entry)
 
 
-def _entry(fmt, precision, path: Path, engine, source, checker, tool, quantization, notes, scheme=None) -> dict:
-    layouts = {s.name: s.layout for s in source.input_specs}
-    inputs = [ekr.TensorInfo(t.name, t.shape, t.dtype, layouts.get(t.name), t.scale, t.zero_point).to_dict()
-              for t in engine.inputs]
+def _entry(fmt, precision, path: Path, source, checker, conversion, quantization, notes, scheme=None) -> dict:
+    engine = ekr.backends.backend_for(path)(path)  # the file's own view of its tensors
+    # Converters may rename tensors (matched to the source's by position) and change layouts.
+    layouts = conversion.input_layouts
+    inputs = [ekr.TensorInfo(t.name, t.shape, t.dtype, layouts.get(t.name, spec.layout), t.scale, t.zero_point,
+                             alias=spec.name if spec.name != t.name else None).to_dict()
+              for t, spec in zip(engine.inputs, source.input_specs)]
+    outputs = [ekr.TensorInfo(t.name, t.shape, t.dtype, None, t.scale, t.zero_point,
+                              alias=name if name != t.name else None).to_dict()
+               for t, name in zip(engine.outputs, source.output_names)]
     return {
         "id": f"{fmt}-{precision}", "format": fmt, "precision": str(precision),
         "scheme": scheme or ("fp32" if precision == Precision.FP32 else SCHEMES.get(str(precision))),
         "file": path.name, "sha256": ekr.sha256_file(path), "size_bytes": path.stat().st_size,
-        "inputs": inputs, "outputs": [t.to_dict() for t in engine.outputs],
+        "inputs": inputs, "outputs": outputs,
         "quantization": quantization, "contents": checker.describe(path),
-        "tools": {"converter": tool}, "notes": list(notes),
+        "tools": {"converter": conversion.tool}, "notes": list(notes),
     }
 
 

@@ -38,10 +38,26 @@ def median_latency_ms(model, sample: dict) -> float:
     return float(np.median(times) * 1000)
 
 
-def evaluate(model, entry: dict, dataset, reference: ReferenceOutputs, tolerance, *, latency=True) -> dict:
+def _transpose(array, have, want):
+    if have == want or array.ndim != 4 or not have or not want:
+        return array
+    return array.transpose((0, 2, 3, 1) if (have, want) == ("nchw", "nhwc") else (0, 3, 1, 2))
+
+
+def in_artifact_layout(model, dataset, specs) -> dict:
+    """The eval inputs in the layout each artifact input declares (a converter may make an NCHW
+    model take NHWC, as the TFLite converter of PyTorch models does); explicit and recorded in the
+    manifest, never guessed from shapes."""
+    source_layouts = {s.name: s.layout for s in specs}
+    return {t.key: np.ascontiguousarray(_transpose(dataset.inputs[t.key], source_layouts.get(t.key), t.layout))
+            for t in model.inputs}
+
+
+def evaluate(model, entry: dict, dataset, reference: ReferenceOutputs, tolerance, specs, *, latency=True) -> dict:
     """Run one loaded artifact over the eval set, judge it, and fill ``entry['parity']``."""
     try:
-        chunks = [model.run({k: v[i:i + EVAL_BATCH] for k, v in dataset.inputs.items()})
+        inputs = in_artifact_layout(model, dataset, specs)
+        chunks = [model.run({k: v[i:i + EVAL_BATCH] for k, v in inputs.items()})
                   for i in range(0, len(dataset), EVAL_BATCH)]
         outputs = {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
     except Exception as exc:  # a broken artifact must fail the gate, not crash it
@@ -51,7 +67,7 @@ def evaluate(model, entry: dict, dataset, reference: ReferenceOutputs, tolerance
     entry["parity"] = result.to_dict()
     entry["parity"]["tolerance"] = {k: v for k, v in vars(tolerance).items()}
     if latency:
-        entry["latency_ms"] = median_latency_ms(model, {k: v[:1] for k, v in dataset.inputs.items()})
+        entry["latency_ms"] = median_latency_ms(model, {k: v[:1] for k, v in inputs.items()})
     return entry
 
 
@@ -91,7 +107,7 @@ def verify(bundle, eval, *, tolerances=None, artifacts=None, latency=False, prog
             except (ekr.ModelLoadError, ekr.BackendUnavailableError) as exc:
                 entry["parity"] = {"passed": False, "failures": [f"cannot load: {exc}"]}
             else:
-                evaluate(model, entry, dataset, reference, tolerances[Precision(entry["precision"])],
+                evaluate(model, entry, dataset, reference, tolerances[Precision(entry["precision"])], specs,
                          latency=latency)
         report.artifacts.append(entry)
     if not report.passed:
