@@ -23,6 +23,8 @@ CONVERTERS = Registry("converters")
 CONVERTERS.register(("torch", "onnx"), "edgekit.export.torch_onnx:convert",
                     requires=("torch", "onnx", "onnxscript"), extra="torch")
 CONVERTERS.register(("onnx", "onnx"), "edgekit.export.onnx_onnx:convert", requires=("onnx",), extra="onnx")
+CONVERTERS.register(("torch", "tflite"), "edgekit.export.torch_tflite:convert",
+                    requires=("torch", "litert_torch"), extra="tflite")
 CONVERTERS.register(("tf", "tflite"), "edgekit.export.tf_tflite:convert", requires=("tensorflow",), extra="tf")
 CONVERTERS.register(("tf", "onnx"), "edgekit.export.tf_onnx:convert", requires=("tensorflow", "tf2onnx", "onnx"),
                     extra="tf")

@@ -26,6 +26,10 @@ for _precision in ("fp16", "dynamic", "int8", "int16x8"):
     QUANTIZERS.register(("tf", "tflite", _precision), f"edgekit.quantize.tflite_tf:quantize_{_precision}",
                         requires=("tensorflow",), extra="tf")
 
+for _precision in ("dynamic", "int8"):
+    QUANTIZERS.register(("torch", "tflite", _precision), f"edgekit.quantize.tflite_torch:quantize_{_precision}",
+                        requires=("torch", "litert_torch"), extra="tflite")
+
 SCHEMES = {"int8": "w8a8-static", "fp16": "fp16", "dynamic": "w8a32-dynamic", "int16x8": "w8a16-static"}
 
 

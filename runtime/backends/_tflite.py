@@ -37,6 +37,10 @@ def _info(name, detail) -> TensorInfo:
                       zero_point=int(zero_point) if quantized else None)
 
 
+def _position(order, index):
+    return order.index(index) if index in order else len(order) + index
+
+
 class TFLiteBackend:
     name = "tflite"
 
@@ -52,9 +56,11 @@ class TFLiteBackend:
             runner = self._interpreter.get_signature_runner(next(iter(signatures)))
             ins = runner.get_input_details()
             outs = runner.get_output_details()
-            # Signature dicts are unordered by name; keep the model's tensor order.
-            in_items = sorted(ins.items(), key=lambda kv: kv[1]["index"])
-            out_items = sorted(outs.items(), key=lambda kv: kv[1]["index"])
+            # Signatures list tensors by name; keep the model's own input/output order instead.
+            subgraph_in = [d["index"] for d in self._interpreter.get_input_details()]
+            subgraph_out = [d["index"] for d in self._interpreter.get_output_details()]
+            in_items = sorted(ins.items(), key=lambda kv: _position(subgraph_in, kv[1]["index"]))
+            out_items = sorted(outs.items(), key=lambda kv: _position(subgraph_out, kv[1]["index"]))
             full = {d["index"]: d for d in self._interpreter.get_input_details() + self._interpreter.get_output_details()}
             in_items = [(k, {**full.get(v["index"], {}), **v}) for k, v in in_items]
             out_items = [(k, {**full.get(v["index"], {}), **v}) for k, v in out_items]
