@@ -5,9 +5,15 @@ Inputs and outputs are named by the model's serving signature when it has one
 Int8/uint8 I/O carries its scale and zero point (a scale of 0 means not
 quantized), which ``Model`` uses to quantize float inputs and dequantize outputs.
 A dynamic batch axis is resized on demand; the last shape is cached.
+
+Defaults measured on MobileNetV2 (2 vCPUs, README): the interpreter's own default of one
+thread ran fp32 at 7.4 ms, two threads at 3.4 ms, so ``threads=None`` means every core;
+XNNPACK (the default delegate) is kept: without it fp32 took 15.9 ms and int8 14.4 ms,
+with it int8 took 1.65 ms.
 """
 
 import importlib
+import os
 
 import numpy as np
 
@@ -47,7 +53,8 @@ class TFLiteBackend:
     def __init__(self, path, threads=None):
         Interpreter = interpreter_class()
         try:
-            self._interpreter = Interpreter(model_path=str(path), num_threads=int(threads) if threads else None)
+            self._interpreter = Interpreter(model_path=str(path),
+                                            num_threads=int(threads) if threads else (os.cpu_count() or 1))
             self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ModelLoadError(f"the TFLite interpreter could not load {path}: {exc}") from None

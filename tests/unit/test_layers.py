@@ -9,7 +9,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNTIME_ALLOWED = {"numpy", "onnxruntime", "hashlib", "json", "pathlib", "dataclasses", "importlib",
-                   "importlib.util"}
+                   "importlib.util", "os"}
 
 
 def _imports(path: Path):
