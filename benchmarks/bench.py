@@ -1,11 +1,13 @@
-"""Benchmarks (not tests): size, latency, accuracy and export cost of edgekit's ONNX artifacts.
+"""Benchmarks (not tests): size, latency, accuracy and export cost of edgekit's artifacts.
 
     python benchmarks/bench.py [--json FILE] [--skip-mobilenet]
+    python benchmarks/bench.py --recipes      # compare onnxruntime int8 recipes on MobileNetV2
 
-For the digits sample and a MobileNetV2-class network built in code (random weights), prints:
-int8/fp32 size ratio, int8/fp32 median latency through edgekit.runtime (batch 1, 2 threads),
-the runtime wrapper's overhead per call against a bare onnxruntime InferenceSession.run, and the
-export's wall time and peak memory. The README's performance section quotes its output.
+For the PyTorch and Keras digits samples and MobileNetV2-class networks from both frameworks
+(random weights), per format (ONNX, TFLite): int8/fp32 size ratio, int8/fp32 median latency
+through edgekit.runtime (batch 1, 2 threads), accuracy drop, the runtime wrapper's overhead per
+call against a bare onnxruntime InferenceSession.run, and the export's wall time and peak memory.
+The README's performance section quotes its output.
 """
 
 import argparse
@@ -37,15 +39,49 @@ def median_ms(fn, runs, warmup=20):
     return statistics.median(times) * 1000
 
 
-def latency_pair(bundle, x1, runs):
-    """Median batch-1 latency of fp32 and int8, interleaved in rounds so that drift hits both alike."""
+def latency_pair(bundle, x1, runs, fmt="onnx"):
+    """Median batch-1 latency of the fp32 and int8 artifacts of one format, interleaved in rounds
+    so that drift on this shared machine hits both alike."""
     import edgekit.runtime as ekr
-    models = {p: ekr.load(bundle, precision=p, threads=THREADS) for p in ("fp32", "int8")}
+    manifest = ekr.read_manifest(bundle)
+    models = {e["precision"]: ekr.load(bundle, artifact=e["id"], threads=THREADS)
+              for e in manifest["artifacts"] if e["format"] == fmt and e["precision"] in ("fp32", "int8")}
+    feeds = {p: _in_layout(m, x1) for p, m in models.items()}
     rounds = {p: [] for p in models}
     for _ in range(5):
         for precision, model in models.items():
-            rounds[precision].append(median_ms(lambda: model.run(x1), runs // 5, warmup=10))
+            rounds[precision].append(median_ms(lambda: model.run(feeds[precision]), max(runs // 5, 5), warmup=5))
     return {p: statistics.median(v) for p, v in rounds.items()}
+
+
+def _in_layout(model, x1):
+    """Feed NHWC artifacts of NCHW models (PyTorch -> TFLite) in their declared layout."""
+    out = {}
+    for t in model.inputs:
+        value = x1[t.key]
+        if t.layout == "nhwc" and value.ndim == 4 and value.shape[-1] != t.shape[-1]:
+            value = np.ascontiguousarray(value.transpose(0, 2, 3, 1))
+        out[t.key] = value
+    return out
+
+
+def format_rows(name, bundle, report, x1, runs, export_s, peak_mb):
+    """One row per format in the bundle: int8/fp32 size and latency ratios and accuracy."""
+    arts = {(a["format"], a["precision"]): a for a in report.artifacts}
+    rows = []
+    for fmt in sorted({f for f, _ in arts}):
+        fp32, int8 = arts.get((fmt, "fp32")), arts.get((fmt, "int8"))
+        if not (fp32 and int8):
+            continue
+        lat = latency_pair(bundle, x1, runs, fmt)
+        p = int8["parity"]
+        rows.append({
+            "model": name, "format": fmt, "fp32_kib": fp32["size_bytes"] / 1024, "int8_kib": int8["size_bytes"] / 1024,
+            "size_ratio": int8["size_bytes"] / fp32["size_bytes"], "fp32_ms": lat["fp32"], "int8_ms": lat["int8"],
+            "latency_ratio": lat["int8"] / lat["fp32"], "int8_cosine": p.get("cosine"),
+            "int8_top1_agreement": p.get("top1_agreement"), "reference_accuracy": p.get("reference_accuracy"),
+            "int8_drop_points": p.get("accuracy_drop"), "export_s": export_s, "export_peak_rss_mb": peak_mb})
+    return rows
 
 
 def wrapper_overhead_us(model_path, x1, runs=3000):
@@ -68,59 +104,87 @@ def wrapper_overhead_us(model_path, x1, runs=3000):
     return (statistics.median(wrapped) - statistics.median(bare)) * 1000, statistics.median(bare) * 1000
 
 
+def _cli_export(args, out):
+    """Run ``edgekit export`` in a child process: wall time and peak RSS of a real CLI run."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "edgekit", "export", *args, "--out", str(out), "-q"], check=True,
+                   stdout=subprocess.DEVNULL)
+    seconds = time.perf_counter() - start
+    peak_mb = max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
+    from edgekit.report import Report
+    manifest = json.loads((out / "manifest.json").read_text())
+    return Report("export", artifacts=manifest["artifacts"]), seconds, peak_mb
+
+
 def bench_digits(work: Path):
     import digits
     paths = digits.prepare(work)
     out = work / "bundle"
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "edgekit", "export", f"{ROOT / 'samples' / 'digits.py'}:build_model",
-                    "--weights", str(paths["weights"]), "--int8", "--calib", str(paths["calib"]),
-                    "--eval", str(paths["eval"]), "--out", str(out), "-q"], check=True, stdout=subprocess.DEVNULL)
-    export_s = time.perf_counter() - start
-    peak_mb = max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
-    manifest = json.loads((out / "manifest.json").read_text())
-    arts = {a["precision"]: a for a in manifest["artifacts"]}
+    report, seconds, peak_mb = _cli_export(
+        [f"{ROOT / 'samples' / 'digits.py'}:build_model", "--weights", str(paths["weights"]), "--int8",
+         "--to", "onnx,tflite", "--calib", str(paths["calib"]), "--eval", str(paths["eval"])], out)
     x1 = {"input": np.load(paths["eval"])["x"][:1]}
-    lat = latency_pair(out, x1, runs=2000)
+    rows = format_rows("digits CNN (PyTorch sample)", out, report, x1, 2000, seconds, peak_mb)
     overhead, bare_us = wrapper_overhead_us(out / "model.onnx", x1)
-    return {
-        "model": "digits CNN (sample)", "fp32_kib": arts["fp32"]["size_bytes"] / 1024,
-        "int8_kib": arts["int8"]["size_bytes"] / 1024,
-        "size_ratio": arts["int8"]["size_bytes"] / arts["fp32"]["size_bytes"],
-        "fp32_ms": lat["fp32"], "int8_ms": lat["int8"], "latency_ratio": lat["int8"] / lat["fp32"],
-        "fp32_accuracy": arts["fp32"]["parity"]["accuracy"], "int8_accuracy": arts["int8"]["parity"]["accuracy"],
-        "int8_drop_points": arts["int8"]["parity"]["accuracy_drop"], "int8_cosine": arts["int8"]["parity"]["cosine"],
-        "export_s": export_s, "export_peak_rss_mb": peak_mb,
-        "wrapper_overhead_us": overhead, "bare_ort_run_us": bare_us,
-    }
+    rows[0].update(wrapper_overhead_us=overhead, bare_ort_run_us=bare_us)
+    return rows
+
+
+def bench_keras_digits(work: Path):
+    import digits_keras
+    paths = digits_keras.prepare(work)
+    out = work / "keras_bundle"
+    report, seconds, peak_mb = _cli_export(
+        [str(paths["model"]), "--int8", "--to", "tflite,onnx", "--calib", str(paths["calib"]),
+         "--eval", str(paths["eval"])], out)
+    x1 = {"image": np.load(paths["eval"])["x"][:1]}
+    return format_rows("digits CNN (Keras sample)", out, report, x1, 2000, seconds, peak_mb)
+
+
+def _export_rows(name, model, calib, evaluation, targets, out, runs):
+    import edgekit
+    from edgekit.errors import ParityError
+    from edgekit.timing import peak_rss_mb
+    start = time.perf_counter()
+    try:
+        report = edgekit.export(model, calib=calib, eval=evaluation, targets=targets, int8=True, out=out,
+                                measure_latency=False)
+        bundle = out
+    except ParityError as exc:  # random weights: report the figures even if a tolerance is missed
+        report, bundle = exc.report, Path(exc.report.output)
+    seconds = time.perf_counter() - start
+    key = report.artifacts[0]["inputs"][0].get("source_name") or report.artifacts[0]["inputs"][0]["name"]
+    return format_rows(name, bundle, report, {key: calib[:1]}, runs, seconds, peak_rss_mb())
 
 
 def bench_mobilenet(work: Path):
-    import edgekit
-    from edgekit.errors import ParityError
     from mobilenet import mobilenet_v2
     rng = np.random.default_rng(0)
     calib = rng.standard_normal((64, 3, 224, 224)).astype(np.float32)
     evaluation = rng.standard_normal((32, 3, 224, 224)).astype(np.float32)
-    start = time.perf_counter()
-    try:
-        report = edgekit.export(mobilenet_v2(), calib=calib, eval=evaluation, int8=True, out=work / "mnv2",
-                                measure_latency=False)
-        bundle = work / "mnv2"
-    except ParityError as exc:  # random weights: report the figures even if a tolerance is missed
-        report, bundle = exc.report, Path(exc.report.output)
-    export_s = time.perf_counter() - start
-    arts = {a["precision"]: a for a in report.artifacts}
-    lat = latency_pair(bundle, {"x": calib[:1]}, runs=150)
-    return {
-        "model": "MobileNetV2 (random weights, 224x224)", "fp32_kib": arts["fp32"]["size_bytes"] / 1024,
-        "int8_kib": arts["int8"]["size_bytes"] / 1024,
-        "size_ratio": arts["int8"]["size_bytes"] / arts["fp32"]["size_bytes"],
-        "fp32_ms": lat["fp32"], "int8_ms": lat["int8"], "latency_ratio": lat["int8"] / lat["fp32"],
-        "int8_cosine": arts["int8"]["parity"].get("cosine"), "int8_top1_agreement": arts["int8"]["parity"].get("top1_agreement"),
-        "export_s": export_s, "export_peak_rss_mb": max(s["peak_rss_mb"] for s in report.stages),
-    }
+    return _export_rows("MobileNetV2 (PyTorch, random weights, 224x224)", mobilenet_v2(), calib, evaluation,
+                        ["onnx", "tflite"], work / "mnv2", 150)
+
+
+def bench_keras_mobilenet(work: Path):
+    import keras
+    keras.utils.set_random_seed(0)
+    # Logits, not softmax: 1000 near-uniform probabilities of a random net all quantize to 0.
+    model = keras.applications.MobileNetV2(weights=None, input_shape=(224, 224, 3), classifier_activation=None)
+    rng = np.random.default_rng(0)
+    # As for the PyTorch net: set BatchNorm statistics from data, or the random net's activations
+    # vanish (logits ~1e-11, which no int8 scale represents; the parity gate rejects that model).
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    for layer in norms:
+        layer.momentum = 0.0
+    model(rng.standard_normal((16, 224, 224, 3)).astype(np.float32), training=True)
+    for layer in norms:
+        layer.momentum = 0.99
+    calib = rng.standard_normal((64, 224, 224, 3)).astype(np.float32)
+    evaluation = rng.standard_normal((32, 224, 224, 3)).astype(np.float32)
+    return _export_rows("MobileNetV2 (keras.applications, weights=None, 224x224)", model, calib, evaluation,
+                        ["tflite", "onnx"], work / "keras_mnv2", 150)
 
 
 RECIPES = {  # name -> onnxruntime quantize_static arguments (edgekit's default is "qdq-u8s8-pc")
@@ -194,6 +258,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", metavar="FILE")
     parser.add_argument("--skip-mobilenet", action="store_true")
+    parser.add_argument("--only", choices=["digits", "keras_digits", "mobilenet", "keras_mobilenet"])
     parser.add_argument("--recipes", action="store_true", help="compare int8 recipes on MobileNetV2 instead")
     args = parser.parse_args(argv)
     if args.recipes:
@@ -207,13 +272,17 @@ def main(argv=None):
         return 0
     rows = []
     with tempfile.TemporaryDirectory(prefix="edgekit-bench-") as tmp:
-        rows.append(bench_digits(Path(tmp) / "digits"))
+        benches = {"digits": bench_digits, "keras_digits": bench_keras_digits}
         if not args.skip_mobilenet:
-            rows.append(bench_mobilenet(Path(tmp)))
+            benches.update(mobilenet=bench_mobilenet, keras_mobilenet=bench_keras_mobilenet)
+        for name, bench in benches.items():
+            if args.only in (None, name):
+                (Path(tmp) / name).mkdir()
+                rows += bench(Path(tmp) / name)
     for row in rows:
-        print(f"\n== {row['model']}")
+        print(f"\n== {row['model']} -> {row['format']}")
         for key, value in row.items():
-            if key != "model":
+            if key not in ("model", "format"):
                 print(f"  {key:24s} {value:.4g}" if isinstance(value, float) else f"  {key:24s} {value}")
     print("\ntargets:", TARGETS)
     if args.json:

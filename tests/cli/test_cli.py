@@ -191,3 +191,18 @@ def test_image_folder_export_and_verify_reuse_the_preprocessing(tmp_path, digits
     assert manifest["artifacts"][0]["parity"]["samples"] == 60
     assert manifest["artifacts"][0]["parity"]["accuracy"] > 80
     assert main(["verify", str(out), "--eval", str(root)]) == 0
+
+
+def test_keras_export_to_tflite_and_onnx_with_int8_io_through_the_cli(tmp_path, keras_digits, capsys):
+    out = tmp_path / "kb"
+    args = ["export", str(keras_digits["model"]), "--to", "tflite,onnx", "--int8", "--int8-io", "--dynamic-int8",
+            "--calib", str(keras_digits["calib"]), "--eval", str(keras_digits["eval"]), "--out", str(out),
+            "--no-latency"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert "tflite-int8" in captured.out and "onnx-dynamic" in captured.out and "FAIL" not in captured.out
+    assert "ONNX QDQ models keep float32 inputs and outputs" in captured.err  # int8 I/O not silently dropped
+    manifest = json.loads((out / "manifest.json").read_text())
+    int8 = next(a for a in manifest["artifacts"] if a["id"] == "tflite-int8")
+    assert int8["inputs"][0]["dtype"] == "int8"
+    assert main(["verify", str(out), "--eval", str(keras_digits["eval"])]) == 0

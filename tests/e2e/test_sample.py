@@ -34,3 +34,16 @@ def test_digits_sample_end_to_end(tmp_path):
     model = ekr.load(bundle, precision="int8")
     accuracy = (model.predict(data["x"]).argmax(1) == data["y"]).mean() * 100
     assert abs(accuracy - int8["parity"]["accuracy"]) < 1e-9
+
+
+@pytest.mark.slow
+def test_keras_digits_sample_end_to_end(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "samples" / "digits_keras.py"), "--work", str(tmp_path)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((tmp_path / "digits_keras_bundle" / "manifest.json").read_text())
+    arts = {a["id"]: a for a in manifest["artifacts"]}
+    assert set(arts) == {"tflite-fp32", "tflite-int8", "onnx-fp32", "onnx-int8"}
+    for art in ("tflite-int8", "onnx-int8"):
+        assert arts[art]["parity"]["reference_accuracy"] > 97.0
+        assert arts[art]["parity"]["accuracy_drop"] <= 0.5
