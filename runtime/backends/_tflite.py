@@ -20,14 +20,20 @@ import numpy as np
 from .._errors import BackendUnavailableError, ModelLoadError
 from .._tensor import TensorInfo
 
-_INTERPRETERS = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter", "tensorflow.lite")
+# (module, attribute path). TensorFlow's is reached through the top-level module: the
+# ``tensorflow.lite`` package itself does not define ``Interpreter`` (TF 2.21).
+_INTERPRETERS = (("ai_edge_litert.interpreter", "Interpreter"), ("tflite_runtime.interpreter", "Interpreter"),
+                 ("tensorflow", "lite.Interpreter"))
 
 
 def interpreter_class():
-    for module_name in _INTERPRETERS:
+    for module_name, attr_path in _INTERPRETERS:
         try:
-            return importlib.import_module(module_name).Interpreter
-        except ImportError:
+            obj = importlib.import_module(module_name)
+            for attr in attr_path.split("."):
+                obj = getattr(obj, attr)
+            return obj
+        except (ImportError, AttributeError):
             continue
     raise BackendUnavailableError("no TFLite interpreter: pip install 'edgekit[tflite]' (ai-edge-litert)")
 

@@ -144,3 +144,32 @@ def test_tflite_bundle_runs_batches_and_single_samples(keras_bundle, keras_digit
     np.testing.assert_allclose(single, batch[3], atol=1e-5)
     bare = ekr.load(keras_bundle / "model.int8.tflite")
     assert [t.name for t in bare.inputs] == ["image"]
+
+
+def test_tflite_interpreter_falls_back_to_tf_lite(keras_bundle, keras_digits):
+    """Without ai_edge_litert and tflite_runtime the backend runs on tensorflow.lite, same results."""
+    x_eval = keras_digits["splits"][2][0][:5]
+    expected = ekr.load(keras_bundle, artifact="tflite-int8").predict(x_eval)
+    code = f"""
+import sys, json, numpy as np
+sys.modules["ai_edge_litert"] = sys.modules["ai_edge_litert.interpreter"] = None
+sys.modules["tflite_runtime"] = sys.modules["tflite_runtime.interpreter"] = None
+import edgekit.runtime as ekr
+from edgekit.runtime.backends import _tflite
+print(json.dumps({{"interpreter": _tflite.interpreter_class().__module__,
+    "out": ekr.load({str(keras_bundle)!r}, artifact="tflite-int8").predict(np.load({str(keras_bundle.parent / 'fallback.npy')!r})).tolist()}}))
+"""
+    np.save(keras_bundle.parent / "fallback.npy", x_eval)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    data = json.loads(result.stdout.strip().splitlines()[-1])
+    assert data["interpreter"].startswith("tensorflow")
+    np.testing.assert_allclose(np.array(data["out"]), expected, atol=1e-5)
+
+
+def test_no_tflite_interpreter_is_a_clear_error(monkeypatch):
+    from edgekit.runtime.backends import _tflite
+    for name in ("ai_edge_litert", "ai_edge_litert.interpreter", "tflite_runtime",
+                 "tflite_runtime.interpreter", "tensorflow", "tensorflow.lite"):
+        monkeypatch.setitem(sys.modules, name, None)
+    with pytest.raises(ekr.BackendUnavailableError, match="ai-edge-litert"):
+        _tflite.interpreter_class()
