@@ -10,7 +10,8 @@ A converter is a function ``convert(source, out_path, config, example=None) -> C
 writing the fp32 artifact of ``source`` to ``out_path`` (``example`` is a validated data set
 for converters that trace). ``FORMATS`` holds, per
 target format, the file suffix and the module that checks and describes files of
-that format. Adding a (framework, format) pair is one module and one line here.
+that format (and, for formats of several files, ``companions(path)``). Adding a
+(framework, format) pair is one module and one line here.
 """
 
 import sys
@@ -28,11 +29,15 @@ CONVERTERS.register(("torch", "tflite"), "edgekit.export.torch_tflite:convert",
 CONVERTERS.register(("tf", "tflite"), "edgekit.export.tf_tflite:convert", requires=("tensorflow",), extra="tf")
 CONVERTERS.register(("tf", "onnx"), "edgekit.export.tf_onnx:convert", requires=("tensorflow", "tf2onnx", "onnx"),
                     extra="tf")
+for _framework in ("torch", "tf", "onnx"):
+    CONVERTERS.register((_framework, "openvino"), f"edgekit.export.openvino_ir:convert_{_framework}",
+                        requires=("openvino",), extra="openvino")
 
 # format -> (artifact suffix, "module:attr" of its checker/describer)
 FORMATS = {
     "onnx": (".onnx", "edgekit.export.onnx_format"),
     "tflite": (".tflite", "edgekit.export.tflite_format"),
+    "openvino": (".xml", "edgekit.export.openvino_format"),   # + the .bin beside it (its companion)
 }
 
 

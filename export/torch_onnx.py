@@ -20,7 +20,8 @@ from .onnx_format import rename_outputs
 log = logging.getLogger("edgekit.export.torch_onnx")
 
 
-def _example_inputs(source, example):
+def example_inputs(source, example):
+    """Two samples per input (batch 1 would be specialized away by torch.export)."""
     import torch
     feeds = []
     for spec in source.input_specs:
@@ -56,7 +57,7 @@ def _strip_debug_metadata(graph) -> int:
 
 def convert(source, out_path, config, example=None) -> ConversionResult:
     import torch
-    args = _example_inputs(source, example)
+    args = example_inputs(source, example)
     input_names = [s.name for s in source.input_specs]
     output_names = list(source.output_names)
     notes = []

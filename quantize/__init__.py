@@ -1,9 +1,10 @@
 """Post-training quantizers: one module per (format, precision), behind one registry.
 
-A quantizer is ``quantize(conversion, out_path, calibration, options) -> QuantizationResult``:
-``conversion`` is the fp32 ConversionResult (its ``path``, and its ``source`` for formats
-whose converter quantizes while converting, like TFLite); ``calibration`` is a validated
-Dataset (None for schemes that need none). Keys are ``(format, precision)`` or, for a
+A quantizer is ``quantize(conversion, out_path, calibration, options, evaluation=None) ->
+QuantizationResult``: ``conversion`` is the fp32 ConversionResult (its ``path``, and its
+``source`` for formats whose converter quantizes while converting, like TFLite);
+``calibration`` is a validated Dataset (None for schemes that need none); ``evaluation``
+is the eval Dataset, for accuracy-controlled schemes. Keys are ``(format, precision)`` or, for a
 quantizer that depends on the source framework, ``(framework, format, precision)``.
 
 Scheme names mean the same in every format: ``w8a8-static`` (int8 weights and activations,
@@ -29,6 +30,10 @@ for _precision in ("fp16", "dynamic", "int8", "int16x8"):
 for _precision in ("dynamic", "int8"):
     QUANTIZERS.register(("torch", "tflite", _precision), f"edgekit.quantize.tflite_torch:quantize_{_precision}",
                         requires=("torch", "litert_torch"), extra="tflite")
+QUANTIZERS.register(("openvino", "int8"), "edgekit.quantize.openvino_nncf:quantize_int8",
+                    requires=("openvino", "nncf"), extra="nncf")
+QUANTIZERS.register(("openvino", "fp16"), "edgekit.quantize.openvino_nncf:quantize_fp16",
+                    requires=("openvino",), extra="openvino")
 
 SCHEMES = {"int8": "w8a8-static", "fp16": "fp16", "dynamic": "w8a32-dynamic", "int16x8": "w8a16-static"}
 

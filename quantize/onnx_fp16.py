@@ -30,7 +30,7 @@ def _toposort(graph) -> None:
     graph.node.extend(copies)
 
 
-def quantize(conversion, out_path, calibration, options) -> QuantizationResult:
+def quantize(conversion, out_path, calibration, options, evaluation=None) -> QuantizationResult:
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
     try:

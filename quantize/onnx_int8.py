@@ -5,7 +5,6 @@ here into QuantizeOptions. Defaults are measured on the project's AVX2 CPU
 (README, Performance).
 """
 
-import fnmatch
 import logging
 import tempfile
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 from edgekit.errors import CalibrationError, QuantizationError
 
 from . import QuantizationResult
+from ._scope import matching_names
 
 log = logging.getLogger("edgekit.quantize.onnx_int8")
 # Calibration runs a graph with an output per tensor: MobileNetV2 at 224x224 peaked at 4.2 GB RSS
@@ -47,17 +47,7 @@ def _method(name):
             "percentile": CalibrationMethod.Percentile}[str(name)]
 
 
-def _excluded_nodes(model, patterns):
-    names = [n.name for n in model.graph.node]
-    excluded = sorted({n for n in names for p in patterns if fnmatch.fnmatchcase(n, p)})
-    unmatched = [p for p in patterns if not any(fnmatch.fnmatchcase(n, p) for n in names)]
-    if unmatched:
-        raise QuantizationError(f"--keep-fp32 patterns {unmatched} match no node; node names look like "
-                                f"{names[:5]}")
-    return excluded
-
-
-def quantize(conversion, out_path, calibration, options) -> QuantizationResult:
+def quantize(conversion, out_path, calibration, options, evaluation=None) -> QuantizationResult:
     fp32_path = conversion.path
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
@@ -79,7 +69,7 @@ def quantize(conversion, out_path, calibration, options) -> QuantizationResult:
             except Exception as exc2:
                 notes.append(f"pre-processing skipped ({type(exc2).__name__}: {exc2})")
                 prepared = Path(fp32_path)
-        excluded = _excluded_nodes(onnx.load(str(prepared)), options.keep_fp32)
+        excluded = matching_names((n.name for n in onnx.load(str(prepared)).graph.node), options.keep_fp32, "ONNX")
         # Bias stays float: with per-channel int32 bias onnxruntime also stores a scale and a zero
         # point per channel, 8 bytes each; float bias saves them at equal speed and accuracy
         # (MobileNetV2: size ratio 0.277 -> 0.266, cosine 0.9999 either way).
@@ -105,7 +95,7 @@ def quantize(conversion, out_path, calibration, options) -> QuantizationResult:
     return QuantizationResult(out_path, "w8a8-static", details, tuple(notes))
 
 
-def quantize_dynamic_int8(conversion, out_path, calibration, options) -> QuantizationResult:
+def quantize_dynamic_int8(conversion, out_path, calibration, options, evaluation=None) -> QuantizationResult:
     """int8 weights, activations quantized at run time (no calibration): MatMul/Gemm-heavy models."""
     from onnxruntime.quantization import QuantType
     from onnxruntime.quantization import quantize_dynamic as ort_quantize_dynamic

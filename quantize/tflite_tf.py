@@ -35,7 +35,7 @@ def _calibrated(conversion, calibration, options, ops, what):
     return conv, count
 
 
-def quantize_int8(conversion, out_path, calibration, options) -> QuantizationResult:
+def quantize_int8(conversion, out_path, calibration, options, evaluation=None) -> QuantizationResult:
     import tensorflow as tf
     conv, count = _calibrated(conversion, calibration, options, tf.lite.OpsSet.TFLITE_BUILTINS_INT8, "int8")
     if options.int8_io:
@@ -51,7 +51,7 @@ def quantize_int8(conversion, out_path, calibration, options) -> QuantizationRes
     return QuantizationResult(out_path, "w8a8-static", details, tuple(notes))
 
 
-def quantize_int16x8(conversion, out_path, calibration, options) -> QuantizationResult:
+def quantize_int16x8(conversion, out_path, calibration, options, evaluation=None) -> QuantizationResult:
     import tensorflow as tf
     conv, count = _calibrated(conversion, calibration, options,
                               tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8, "int16x8")
@@ -61,7 +61,7 @@ def quantize_int16x8(conversion, out_path, calibration, options) -> Quantization
                                                           "calibration_samples": count})
 
 
-def quantize_dynamic(conversion, out_path, calibration, options) -> QuantizationResult:
+def quantize_dynamic(conversion, out_path, calibration, options, evaluation=None) -> QuantizationResult:
     import tensorflow as tf
     conv = converter(conversion.source)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -70,7 +70,7 @@ def quantize_dynamic(conversion, out_path, calibration, options) -> Quantization
                                                            "activations": "float32 (dynamic)"})
 
 
-def quantize_fp16(conversion, out_path, calibration, options) -> QuantizationResult:
+def quantize_fp16(conversion, out_path, calibration, options, evaluation=None) -> QuantizationResult:
     import tensorflow as tf
     conv = converter(conversion.source)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]

@@ -49,7 +49,7 @@ def _quantize(conversion, out_path, calibration, options, *, dynamic):
     return count
 
 
-def quantize_int8(conversion, out_path, calibration, options) -> QuantizationResult:
+def quantize_int8(conversion, out_path, calibration, options, evaluation=None) -> QuantizationResult:
     count = _quantize(conversion, out_path, calibration, options, dynamic=False)
     notes = () if options.int8_io else ("litert-torch's static int8 model takes and returns int8 tensors "
                                         "(scale/zero point in the manifest); the runtime converts float data",)
@@ -58,7 +58,7 @@ def quantize_int8(conversion, out_path, calibration, options) -> QuantizationRes
                                "activations": "int8", "io": "int8", "calibration_samples": count}, notes)
 
 
-def quantize_dynamic(conversion, out_path, calibration, options) -> QuantizationResult:
+def quantize_dynamic(conversion, out_path, calibration, options, evaluation=None) -> QuantizationResult:
     _quantize(conversion, out_path, calibration, options, dynamic=True)
     return QuantizationResult(out_path, "w8a32-dynamic", {"tool": "litert-torch PT2E", "weights": "int8",
                                                            "activations": "dynamic"})

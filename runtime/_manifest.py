@@ -41,7 +41,8 @@ def read_manifest(bundle_dir: Path) -> dict:
 
 
 def select_artifact(manifest: dict, *, artifact=None, precision=None, fmt=None) -> dict:
-    """Pick one artifact entry: by id, else by precision/format, else the bundle's default."""
+    """Pick one artifact entry: by id, else by precision/format (the bundle's default when it is
+    among the candidates, else the fastest measured), else the bundle's default."""
     entries = manifest["artifacts"]
     if artifact is not None:
         found = [e for e in entries if e.get("id") == artifact]
@@ -60,17 +61,26 @@ def select_artifact(manifest: dict, *, artifact=None, precision=None, fmt=None) 
     for entry in candidates:
         if entry.get("id") == default:
             return entry
-    return candidates[0]
+    # Otherwise the fastest measured at export time (several formats can hold one precision).
+    timed = [e for e in candidates if e.get("latency_ms") is not None]
+    return min(timed, key=lambda e: e["latency_ms"]) if timed else candidates[0]
 
 
 def artifact_path(bundle_dir: Path, entry: dict, *, check_hash: bool) -> Path:
-    name = entry.get("file", "")
+    """The artifact's main file, after checking it and its companion files (an IR's ``.bin``)
+    lie inside the bundle, exist, and match their sha256."""
+    files = [{"file": entry.get("file", ""), "sha256": entry.get("sha256")}] + list(entry.get("companions", []))
+    paths = [_checked_file(bundle_dir, entry, f.get("file", ""), f.get("sha256"), check_hash) for f in files]
+    return paths[0]
+
+
+def _checked_file(bundle_dir, entry, name, sha256, check_hash) -> Path:
     path = (Path(bundle_dir) / name).resolve()
     if Path(name).is_absolute() or Path(bundle_dir).resolve() not in path.parents:
         raise ModelLoadError(f"artifact file {name!r} points outside the bundle {bundle_dir}")
     if not path.is_file():
         raise ModelLoadError(f"artifact {entry.get('id')!r}: file {path} is missing")
-    if check_hash and entry.get("sha256") and sha256_file(path) != entry["sha256"]:
+    if check_hash and sha256 and sha256_file(path) != sha256:
         raise ModelLoadError(
             f"artifact {entry.get('id')!r}: {path.name} does not match the sha256 in the manifest "
             "(corrupted or modified after export)")

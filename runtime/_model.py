@@ -14,13 +14,14 @@ __all__ = ["Model", "TensorInfo", "load", "load_artifact"]
 
 
 def load(path, backend="auto", *, artifact=None, precision=None, threads=None,
-         check_hash=True) -> "Model":
+         check_hash=True, **engine_options) -> "Model":
     """Load a bundle directory or a bare model file.
 
     For a bundle, ``artifact`` (an id such as ``"onnx-int8"``) or ``precision``
     picks the artifact; otherwise the bundle's default (the best one that passed
     parity at export time). ``backend`` is ``"auto"`` or a name from
-    ``available_backends()``; ``threads`` sets the engine's intra-op threads.
+    ``available_backends()``; ``threads`` sets the engine's intra-op threads; further
+    keywords go to the engine (OpenVINO: ``streams``, ``inference_precision``).
     """
     path = Path(path)
     if path.is_dir():
@@ -28,27 +29,38 @@ def load(path, backend="auto", *, artifact=None, precision=None, threads=None,
         fmt = None if backend == "auto" else _format_of_backend(backend)
         entry = select_artifact(manifest, artifact=artifact, precision=precision, fmt=fmt)
         file = artifact_path(path, entry, check_hash=check_hash)
-        return load_artifact(file, entry, backend=backend, threads=threads, manifest=manifest)
+        return load_artifact(file, entry, backend=backend, threads=threads, manifest=manifest, **engine_options)
     if not path.is_file():
         raise ModelLoadError(f"{path} does not exist (expected a bundle folder or a model file)")
     if artifact is not None or precision is not None:
         raise ModelLoadError("artifact= and precision= select inside a bundle; "
                              f"{path} is a single model file")
-    engine = backend_for(path, backend)(path, threads=threads)
+    engine = _engine(path, backend, threads, engine_options)
     return Model(engine, list(engine.inputs), list(engine.outputs))
 
 
-def load_artifact(file, entry: dict, *, backend="auto", threads=None, manifest=None) -> "Model":
+def load_artifact(file, entry: dict, *, backend="auto", threads=None, manifest=None, **engine_options) -> "Model":
     """One model file described by a manifest entry (its names, layouts, quantized I/O)."""
-    engine = backend_for(Path(file), backend)(file, threads=threads)
+    engine = _engine(Path(file), backend, threads, engine_options)
     inputs = [TensorInfo.from_dict(d) for d in entry["inputs"]]
     outputs = [TensorInfo.from_dict(d) for d in entry["outputs"]]
     _check_against_file(entry, inputs, engine.inputs, outputs, engine.outputs)
     return Model(engine, inputs, outputs, artifact=entry, manifest=manifest)
 
 
+def _engine(path, backend, threads, engine_options):
+    cls = backend_for(path, backend)
+    if engine_options:
+        import inspect
+        try:
+            inspect.signature(cls).bind(path, threads=threads, **engine_options)
+        except TypeError:
+            raise ModelLoadError(f"backend {cls.name!r} does not take the options {sorted(engine_options)}") from None
+    return cls(path, threads=threads, **engine_options)
+
+
 def _format_of_backend(backend: str) -> str:
-    return {"onnxruntime": "onnx"}.get(backend, backend)  # "tflite" is both
+    return {"onnxruntime": "onnx"}.get(backend, backend)  # "tflite" and "openvino" are both
 
 
 def _check_against_file(entry, inputs, file_inputs, outputs, file_outputs):

@@ -105,6 +105,11 @@ class QuantizeOptions:
     min_calibration_samples: int = 32
     keep_fp32: tuple = ()
     int8_io: bool = False          # int8 inputs/outputs where the format has them (TFLite)
+    model_type: str = "auto"       # "cnn" | "transformer" | "auto" (detected from the graph; OpenVINO/NNCF)
+    # Accuracy-controlled int8 (OpenVINO/NNCF): the largest metric drop allowed (accuracy points,
+    # or the units of ``metric``); layers are reverted to float until the drop is within it.
+    max_drop: float | None = None
+    metric: object = None          # callable(predictions, labels) -> float, higher is better, or "file.py:name"
 
     def __post_init__(self):
         object.__setattr__(self, "calibration_method",
@@ -113,6 +118,15 @@ class QuantizeOptions:
             raise ConfigError(f"max_calibration_samples: expected >= 1, got {self.max_calibration_samples}")
         if self.min_calibration_samples < 1:
             raise ConfigError(f"min_calibration_samples: expected >= 1, got {self.min_calibration_samples}")
+        if self.model_type not in ("auto", "cnn", "transformer"):
+            raise ConfigError(f"model_type: expected 'auto', 'cnn' or 'transformer', got {self.model_type!r}")
+        if self.max_drop is not None and (not isinstance(self.max_drop, (int, float)) or not self.max_drop >= 0):
+            raise ConfigError(f"max_drop: expected a number >= 0, got {self.max_drop!r}")
+        if isinstance(self.metric, str):
+            from ._pyfile import load_attr
+            object.__setattr__(self, "metric", load_attr(self.metric))
+        if self.metric is not None and not callable(self.metric):
+            raise ConfigError(f"metric: expected a callable(predictions, labels) -> float, got {self.metric!r}")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -157,8 +157,11 @@ def _artifacts_for(fmt, source, calibration, evaluation, config, staging: Path, 
             report.warnings.append(f"{fmt} {precision} from {source.framework}: not supported, no artifact made")
             continue
         with timed_step(f"quantize {fmt} {precision}", report.stages, progress):
-            qresult = quantizer(result, path, calibration, config.quantize)
+            qresult = quantizer(result, path, calibration, config.quantize, evaluation=evaluation)
             checker.check(path)
+        if precision == Precision.INT8 and config.quantize.max_drop is not None and fmt != "openvino":
+            report.warnings.append(f"{fmt}-int8: accuracy-controlled quantization (max_drop) is OpenVINO's; "
+                                   "this artifact is plain post-training int8, judged by the gate")
         report.warnings += [f"{fmt}-{precision}: {note}" for note in qresult.notes]
         entry = _entry(fmt, precision, path, source, checker, result, qresult.details, qresult.notes,
                        scheme=qresult.scheme)
@@ -167,6 +170,8 @@ def _artifacts_for(fmt, source, calibration, evaluation, config, staging: Path, 
 
 def _entry(fmt, precision, path: Path, source, checker, conversion, quantization, notes, scheme=None) -> dict:
     engine = ekr.backends.backend_for(path)(path)  # the file's own view of its tensors
+    companions = [{"file": p.name, "sha256": ekr.sha256_file(p), "size_bytes": p.stat().st_size}
+                  for p in getattr(checker, "companions", lambda _: [])(path)]
     # Converters may rename tensors (matched to the source's by position) and change layouts.
     layouts = conversion.input_layouts
     inputs = [ekr.TensorInfo(t.name, t.shape, t.dtype, layouts.get(t.name, spec.layout), t.scale, t.zero_point,
@@ -178,7 +183,9 @@ def _entry(fmt, precision, path: Path, source, checker, conversion, quantization
     return {
         "id": f"{fmt}-{precision}", "format": fmt, "precision": str(precision),
         "scheme": scheme or ("fp32" if precision == Precision.FP32 else SCHEMES.get(str(precision))),
-        "file": path.name, "sha256": ekr.sha256_file(path), "size_bytes": path.stat().st_size,
+        "file": path.name, "sha256": ekr.sha256_file(path),
+        "size_bytes": path.stat().st_size + sum(c["size_bytes"] for c in companions),
+        **({"companions": companions} if companions else {}),
         "inputs": inputs, "outputs": outputs,
         "quantization": quantization, "contents": checker.describe(path),
         "tools": {"converter": conversion.tool}, "notes": list(notes),
@@ -189,7 +196,7 @@ def _versions() -> dict:
     from importlib import metadata
     versions = {"python": platform.python_version(), "edgekit": __version__}
     for name in ("numpy", "torch", "onnx", "onnxscript", "onnxruntime", "tensorflow", "keras", "tf_keras",
-                 "tf2onnx", "ai-edge-litert", "litert-torch"):
+                 "tf2onnx", "ai-edge-litert", "litert-torch", "openvino", "nncf"):
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

@@ -1,6 +1,6 @@
 """Runtime backends, one module per engine, imported only when a model needs it.
 
-Each backend class takes ``(path, threads=None)`` and exposes ``inputs`` and
+Each backend class takes ``(path, threads=None, **engine_options)`` and exposes ``inputs`` and
 ``outputs`` (lists of TensorInfo, as the file declares them) and
 ``run(feeds: dict[str, ndarray]) -> list[ndarray]``. Adding an engine is one
 module and one line in ``_BACKENDS``.
@@ -17,8 +17,9 @@ _BACKENDS = {
     "onnxruntime": ("edgekit.runtime.backends._onnxruntime:OnnxRuntimeBackend",
                     "onnxruntime", (".onnx",)),
     "tflite": ("edgekit.runtime.backends._tflite:TFLiteBackend", "ai_edge_litert", (".tflite",)),
+    "openvino": ("edgekit.runtime.backends._openvino:OpenVINOBackend", "openvino", (".xml",)),
 }
-_EXTRA = {"onnxruntime": "onnx", "tflite": "tflite"}
+_EXTRA = {"onnxruntime": "onnx", "tflite": "tflite", "openvino": "openvino"}
 # Backends that can run from any one of several packages (checked in order).
 _ALTERNATIVES = {"tflite": ("ai_edge_litert", "tflite_runtime", "tensorflow")}
 

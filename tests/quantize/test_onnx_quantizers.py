@@ -51,7 +51,7 @@ def test_keep_fp32_leaves_matching_nodes_in_float(tmp_path, fp32_path, conversio
     conv = next(n for n in quantized.graph.node if n.name == first_conv)
     initializers = {i.name: i for i in quantized.graph.initializer}
     assert initializers[conv.input[1]].data_type == onnx.TensorProto.FLOAT
-    with pytest.raises(QuantizationError, match="match no node"):
+    with pytest.raises(QuantizationError, match="match no ONNX node"):
         QUANTIZERS.get(("onnx", "int8"))(conversion, out, calibration, QuantizeOptions(keep_fp32=("nope*",)))
 
 

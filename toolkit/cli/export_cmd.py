@@ -12,8 +12,8 @@ def register(sub):
     p.add_argument("model", metavar="MODEL",
                    help="FILE.py:FACTORY returning a torch.nn.Module or a Keras model, a torch.export .pt2 program, "
                         "a .keras / .h5 file, a SavedModel folder, or an .onnx file")
-    p.add_argument("--to", default="onnx", metavar="FORMATS", help="comma-separated target formats: onnx, tflite "
-                   "(default: onnx)")
+    p.add_argument("--to", default="onnx", metavar="FORMATS", help="comma-separated target formats: onnx, tflite, "
+                   "openvino (default: onnx)")
     p.add_argument("--int8", action="store_true", help="also produce full static int8, w8a8 (needs --calib)")
     p.add_argument("--fp16", action="store_true", help="also produce fp16")
     p.add_argument("--dynamic-int8", action="store_true",
@@ -44,6 +44,14 @@ def register(sub):
                    help="7-bit weights (avoids u8s8 saturation on CPUs without VNNI)")
     q.add_argument("--keep-fp32", action="append", default=[], metavar="PATTERN",
                    help="keep nodes whose name matches this glob in float")
+    q.add_argument("--model-type", choices=["auto", "cnn", "transformer"], default=None,
+                   help="NNCF's quantization scheme for OpenVINO int8 (default auto: transformer for attention graphs)")
+    q.add_argument("--max-drop", type=float, default=None, metavar="X",
+                   help="OpenVINO int8 with accuracy control: revert the layers that cost accuracy to float until "
+                        "the metric drops by at most X (accuracy points; needs labelled --eval, or --metric)")
+    q.add_argument("--metric", metavar="FILE.py:FUNC",
+                   help="metric(predictions, labels) -> float, higher is better, for --max-drop "
+                        "(default: top-1 accuracy in percent)")
     q.add_argument("--max-calib-samples", type=int, default=None)
     q.add_argument("--min-calib-samples", type=int, default=None,
                    help="below this count a warning is recorded (default 32)")
@@ -106,7 +114,8 @@ def run(args) -> int:
     quant = {k: v for k, v in {
         "calibration_method": args.calibration_method, "per_channel": args.per_channel,
         "reduce_range": args.reduce_range, "max_calibration_samples": args.max_calib_samples,
-        "min_calibration_samples": args.min_calib_samples}.items() if v is not None}
+        "min_calibration_samples": args.min_calib_samples, "model_type": args.model_type,
+        "max_drop": args.max_drop, "metric": args.metric}.items() if v is not None}
     precisions = ["fp32"] + [name for flag, name in ((args.fp16, "fp16"), (args.dynamic_int8, "dynamic"),
                                                      (args.int8, "int8"), (args.int16x8, "int16x8")) if flag]
     config = ExportConfig(targets=args.to, precisions=tuple(precisions),

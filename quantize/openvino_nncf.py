@@ -1,0 +1,146 @@
+"""OpenVINO IR quantization with NNCF.
+
+int8 (``w8a8-static``): ``nncf.quantize`` on the calibration data, one sample per item,
+fast bias correction on, the model type (``transformer`` for attention encoders) taken from
+the options or detected from the graph, ``--keep-fp32`` globs as NNCF's ignored scope.
+With ``max_drop`` set, ``nncf.quantize_with_accuracy_control`` instead: it measures the
+metric (task accuracy on the labelled eval data in percent, or the user's
+``metric(predictions, labels) -> float``, higher is better) on the fp32 and int8 models
+and reverts the layers that cost the most back to float until the drop is within
+``max_drop``; the layers left in float are recorded.
+
+fp16: the fp32 IR saved with its weights compressed to float16.
+"""
+
+import contextlib
+import io
+import logging
+
+import numpy as np
+
+from edgekit.errors import CalibrationError, ConfigError, QuantizationError
+from edgekit.export.openvino_format import layer_precisions
+from edgekit.export.openvino_ir import save
+
+from . import QuantizationResult
+from ._scope import matching_names
+
+
+def quantize_fp16(conversion, out_path, calibration, options, evaluation=None) -> QuantizationResult:
+    from edgekit.runtime.backends._openvino import core
+    save(core().read_model(str(conversion.path)), out_path, compress_to_fp16=True)
+    return QuantizationResult(out_path, "fp16", {"weights": "float16 (compress_to_fp16)"})
+
+
+def detect_model_type(model) -> str:
+    """``transformer`` for attention graphs (Softmax and MatMul, no convolution), else ``cnn``."""
+    kinds = {op.get_type_name() for op in model.get_ops()}
+    convolutions = {"Convolution", "GroupConvolution"} & kinds
+    return "transformer" if {"Softmax", "MatMul"} <= kinds and not convolutions else "cnn"
+
+
+@contextlib.contextmanager
+def _quiet():
+    """NNCF logs at INFO and draws progress bars on stdout; edgekit's own progress says the stage."""
+    logger = logging.getLogger("nncf")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _samples(dataset, names, count):
+    return [{name: dataset.inputs[name][i:i + 1] for name in names} for i in range(count)]
+
+
+def quantize_int8(conversion, out_path, calibration, options, evaluation=None) -> QuantizationResult:
+    import nncf
+    from edgekit.runtime.backends._openvino import core
+
+    if calibration is None:
+        raise CalibrationError("OpenVINO int8 needs calibration data (--calib)")
+    model = core().read_model(str(conversion.path))
+    names = [port.get_any_name() for port in model.inputs]
+    count = min(len(calibration), options.max_calibration_samples)
+    model_type = options.model_type if options.model_type != "auto" else detect_model_type(model)
+    keep = matching_names((op.get_friendly_name() for op in model.get_ops()), options.keep_fp32, "OpenVINO")
+    kwargs = dict(subset_size=count, fast_bias_correction=True,
+                  model_type=nncf.ModelType.TRANSFORMER if model_type == "transformer" else None,
+                  ignored_scope=nncf.IgnoredScope(names=keep) if keep else None)
+    details = {"tool": f"nncf {nncf.__version__}", "calibration_samples": count, "model_type": model_type,
+               "fast_bias_correction": True, "keep_fp32": keep}
+    calibration_data = nncf.Dataset(_samples(calibration, names, count))
+    try:
+        with _quiet():
+            if options.max_drop is None:
+                quantized = nncf.quantize(model, calibration_data, **kwargs)
+            else:
+                metric = _Metric(options.metric, model, evaluation)
+                validation = nncf.Dataset(metric.items(names), lambda item: item[0])
+                quantized = nncf.quantize_with_accuracy_control(
+                    model, calibration_data, validation, validation_fn=metric, max_drop=options.max_drop,
+                    drop_type=nncf.DropType.ABSOLUTE, **kwargs)
+                details["accuracy_control"] = {
+                    "metric": metric.name, "max_drop": options.max_drop,
+                    "fp32": metric.score(core().compile_model(model, "CPU", _F32)),
+                    "int8": metric.score(core().compile_model(quantized, "CPU", _F32))}
+    except (ConfigError, CalibrationError):
+        raise
+    except Exception as exc:
+        raise QuantizationError(f"NNCF quantization failed: {type(exc).__name__}: {exc}") from None
+    save(quantized, out_path, compress_to_fp16=False)
+    int8_layers, float_layers = layer_precisions(quantized)
+    details.update(int8_layers=len(int8_layers), kept_in_float=float_layers)
+    notes = []
+    if options.max_drop is not None and float_layers:
+        notes.append(f"accuracy control kept {len(float_layers)} of {len(int8_layers) + len(float_layers)} "
+                     f"weighted layers in float: {', '.join(float_layers[:8])}"
+                     + (" ..." if len(float_layers) > 8 else ""))
+    return QuantizationResult(out_path, "w8a8-static", details, tuple(notes))
+
+
+_F32 = {"INFERENCE_PRECISION_HINT": "f32"}
+
+
+class _Metric:
+    """NNCF's ``validation_fn``: the metric of a compiled model over the labelled eval samples.
+
+    Each eval sample is one item ``(inputs, label)``, so NNCF's ranking of layers can score
+    any subset of them.
+    """
+
+    def __init__(self, user_metric, model, evaluation):
+        if evaluation is None:
+            raise ConfigError("accuracy-controlled quantization (max_drop) needs eval data (--eval)")
+        if user_metric is None and evaluation.labels is None:
+            raise ConfigError("accuracy-controlled quantization (max_drop) needs labelled eval data "
+                              "(labels 'y' in the --eval file) or a metric (--metric file.py:metric)")
+        self.user_metric = user_metric
+        self.name = getattr(user_metric, "__name__", "metric") if user_metric else "accuracy (%)"
+        self.evaluation = evaluation
+        self.output_names = [port.get_any_name() for port in model.outputs]
+
+    def items(self, names):
+        labels = self.evaluation.labels
+        return [(sample, None if labels is None else labels[i])
+                for i, sample in enumerate(_samples(self.evaluation, names, len(self.evaluation)))]
+
+    def __call__(self, compiled, items):
+        items = list(items)
+        outputs = [compiled([item[0][port.get_any_name()] for port in compiled.inputs]) for item in items]
+        predictions = {name: np.concatenate([np.asarray(out[i]) for out in outputs])
+                       for i, name in enumerate(self.output_names)}
+        labels = None if items[0][1] is None else np.asarray([item[1] for item in items])
+        if self.user_metric is not None:
+            value = self.user_metric(predictions if len(predictions) > 1 else next(iter(predictions.values())),
+                                     labels)
+            return float(value), None
+        primary = next(iter(predictions.values()))
+        correct = (primary.reshape(len(primary), -1).argmax(1) == labels).astype(np.float64) * 100.0
+        return float(correct.mean()), list(correct)
+
+    def score(self, compiled):
+        return self(compiled, self.items([port.get_any_name() for port in compiled.inputs]))[0]
