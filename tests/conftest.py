@@ -72,3 +72,13 @@ def keras_bundle(tmp_path_factory, keras_digits):
     edgekit.export(str(keras_digits["model"]), calib=keras_digits["calib"], eval=keras_digits["eval"],
                    targets=["tflite"], int8=True, out=out)
     return out
+
+
+@pytest.fixture(scope="session")
+def openvino_bundle(tmp_path_factory, digits_files):
+    """OpenVINO IR + ONNX, fp32 + int8, of the PyTorch digits model."""
+    import edgekit
+    out = tmp_path_factory.mktemp("bundles") / "digits_ov"
+    edgekit.export(digits_files["factory"], weights=digits_files["weights"], calib=digits_files["calib"],
+                   eval=digits_files["eval"], targets=["openvino", "onnx"], int8=True, out=out)
+    return out

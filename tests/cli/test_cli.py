@@ -206,3 +206,32 @@ def test_keras_export_to_tflite_and_onnx_with_int8_io_through_the_cli(tmp_path, 
     int8 = next(a for a in manifest["artifacts"] if a["id"] == "tflite-int8")
     assert int8["inputs"][0]["dtype"] == "int8"
     assert main(["verify", str(out), "--eval", str(keras_digits["eval"])]) == 0
+
+
+def test_all_three_formats_with_accuracy_control_through_the_cli(tmp_path, digits_files, capsys):
+    """edgekit export --int8 --to tflite,onnx,openvino --max-drop: every artifact verified, IR in the bundle."""
+    out = tmp_path / "b3"
+    assert main(_export_args(digits_files, out, "--to", "tflite,onnx,openvino", "--int8", "--max-drop", "0.5",
+                             "--model-type", "cnn")) == 0
+    captured = capsys.readouterr()
+    for art in ("tflite-int8", "onnx-int8", "openvino-int8"):
+        assert art in captured.out
+    assert "FAIL" not in captured.out
+    assert "onnx-int8: accuracy-controlled quantization (max_drop) is OpenVINO's" in captured.err
+    assert {"model.xml", "model.bin", "model.int8.xml", "model.int8.bin"} <= {p.name for p in out.iterdir()}
+    manifest = json.loads((out / "manifest.json").read_text())
+    ov_int8 = next(a for a in manifest["artifacts"] if a["id"] == "openvino-int8")
+    assert ov_int8["quantization"]["accuracy_control"]["max_drop"] == 0.5
+    assert main(["verify", str(out), "--eval", str(digits_files["eval"])]) == 0
+    # The .bin is part of the artifact: a modified weights file is caught like a modified graph.
+    (out / "model.int8.bin").write_bytes(b"\0" * (out / "model.int8.bin").stat().st_size)
+    assert main(["verify", str(out), "--eval", str(digits_files["eval"])]) != 0
+    captured = capsys.readouterr()
+    assert "model.int8.bin does not match the sha256" in captured.out + captured.err
+
+
+def test_bad_model_type_and_metric_are_usage_errors(tmp_path, digits_files, capsys):
+    assert main(_export_args(digits_files, tmp_path / "x", "--to", "openvino", "--int8", "--max-drop", "1",
+                             "--metric", "nofile.py:fn")) == 2
+    assert "nofile.py does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

@@ -11,12 +11,16 @@ HEAVY = ("torch", "tensorflow", "onnx", "onnxscript", "nncf", "openvino", "tf_ke
          "edgekit.export", "edgekit.quantize", "edgekit.pipeline", "edgekit.sources", "edgekit.verify")
 
 
-@pytest.mark.parametrize("kind", ["onnx", "tflite"])
+@pytest.mark.parametrize("kind", ["onnx", "tflite", "openvino"])
 def test_runtime_imports_only_numpy_and_its_backend(kind, request):
     if kind == "onnx":
         bundle, _ = request.getfixturevalue("digits_bundle")
         x_eval = request.getfixturevalue("digits_splits")[2][0]
         backend = "onnxruntime"
+    elif kind == "openvino":
+        bundle = request.getfixturevalue("openvino_bundle")
+        x_eval = request.getfixturevalue("digits_splits")[2][0]
+        backend = "openvino"
     else:
         bundle = request.getfixturevalue("keras_bundle")
         x_eval = request.getfixturevalue("keras_digits")["splits"][2][0]
@@ -25,7 +29,7 @@ def test_runtime_imports_only_numpy_and_its_backend(kind, request):
     code = f"""
 import sys, json, numpy as np
 import edgekit.runtime as ekr
-model = ekr.load({str(bundle)!r})
+model = ekr.load({str(bundle)!r}, backend={"openvino" if kind == "openvino" else "auto"!r})
 out = model.predict(np.load({str(bundle.parent / 'sample.npy')!r}))
 print(json.dumps({{"shape": list(out.shape), "modules": sorted(sys.modules)}}))
 """
@@ -34,7 +38,7 @@ print(json.dumps({{"shape": list(out.shape), "modules": sorted(sys.modules)}}))
     assert data["shape"] == [3, 10]
     loaded = set(data["modules"])
     assert backend in loaded
-    leaked = [m for m in loaded for heavy in HEAVY if m == heavy or m.startswith(heavy + ".")]
+    leaked = [m for m in loaded for heavy in HEAVY if heavy != backend and (m == heavy or m.startswith(heavy + "."))]
     assert leaked == []
 
 
@@ -173,3 +177,41 @@ def test_no_tflite_interpreter_is_a_clear_error(monkeypatch):
         monkeypatch.setitem(sys.modules, name, None)
     with pytest.raises(ekr.BackendUnavailableError, match="ai-edge-litert"):
         _tflite.interpreter_class()
+
+
+def test_openvino_backend_caches_compiled_models_and_takes_engine_options(openvino_bundle, digits_splits):
+    from edgekit.runtime.backends import _openvino
+    x = digits_splits[2][0][:5]
+    first = ekr.load(openvino_bundle, backend="openvino", precision="fp32", threads=2)
+    again = ekr.load(openvino_bundle, backend="openvino", precision="fp32", threads=2)
+    assert first._engine._compiled is again._engine._compiled  # compiled once per process
+    two_streams = ekr.load(openvino_bundle, backend="openvino", precision="fp32", threads=2, streams=2)
+    assert two_streams._engine._compiled is not first._engine._compiled
+    np.testing.assert_allclose(two_streams.predict(x), first.predict(x), atol=1e-6)
+    assert _openvino.core() is _openvino.core()
+    # fp32 runs in f32 by default (the CPU plugin's own default here would be bf16).
+    onnx_fp32 = ekr.load(openvino_bundle, artifact="onnx-fp32").predict(x)
+    np.testing.assert_allclose(first.predict(x), onnx_fp32, atol=1e-4)
+    with pytest.raises(ekr.ModelLoadError, match="does not take the options"):
+        ekr.load(openvino_bundle, artifact="onnx-fp32", streams=2)
+    with pytest.raises(ekr.ModelLoadError, match="does not take the options"):
+        ekr.load(openvino_bundle, backend="openvino", colour="red")
+
+
+def test_backend_choice_in_a_bundle_of_several_formats(openvino_bundle):
+    manifest = json.loads((openvino_bundle / "manifest.json").read_text())
+    assert ekr.load(openvino_bundle).artifact["id"] == manifest["default_artifact"]
+    assert ekr.load(openvino_bundle, backend="openvino").artifact["format"] == "openvino"
+    assert ekr.load(openvino_bundle, backend="onnxruntime", precision="int8").artifact["id"] == "onnx-int8"
+    assert all(a.get("latency_ms") for a in manifest["artifacts"])  # what "auto" chose from
+
+
+def test_select_artifact_prefers_the_default_then_the_fastest():
+    from edgekit.runtime._manifest import select_artifact
+    manifest = {"default_artifact": "onnx-fp32", "artifacts": [
+        {"id": "onnx-fp32", "format": "onnx", "precision": "fp32", "latency_ms": 0.5},
+        {"id": "onnx-int8", "format": "onnx", "precision": "int8", "latency_ms": 0.4},
+        {"id": "openvino-int8", "format": "openvino", "precision": "int8", "latency_ms": 0.2}]}
+    assert select_artifact(manifest)["id"] == "onnx-fp32"
+    assert select_artifact(manifest, precision="int8")["id"] == "openvino-int8"
+    assert select_artifact(manifest, precision="int8", fmt="onnx")["id"] == "onnx-int8"
