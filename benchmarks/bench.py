@@ -1,10 +1,11 @@
 """Benchmarks (not tests): size, latency, accuracy and export cost of edgekit's artifacts.
 
-    python benchmarks/bench.py [--json FILE] [--skip-mobilenet]
+    python benchmarks/bench.py [--json FILE] [--skip-mobilenet] [--only NAME]
     python benchmarks/bench.py --recipes      # compare onnxruntime int8 recipes on MobileNetV2
 
-For the PyTorch and Keras digits samples and MobileNetV2-class networks from both frameworks
-(random weights), per format (ONNX, TFLite): int8/fp32 size ratio, int8/fp32 median latency
+For the PyTorch and Keras digits samples, MobileNetV2-class networks from both frameworks and a
+MiniLM-class transformer encoder (random weights), per format (ONNX, TFLite, OpenVINO IR):
+int8/fp32 size ratio, int8/fp32 median latency
 through edgekit.runtime (batch 1, 2 threads), accuracy drop, the runtime wrapper's overhead per
 call against a bare onnxruntime InferenceSession.run, and the export's wall time and peak memory.
 The README's performance section quotes its output.
@@ -25,7 +26,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "samples"), str(ROOT / "benchmarks")]
 THREADS = 2
-TARGETS = {"size_ratio": 0.27, "digits_int8_drop_points": 0.5, "wrapper_overhead_us": 20.0, "digits_export_s": 60.0}
+TARGETS = {"size_ratio": 0.27, "digits_int8_drop_points": 0.5, "wrapper_overhead_us": 20.0, "digits_export_s": 60.0,
+           "openvino_cnn_latency_ratio": 0.7, "openvino_encoder_latency_ratio": 0.9, "encoder_int8_cosine": 0.99}
 
 
 def median_ms(fn, runs, warmup=20):
@@ -123,7 +125,7 @@ def bench_digits(work: Path):
     out = work / "bundle"
     report, seconds, peak_mb = _cli_export(
         [f"{ROOT / 'samples' / 'digits.py'}:build_model", "--weights", str(paths["weights"]), "--int8",
-         "--to", "onnx,tflite", "--calib", str(paths["calib"]), "--eval", str(paths["eval"])], out)
+         "--to", "onnx,tflite,openvino", "--calib", str(paths["calib"]), "--eval", str(paths["eval"])], out)
     x1 = {"input": np.load(paths["eval"])["x"][:1]}
     rows = format_rows("digits CNN (PyTorch sample)", out, report, x1, 2000, seconds, peak_mb)
     overhead, bare_us = wrapper_overhead_us(out / "model.onnx", x1)
@@ -136,7 +138,7 @@ def bench_keras_digits(work: Path):
     paths = digits_keras.prepare(work)
     out = work / "keras_bundle"
     report, seconds, peak_mb = _cli_export(
-        [str(paths["model"]), "--int8", "--to", "tflite,onnx", "--calib", str(paths["calib"]),
+        [str(paths["model"]), "--int8", "--to", "tflite,onnx,openvino", "--calib", str(paths["calib"]),
          "--eval", str(paths["eval"])], out)
     x1 = {"image": np.load(paths["eval"])["x"][:1]}
     return format_rows("digits CNN (Keras sample)", out, report, x1, 2000, seconds, peak_mb)
@@ -164,7 +166,7 @@ def bench_mobilenet(work: Path):
     calib = rng.standard_normal((64, 3, 224, 224)).astype(np.float32)
     evaluation = rng.standard_normal((32, 3, 224, 224)).astype(np.float32)
     return _export_rows("MobileNetV2 (PyTorch, random weights, 224x224)", mobilenet_v2(), calib, evaluation,
-                        ["onnx", "tflite"], work / "mnv2", 150)
+                        ["onnx", "tflite", "openvino"], work / "mnv2", 150)
 
 
 def bench_keras_mobilenet(work: Path):
@@ -184,7 +186,28 @@ def bench_keras_mobilenet(work: Path):
     calib = rng.standard_normal((64, 224, 224, 3)).astype(np.float32)
     evaluation = rng.standard_normal((32, 224, 224, 3)).astype(np.float32)
     return _export_rows("MobileNetV2 (keras.applications, weights=None, 224x224)", model, calib, evaluation,
-                        ["tflite", "onnx"], work / "keras_mnv2", 150)
+                        ["tflite", "onnx", "openvino"], work / "keras_mnv2", 150)
+
+
+def bench_encoder(work: Path):
+    """A MiniLM-sized BERT-class encoder (6 layers, hidden 384; random weights), sequence 128."""
+    import encoder
+    calib = encoder.token_batches(64, seq=128)
+    evaluation = encoder.token_batches(32, seq=128, seed=1)
+    x1 = {name: array[:1] for name, array in evaluation.items()}
+    import edgekit
+    from edgekit.errors import ParityError
+    from edgekit.timing import peak_rss_mb
+    start = time.perf_counter()
+    try:
+        report = edgekit.export(encoder.minilm(), calib=calib, eval=evaluation, targets=["onnx", "openvino"],
+                                int8=True, out=work / "encoder", measure_latency=False)
+        bundle = work / "encoder"
+    except ParityError as exc:
+        report, bundle = exc.report, Path(exc.report.output)
+    seconds = time.perf_counter() - start
+    return format_rows("MiniLM-class encoder (PyTorch, random weights, seq 128)", bundle, report, x1, 100, seconds,
+                       peak_rss_mb())
 
 
 RECIPES = {  # name -> onnxruntime quantize_static arguments (edgekit's default is "qdq-u8s8-pc")
@@ -258,7 +281,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", metavar="FILE")
     parser.add_argument("--skip-mobilenet", action="store_true")
-    parser.add_argument("--only", choices=["digits", "keras_digits", "mobilenet", "keras_mobilenet"])
+    parser.add_argument("--only", choices=["digits", "keras_digits", "mobilenet", "keras_mobilenet", "encoder"])
     parser.add_argument("--recipes", action="store_true", help="compare int8 recipes on MobileNetV2 instead")
     args = parser.parse_args(argv)
     if args.recipes:
@@ -274,7 +297,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="edgekit-bench-") as tmp:
         benches = {"digits": bench_digits, "keras_digits": bench_keras_digits}
         if not args.skip_mobilenet:
-            benches.update(mobilenet=bench_mobilenet, keras_mobilenet=bench_keras_mobilenet)
+            benches.update(mobilenet=bench_mobilenet, keras_mobilenet=bench_keras_mobilenet, encoder=bench_encoder)
         for name, bench in benches.items():
             if args.only in (None, name):
                 (Path(tmp) / name).mkdir()

@@ -94,9 +94,9 @@ def main(argv=None):
     if args.data_only:
         return 0
     cmd = [sys.executable, "-m", "edgekit", "export", f"{Path(__file__).resolve()}:build_model",
-           "--weights", str(paths["weights"]), "--int8", "--to", "onnx",
+           "--weights", str(paths["weights"]), "--int8", "--to", "onnx,tflite,openvino",
            "--calib", str(paths["calib"]), "--eval", str(paths["eval"]), "--out", out]
-    print("$ edgekit export samples/digits.py:build_model --weights ... --int8 --to onnx "
+    print("$ edgekit export samples/digits.py:build_model --weights ... --int8 --to onnx,tflite,openvino "
           f"--calib calib.npz --eval eval.npz --out {out}", file=sys.stderr)
     return subprocess.call(cmd)
 
