@@ -1,8 +1,8 @@
 """OpenVINO IR quantization with NNCF.
 
 int8 (``w8a8-static``): ``nncf.quantize`` on the calibration data, one sample per item,
-fast bias correction on, the model type (``transformer`` for attention encoders) taken from
-the options or detected from the graph, ``--keep-fp32`` globs as NNCF's ignored scope.
+full bias correction (fast with ``fast_bias_correction``; see QuantizeOptions), the model
+type (``transformer`` for attention encoders) taken from the options or detected from the graph, ``--keep-fp32`` globs as NNCF's ignored scope.
 With ``max_drop`` set, ``nncf.quantize_with_accuracy_control`` instead: it measures the
 metric (task accuracy on the labelled eval data in percent, or the user's
 ``metric(predictions, labels) -> float``, higher is better) on the fp32 and int8 models
@@ -67,11 +67,11 @@ def quantize_int8(conversion, out_path, calibration, options, evaluation=None) -
     count = min(len(calibration), options.max_calibration_samples)
     model_type = options.model_type if options.model_type != "auto" else detect_model_type(model)
     keep = matching_names((op.get_friendly_name() for op in model.get_ops()), options.keep_fp32, "OpenVINO")
-    kwargs = dict(subset_size=count, fast_bias_correction=True,
+    kwargs = dict(subset_size=count, fast_bias_correction=options.fast_bias_correction,
                   model_type=nncf.ModelType.TRANSFORMER if model_type == "transformer" else None,
                   ignored_scope=nncf.IgnoredScope(names=keep) if keep else None)
     details = {"tool": f"nncf {nncf.__version__}", "calibration_samples": count, "model_type": model_type,
-               "fast_bias_correction": True, "keep_fp32": keep}
+               "fast_bias_correction": options.fast_bias_correction, "keep_fp32": keep}
     calibration_data = nncf.Dataset(_samples(calibration, names, count))
     try:
         with _quiet():
