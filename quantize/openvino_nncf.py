@@ -2,7 +2,8 @@
 
 int8 (``w8a8-static``): ``nncf.quantize`` on the calibration data, one sample per item,
 full bias correction (fast with ``fast_bias_correction``; see QuantizeOptions), the model
-type (``transformer`` for attention encoders) taken from the options or detected from the graph, ``--keep-fp32`` globs as NNCF's ignored scope.
+type (``transformer`` for attention encoders) taken from the options or detected from the
+graph, ``--keep-fp32`` globs as NNCF's ignored scope.
 With ``max_drop`` set, ``nncf.quantize_with_accuracy_control`` instead: it measures the
 metric (task accuracy on the labelled eval data in percent, or the user's
 ``metric(predictions, labels) -> float``, higher is better) on the fp32 and int8 models
