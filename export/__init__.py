@@ -50,6 +50,17 @@ class ConversionResult:
     input_layouts: dict = field(default_factory=dict)  # artifact input name -> layout, where it differs
 
 
+def weight_sparsity(arrays) -> float | None:
+    """Fraction of zeros among the elements of the weight tensors (2-D and up) a file holds:
+    pruning counted in the artifact itself, whatever the framework model said."""
+    total = zeros = 0
+    for array in arrays:
+        if array.ndim >= 2:
+            total += array.size
+            zeros += int((array == 0).sum())
+    return zeros / total if total else None
+
+
 def format_module(fmt: str):
     import importlib
     from edgekit.errors import UnsupportedError
@@ -58,7 +69,7 @@ def format_module(fmt: str):
     return importlib.import_module(FORMATS[fmt][1])
 
 
-__all__ = ["CONVERTERS", "FORMATS", "ConversionResult", "format_module"]
+__all__ = ["CONVERTERS", "FORMATS", "ConversionResult", "format_module", "weight_sparsity"]
 
 
 class _CallableModule(types.ModuleType):

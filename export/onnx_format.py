@@ -30,8 +30,12 @@ def describe(path: Path) -> dict:
         weights[_DTYPE_NAMES.get(init.data_type, str(init.data_type))] += int(np.prod(init.dims)) if init.dims else 1
     ops = Counter(node.op_type for node in model.graph.node)
     opsets = {imp.domain or "ai.onnx": imp.version for imp in model.opset_import}
+    from onnx import numpy_helper
+
+    from . import weight_sparsity
+    sparsity = weight_sparsity(numpy_helper.to_array(init) for init in model.graph.initializer if len(init.dims) >= 2)
     return {"weight_elements_by_dtype": dict(weights), "op_counts": dict(sorted(ops.items())),
-            "opset": opsets, "ir_version": model.ir_version}
+            "opset": opsets, "ir_version": model.ir_version, "sparsity": sparsity}
 
 
 def rename_outputs(graph, names):

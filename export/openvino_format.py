@@ -9,6 +9,8 @@ from pathlib import Path
 
 from edgekit.errors import ConversionError
 
+from . import weight_sparsity
+
 # Operations that carry the model's weights and run in int8 when quantized.
 WEIGHTED = {"Convolution", "GroupConvolution", "ConvolutionBackpropData", "GroupConvolutionBackpropData",
             "MatMul"}
@@ -72,15 +74,19 @@ def describe(path: Path) -> dict:
     model = _read(path)
     weights = Counter()
     ops = Counter()
+    matrices = []
     for op in model.get_ops():
         kind = op.get_type_name()
         ops[kind] += 1
         if kind == "Constant":
             shape = op.get_output_shape(0)
             weights[op.get_element_type().get_type_name()] += int(np.prod([d for d in shape])) if len(shape) else 1
+            if len(shape) >= 2 and op.get_element_type().get_type_name() in ("f32", "f16", "i8", "u8"):
+                matrices.append(op.get_data())
     int8, floating = layer_precisions(model)
     description = {"weight_elements_by_dtype": dict(weights), "op_counts": dict(sorted(ops.items())),
-                   "weights_file_bytes": Path(path).with_suffix(".bin").stat().st_size}
+                   "weights_file_bytes": Path(path).with_suffix(".bin").stat().st_size,
+                   "sparsity": weight_sparsity(matrices)}
     if int8:
         description.update(int8_layers=len(int8), float_layers=floating)
     return description

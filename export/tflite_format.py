@@ -27,16 +27,21 @@ def describe(path: Path) -> dict:
     interpreter = _interpreter(path)
     io = {d["index"] for d in interpreter.get_input_details() + interpreter.get_output_details()}
     weights = Counter()
+    matrices = []
     for detail in interpreter.get_tensor_details():
         if detail["index"] in io:
             continue
         try:
-            interpreter.get_tensor(detail["index"])  # only constant (buffer-backed) tensors read before invoke
+            value = interpreter.get_tensor(detail["index"])  # only constant (buffer-backed) tensors read before invoke
         except ValueError:
             continue
         weights[np.dtype(detail["dtype"]).name] += int(np.prod(detail["shape"])) if len(detail["shape"]) else 1
+        if value.ndim >= 2 and value.dtype.kind in "fi":
+            matrices.append(value)
     try:
         ops = Counter(op["op_name"] for op in interpreter._get_ops_details())
     except AttributeError:  # older interpreters
         ops = Counter()
-    return {"weight_elements_by_dtype": dict(weights), "op_counts": dict(sorted(ops.items()))}
+    from . import weight_sparsity
+    return {"weight_elements_by_dtype": dict(weights), "op_counts": dict(sorted(ops.items())),
+            "sparsity": weight_sparsity(matrices)}

@@ -35,6 +35,11 @@ QUANTIZERS.register(("openvino", "int8"), "edgekit.quantize.openvino_nncf:quanti
 QUANTIZERS.register(("openvino", "fp16"), "edgekit.quantize.openvino_nncf:quantize_fp16",
                     requires=("openvino",), extra="openvino")
 
+# Framework-side compression before export: source framework -> pruner(source, PruneOptions).
+PRUNERS = Registry("pruners")
+PRUNERS.register("torch", "edgekit.quantize.prune_torch:prune", requires=("torch",), extra="torch")
+PRUNERS.register("tf", "edgekit.quantize.prune_keras:prune", requires=("tensorflow",), extra="tf")
+
 SCHEMES = {"int8": "w8a8-static", "fp16": "fp16", "dynamic": "w8a32-dynamic", "int16x8": "w8a16-static"}
 
 
@@ -53,4 +58,4 @@ class QuantizationResult:
     notes: tuple = ()
 
 
-__all__ = ["QUANTIZERS", "QuantizationResult", "SCHEMES", "quantizer_for"]
+__all__ = ["PRUNERS", "QUANTIZERS", "QuantizationResult", "SCHEMES", "quantizer_for"]

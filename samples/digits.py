@@ -60,6 +60,32 @@ def train(model, x, y, *, epochs=30, seed=SEED):
     return model.eval()
 
 
+def fit(model, steps, callbacks=(), *, lr=1e-3, seed=SEED):
+    """edgekit's training hook (``--train samples/digits.py:fit``): fine-tune ``model`` for ``steps``
+    Adam steps on the digits training split. edgekit calls it while pruning or training QAT."""
+    import torch
+
+    (x, y), _, _ = load_splits()
+    torch.manual_seed(seed)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    gen = torch.Generator().manual_seed(seed)
+    model.train()
+    done = 0
+    while done < steps:
+        for idx in torch.randperm(len(xt), generator=gen).split(64):
+            opt.zero_grad()
+            loss_fn(model(xt[idx]), yt[idx]).backward()
+            opt.step()
+            for callback in callbacks:
+                callback()
+            done += 1
+            if done == steps:
+                break
+    model.eval()
+
+
 def prepare(work=WORK, *, force=False) -> dict:
     """Write weights.pt, calib.npz and eval.npz into ``work`` (training only when missing)."""
     import torch

@@ -50,6 +50,24 @@ def train(model, x, y, *, epochs=40, seed=SEED):
     return model
 
 
+def fit(model, steps, callbacks=(), *, lr=1e-3, seed=SEED):
+    """edgekit's training hook (``--train samples/digits_keras.py:fit``): fine-tune ``model`` for
+    about ``steps`` Adam steps on the digits training split, passing edgekit's ``callbacks`` on to
+    ``model.fit`` (TensorFlow Model Optimization's pruning needs its UpdatePruningStep there). Works
+    for Keras 3 and tf_keras models alike."""
+    import importlib
+    import math
+    keras = importlib.import_module("tf_keras" if type(model).__module__.startswith("tf_keras") else "keras")
+    (x, y), _, _ = load_splits()
+    keras.utils.set_random_seed(seed)
+    model.compile(optimizer=keras.optimizers.Adam(lr),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    per_epoch = math.ceil(len(x) / 64)
+    model.fit(x, y, batch_size=64, epochs=max(1, math.ceil(steps / per_epoch)), verbose=0, shuffle=True,
+              callbacks=list(callbacks))
+    return model
+
+
 def prepare(work=WORK, *, force=False) -> dict:
     import keras
     work.mkdir(parents=True, exist_ok=True)

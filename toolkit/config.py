@@ -132,6 +132,40 @@ class QuantizeOptions:
             raise ConfigError(f"metric: expected a callable(predictions, labels) -> float, got {self.metric!r}")
 
 
+@dataclass(frozen=True)
+class PruneOptions:
+    """Magnitude pruning before export (see ``edgekit.quantize.prune``).
+
+    ``train`` is the user's training hook, ``fit(model, steps, callbacks)`` (or "file.py:fit"):
+    it trains ``model`` in place for about ``steps`` optimizer steps with the user's own data and
+    loss (Keras: pass ``callbacks`` to ``model.fit``). Without it the model is pruned one-shot,
+    with no fine-tuning.
+    """
+
+    sparsity: float
+    schedule: str = "constant"          # constant | polynomial
+    structure: str = "unstructured"     # unstructured | 2:4 | channels
+    scope: str = "global"               # global | layer (unstructured)
+    steps: int = 300
+    train: object = None
+    max_accuracy_drop: float = 1.0      # the pruned model against the original, in points (labels needed)
+
+    def __post_init__(self):
+        if not isinstance(self.sparsity, (int, float)) or not 0.0 < self.sparsity < 1.0:
+            raise ConfigError(f"prune sparsity: expected a fraction in (0, 1), got {self.sparsity!r}")
+        for name, allowed in (("schedule", ("constant", "polynomial")),
+                              ("structure", ("unstructured", "2:4", "channels")), ("scope", ("global", "layer"))):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"prune {name}: expected one of {list(allowed)}, got {getattr(self, name)!r}")
+        if not isinstance(self.steps, int) or self.steps < 0:
+            raise ConfigError(f"prune steps: expected an integer >= 0, got {self.steps!r}")
+        if isinstance(self.train, str):
+            from ._pyfile import load_attr
+            object.__setattr__(self, "train", load_attr(self.train))
+        if self.train is not None and not callable(self.train):
+            raise ConfigError(f"train: expected a callable fit(model, steps, callbacks), got {self.train!r}")
+
+
 @dataclass(frozen=True, kw_only=True)
 class ExportConfig:
     """Everything the pipeline needs besides the model and the data."""
@@ -139,6 +173,7 @@ class ExportConfig:
     targets: tuple = ("onnx",)
     precisions: tuple = (Precision.FP32,)
     quantize: QuantizeOptions = field(default_factory=QuantizeOptions)
+    prune: PruneOptions | None = None
     tolerances: dict = field(default_factory=lambda: dict(DEFAULT_TOLERANCES))
     reference_device: ReferenceDevice = ReferenceDevice.AUTO
     opset: int = 18
@@ -146,6 +181,10 @@ class ExportConfig:
     measure_latency: bool = True
 
     def __post_init__(self):
+        if isinstance(self.prune, (int, float)) and not isinstance(self.prune, bool):
+            object.__setattr__(self, "prune", PruneOptions(float(self.prune)))
+        if self.prune is not None and not isinstance(self.prune, PruneOptions):
+            raise ConfigError(f"prune: expected a sparsity or PruneOptions, got {self.prune!r}")
         if isinstance(self.targets, str):
             object.__setattr__(self, "targets", tuple(t for t in self.targets.split(",") if t))
         if not self.targets:

@@ -18,6 +18,7 @@ import numpy as np
 import edgekit.runtime as ekr
 from edgekit.export import CONVERTERS, FORMATS, format_module
 from edgekit.quantize import SCHEMES, quantizer_for
+from edgekit.quantize.prune import gzip_size
 
 from ._version import __version__
 from .bundle import check_output_dir, staged_bundle
@@ -70,6 +71,8 @@ def export(model, example_inputs=None, *, calib=None, eval=None, targets=("onnx"
     with timed_step(f"reference ({source.framework})", report.stages, progress):
         reference = source.reference(evaluation, config.reference_device)
     report.reference = reference.provenance()
+    if config.prune is not None:
+        source, reference = _prune(source, reference, evaluation, config, report, progress)
 
     with staged_bundle(out) as staging:
         for fmt in config.targets:
@@ -124,6 +127,38 @@ def _load_datasets(source, example_inputs, calib, eval, preprocess, labels, conf
     if "eval" not in validated and "random" not in validated:
         report.warnings.append("no eval data given: parity checked on the calibration set")
     return calibration, evaluation
+
+
+def _prune(source, reference, evaluation, config, report, progress):
+    """Prune the source model; the pruned model becomes the reference its artifacts must match,
+    and its own drop against the original is a stage row, gated by ``prune.max_accuracy_drop``."""
+    from edgekit.quantize import PRUNERS
+
+    from .config import Tolerance
+    from .parity import compare, judge
+    if source.framework not in PRUNERS.entries():
+        raise ConfigError(f"pruning needs a PyTorch or Keras model; {source.description} is {source.framework}")
+    with timed_step("prune", report.stages, progress):
+        result = PRUNERS.get(source.framework)(source, config.prune)
+    pruned = source.with_model(result.model, " (pruned)")
+    with timed_step(f"reference ({source.framework}, pruned)", report.stages, progress):
+        pruned_reference = pruned.reference(evaluation, config.reference_device)
+    gate = Tolerance(min_cosine=-1.0, max_accuracy_drop=config.prune.max_accuracy_drop, min_top1_agreement=0.0)
+    parity = judge(compare(reference.outputs, pruned_reference.outputs, evaluation.labels), gate).to_dict()
+    options = config.prune
+    report.compression = [
+        {"stage": f"reference ({source.framework})", "passed": True,
+         **({"accuracy": parity["reference_accuracy"]} if "reference_accuracy" in parity else {})},
+        {"stage": f"pruned ({source.framework})", **parity, "sparsity": result.sparsity,
+         "per_layer": result.per_layer, "recipe": {"sparsity": options.sparsity, "schedule": options.schedule,
+                                                   "structure": options.structure, "scope": options.scope,
+                                                   "steps": options.steps if options.train else 0,
+                                                   **result.details}}]
+    report.warnings += [f"prune: {note}" for note in result.notes]
+    if options.structure == "2:4" and options.sparsity != 0.5:
+        report.warnings.append(f"prune: 2:4 is 50% sparsity by construction; the requested {options.sparsity} "
+                               "does not apply")
+    return pruned, pruned_reference
 
 
 def _random_data(specs, seed) -> Dataset:
@@ -185,6 +220,7 @@ def _entry(fmt, precision, path: Path, source, checker, conversion, quantization
         "scheme": scheme or ("fp32" if precision == Precision.FP32 else SCHEMES.get(str(precision))),
         "file": path.name, "sha256": ekr.sha256_file(path),
         "size_bytes": path.stat().st_size + sum(c["size_bytes"] for c in companions),
+        "gzip_bytes": gzip_size(path) + sum(gzip_size(path.parent / c["file"]) for c in companions),
         **({"companions": companions} if companions else {}),
         "inputs": inputs, "outputs": outputs,
         "quantization": quantization, "contents": checker.describe(path),
@@ -239,6 +275,7 @@ def _manifest(source, reference, evaluation, config, report, preprocess) -> dict
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "edgekit_version": __version__,
         "source": report.source,
+        "compression": report.compression,
         "inputs": [ekr.TensorInfo(s.name, s.shape, np.dtype(s.dtype), s.layout).to_dict()
                    for s in source.input_specs],
         "outputs": list(source.output_names),

@@ -12,41 +12,36 @@ class Report:
     reference: dict = field(default_factory=dict)
     artifacts: list = field(default_factory=list)  # manifest artifact entries (with "parity")
     stages: list = field(default_factory=list)
+    compression: list = field(default_factory=list)  # reference -> pruned ...: one row per model stage
     warnings: list = field(default_factory=list)
     output: str = ""
 
     @property
     def passed(self) -> bool:
-        return bool(self.artifacts) and all(a["parity"]["passed"] for a in self.artifacts)
+        return (bool(self.artifacts) and all(a["parity"]["passed"] for a in self.artifacts)
+                and all(row.get("passed", True) for row in self.compression))
 
     @property
     def failures(self) -> list:
-        return [f"{a['id']}: {f}" for a in self.artifacts for f in a["parity"]["failures"]]
+        return ([f"{row['stage']}: {f}" for row in self.compression for f in row.get("failures", [])]
+                + [f"{a['id']}: {f}" for a in self.artifacts for f in a["parity"]["failures"]])
 
     def to_dict(self) -> dict:
         return {"command": self.command, "passed": self.passed, "output": self.output,
-                "source": self.source, "reference": self.reference, "artifacts": self.artifacts,
+                "source": self.source, "reference": self.reference, "compression": self.compression,
+                "artifacts": self.artifacts,
                 "stages": self.stages, "warnings": self.warnings, "failures": self.failures}
 
     def to_json(self) -> str:
         return json.dumps(_finite(self.to_dict()), indent=2, sort_keys=False)
 
     def rows(self) -> list:
-        rows = []
-        for a in self.artifacts:
-            p = a["parity"]
-            rows.append({
-                "artifact": a["id"], "precision": a["precision"],
-                "size": _size(a.get("size_bytes")),
-                "latency": f"{a['latency_ms']:.3f} ms" if a.get("latency_ms") is not None else "-",
-                "accuracy": f"{p['accuracy']:.2f}%" if "accuracy" in p else "-",
-                "delta": f"{0.0 - p['accuracy_drop']:+.2f} pt" if "accuracy_drop" in p else "-",
-                "top-1 agree": f"{p['top1_agreement'] * 100:.2f}%" if "top1_agreement" in p else "-",
-                "cosine": f"{p['cosine']:.6f}" if "cosine" in p else "-",
-                "SQNR": f"{p['sqnr_db']:.1f} dB" if "sqnr_db" in p and math.isfinite(p["sqnr_db"]) else (
-                    "inf" if "sqnr_db" in p else "-"),
-                "result": "PASS" if p["passed"] else "FAIL",
-            })
+        rows = [_row(c["stage"], "fp32", c.get("size_bytes"), None, c, c.get("sparsity")) for c in self.compression]
+        rows += [_row(a["id"], a["precision"], a.get("size_bytes"), a.get("latency_ms"), a["parity"],
+                      a.get("contents", {}).get("sparsity")) for a in self.artifacts]
+        if not self.compression:  # sparsity matters once a pruning stage ran
+            for r in rows:
+                del r["sparsity"]
         return rows
 
     def table(self) -> str:
@@ -83,6 +78,21 @@ class Report:
             lines += ["", "## Stages", "", "| stage | seconds | peak RSS (MB) |", "|---|---|---|"]
             lines += [f"| {s['stage']} | {s['seconds']} | {s['peak_rss_mb']} |" for s in self.stages]
         return "\n".join(lines) + "\n"
+
+
+def _row(name, precision, size, latency, p, sparsity) -> dict:
+    return {
+        "artifact": name, "precision": precision, "size": _size(size),
+        "latency": f"{latency:.3f} ms" if latency is not None else "-",
+        "accuracy": f"{p['accuracy']:.2f}%" if "accuracy" in p else "-",
+        "delta": f"{0.0 - p['accuracy_drop']:+.2f} pt" if "accuracy_drop" in p else "-",
+        "top-1 agree": f"{p['top1_agreement'] * 100:.2f}%" if "top1_agreement" in p else "-",
+        "cosine": f"{p['cosine']:.6f}" if "cosine" in p else "-",
+        "SQNR": f"{p['sqnr_db']:.1f} dB" if "sqnr_db" in p and math.isfinite(p["sqnr_db"]) else (
+            "inf" if "sqnr_db" in p else "-"),
+        "sparsity": f"{sparsity * 100:.1f}%" if sparsity is not None else "-",
+        "result": "PASS" if p.get("passed", True) else "FAIL",
+    }
 
 
 def _size(n):

@@ -58,6 +58,18 @@ def register(sub):
     q.add_argument("--max-calib-samples", type=int, default=None)
     q.add_argument("--min-calib-samples", type=int, default=None,
                    help="below this count a warning is recorded (default 32)")
+    c = p.add_argument_group("pruning (before export)")
+    c.add_argument("--prune", type=float, metavar="SPARSITY", help="magnitude-prune to this fraction of zero weights")
+    c.add_argument("--prune-schedule", choices=["constant", "polynomial"], default="constant")
+    c.add_argument("--prune-structure", choices=["unstructured", "2:4", "channels"], default="unstructured")
+    c.add_argument("--prune-scope", choices=["global", "layer"], default="global",
+                   help="rank weights over all layers at once or layer by layer (unstructured)")
+    c.add_argument("--train", metavar="FILE.py:FIT",
+                   help="your training hook fit(model, steps, callbacks): fine-tunes the model being compressed "
+                        "with your data and loss (without it, pruning is one-shot)")
+    c.add_argument("--train-steps", type=int, default=300, metavar="N", help="optimizer steps for --train")
+    c.add_argument("--prune-max-drop", type=float, default=1.0, metavar="POINTS",
+                   help="largest accuracy drop of the pruned model against the original (default 1.0)")
     v = p.add_argument_group("verification")
     v.add_argument("--reference-device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="where the source model runs for the reference outputs (auto: CUDA when present)")
@@ -109,6 +121,18 @@ def _preprocess(args):
     return ImagePreprocess(**kwargs)
 
 
+def _prune_options(args):
+    from edgekit.config import PruneOptions
+    from edgekit.errors import ConfigError
+    if args.prune is None:
+        if args.train or args.prune_structure != "unstructured" or args.prune_schedule != "constant":
+            raise ConfigError("--train, --prune-structure and --prune-schedule need --prune SPARSITY")
+        return None
+    return PruneOptions(args.prune, schedule=args.prune_schedule, structure=args.prune_structure,
+                        scope=args.prune_scope, steps=args.train_steps, train=args.train,
+                        max_accuracy_drop=args.prune_max_drop)
+
+
 def run(args) -> int:
     from edgekit.config import ExportConfig, QuantizeOptions, parse_tolerance_overrides
     from edgekit.errors import ParityError
@@ -125,9 +149,11 @@ def run(args) -> int:
     config = ExportConfig(targets=args.to, precisions=tuple(precisions),
                           quantize=QuantizeOptions(keep_fp32=tuple(args.keep_fp32), int8_io=args.int8_io, **quant),
                           tolerances=parse_tolerance_overrides(args.tol), reference_device=args.reference_device,
-                          opset=args.opset, seed=args.seed, measure_latency=not args.no_latency)
+                          opset=args.opset, seed=args.seed, measure_latency=not args.no_latency,
+                          prune=_prune_options(args))
     specs = [parse_input_spec(t, args.layout) for t in args.input] or None
-    progress = Progress(3 + 2 * len(config.targets) * len(config.precisions), quiet=args.quiet or args.json)
+    progress = Progress(3 + (2 if config.prune else 0) + 2 * len(config.targets) * len(config.precisions),
+                        quiet=args.quiet or args.json)
     try:
         report = export(args.model, calib=args.calib, eval=args.eval, out=args.out, weights=args.weights,
                         input_specs=specs, preprocess=_preprocess(args), config=config, progress=progress)

@@ -92,6 +92,12 @@ class TFSource:
         self._saved_model = None
         self._tmp = None
 
+    def with_model(self, model, suffix) -> "TFSource":
+        """The same source (inputs, outputs) holding another Keras model: a compressed copy."""
+        other = TFSource(model, _kind(model) or self.kind, self.description + suffix, self.input_specs)
+        other.output_names = self.output_names
+        return other
+
     # -- input specs ----------------------------------------------------------------------------------
     def _declared_specs(self):
         if self.kind == "saved_model":

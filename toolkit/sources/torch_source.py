@@ -82,6 +82,12 @@ class TorchSource:
     def _module(self):
         return self._module_cache
 
+    def with_model(self, module, suffix) -> "TorchSource":
+        """The same source (inputs, outputs) holding another module: a compressed copy."""
+        other = TorchSource(module, self.description + suffix, self.input_specs)
+        other.output_names = self.output_names
+        return other
+
     def input_names(self, count: int) -> list[str]:
         if self.input_specs:
             return [s.name for s in self.input_specs]

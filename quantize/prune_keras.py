@@ -1,0 +1,129 @@
+"""Magnitude pruning of Keras models before export.
+
+tf_keras models with a training hook: TensorFlow Model Optimization's ``prune_low_magnitude``
+(its ConstantSparsity / PolynomialDecay schedules, ``sparsity_m_by_n=(2, 4)`` for 2:4), trained
+by the user's hook with ``UpdatePruningStep`` among the callbacks, then ``strip_pruning``.
+
+Keras 3 models (which that library does not support), and one-shot pruning of either: the same
+magnitude masks as the PyTorch path, held during fine-tuning by a constraint on each pruned
+kernel (Keras applies variable constraints after every optimizer step), then removed again.
+Functional and Sequential models are cloned first; a subclassed Keras model, which Keras cannot
+clone, is pruned in place.
+"""
+
+import numpy as np
+
+from edgekit.errors import ConfigError, UnsupportedError
+
+from .prune import PruneResult, layer_sparsity, magnitude_masks, n_of_m_mask, schedule, step_budgets
+
+
+def _prunable(model) -> dict:
+    layers = {}
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        kernel = getattr(layer, "kernel", None)
+        if kernel is not None and len(kernel.shape) >= 2 and type(layer).__name__ in (
+                "Dense", "Conv1D", "Conv2D", "Conv3D", "DepthwiseConv2D", "SeparableConv2D"):
+            layers[layer.name] = layer
+    return layers
+
+
+def _weights(layers) -> dict:
+    return {name: np.asarray(layer.kernel.numpy()) for name, layer in layers.items()}
+
+
+def _masks(layers, sparsity, options, notes) -> dict:
+    weights = _weights(layers)
+    if options.structure == "unstructured":
+        return magnitude_masks(weights, sparsity, options.scope)
+    masks = {}
+    for name, w in weights.items():  # Keras kernels end with the output axis; the rest is the reduction
+        mask = n_of_m_mask(w.reshape(-1, w.shape[-1]), input_axis=0)
+        if mask is None:
+            notes.append(f"{name}: {int(np.prod(w.shape[:-1]))} inputs per output is not a multiple of 4; left dense")
+            continue
+        masks[name] = mask.reshape(w.shape)
+    return masks
+
+
+class _Masked:
+    """Constraint keeping pruned weights at zero during the user's fine-tuning."""
+
+    def __init__(self, mask, previous):
+        self.mask = mask
+        self.previous = previous
+
+    def __call__(self, w):
+        return (self.previous(w) if self.previous is not None else w) * self.mask
+
+
+def _clone(model):
+    import keras
+    try:
+        clone = keras.models.clone_model(model)
+    except Exception:
+        return model, ["a subclassed Keras model cannot be cloned: it was pruned in place"]
+    clone.set_weights(model.get_weights())
+    return clone, []
+
+
+def _prune_masked(model, options, notes):
+    layers = _prunable(model)
+    if not layers:
+        raise ConfigError("the model has no Dense or Conv layers to prune")
+    rounds = schedule(options) if options.train and options.structure == "unstructured" else [options.sparsity]
+    previous = {name: getattr(layer.kernel, "constraint", None) for name, layer in layers.items()}
+    try:
+        for target, steps in zip(rounds, step_budgets(options, len(rounds))):
+            for name, mask in _masks(layers, target, options, notes).items():
+                kernel = layers[name].kernel
+                mask = mask.astype(kernel.dtype if isinstance(kernel.dtype, str) else np.float32)
+                kernel.assign(kernel.numpy() * mask)
+                if options.train is not None:
+                    kernel.constraint = _Masked(mask, previous[name])
+            if options.train is not None and steps:
+                options.train(model, steps, [])
+    finally:
+        if options.train is not None:
+            for name, layer in layers.items():
+                layer.kernel.constraint = previous[name]
+    return layers
+
+
+def _prune_tfmot(model, options, notes):
+    import tensorflow_model_optimization as tfmot
+    sparsity = tfmot.sparsity.keras
+    end = max(options.steps, 1)
+    if options.schedule == "polynomial" and options.structure == "unstructured":
+        plan = sparsity.PolynomialDecay(0.0, options.sparsity, begin_step=0, end_step=max(end - 1, 1), frequency=1)
+    else:
+        plan = sparsity.ConstantSparsity(options.sparsity if options.structure == "unstructured" else 0.5,
+                                         begin_step=0, frequency=1)
+    kwargs = {"sparsity_m_by_n": (2, 4)} if options.structure == "2:4" else {}
+    try:
+        wrapped = sparsity.prune_low_magnitude(model, pruning_schedule=plan, **kwargs)
+    except Exception as exc:
+        raise UnsupportedError(f"TensorFlow Model Optimization cannot prune this model: {type(exc).__name__}: "
+                               f"{exc}") from None
+    options.train(wrapped, options.steps, [sparsity.UpdatePruningStep()])
+    stripped = sparsity.strip_pruning(wrapped)
+    return stripped, _prunable(stripped)
+
+
+def prune(source, options) -> PruneResult:
+    if source.kind == "saved_model":
+        raise ConfigError("pruning needs the Keras model (a .keras/.h5 file, FILE.py:factory or a live model); "
+                          "a SavedModel's weights are frozen into its graph")
+    if options.structure == "channels":
+        raise UnsupportedError("channel pruning is implemented for PyTorch models; for Keras use "
+                               "--prune-structure unstructured or 2:4")
+    model, notes = _clone(source.native)
+    if source.kind == "tf_keras" and options.train is not None:
+        model, layers = _prune_tfmot(model, options, notes)
+        method = "tensorflow_model_optimization prune_low_magnitude + strip_pruning"
+    else:
+        layers = _prune_masked(model, options, notes)
+        method = "magnitude masks held by kernel constraints"
+    if options.train is None:
+        notes.append("no training hook (--train FILE.py:fit): pruned one-shot, without fine-tuning")
+    return PruneResult(model, layer_sparsity(_weights(layers)), notes, {"framework": source.kind, "method": method})

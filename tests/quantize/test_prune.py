@@ -1,0 +1,152 @@
+"""Pruning before export: masks and schedules, both frameworks, sparsity counted in the artifacts."""
+
+import json
+
+import numpy as np
+import pytest
+
+import edgekit
+from edgekit.cli.main import main
+from edgekit.config import PruneOptions
+from edgekit.errors import ConfigError, ParityError
+from edgekit.quantize import prune as P
+
+
+def test_global_masks_prune_exactly_the_requested_count_even_with_ties():
+    weights = {"a": np.array([[0.0, 0.0], [1.0, 2.0]]), "b": np.array([[0.0, 3.0], [0.0, 0.0]])}
+    masks = P.magnitude_masks(weights, 0.5, "global")
+    assert sum(int((~m).sum()) for m in masks.values()) == 4
+    assert masks["a"][1].all() and masks["b"][0, 1]  # the largest survive
+    layer = P.magnitude_masks({"a": np.arange(8.0).reshape(2, 4), "b": np.arange(4.0).reshape(2, 2)}, 0.5, "layer")
+    assert [int((~m).sum()) for m in layer.values()] == [4, 2]
+
+
+def test_two_of_four_keeps_the_two_largest_of_each_group():
+    w = np.random.default_rng(0).standard_normal((6, 8))
+    mask = P.n_of_m_mask(w, input_axis=1)
+    groups = mask.reshape(6, 2, 4)
+    assert (groups.sum(-1) == 2).all()
+    kept = np.abs(w).reshape(6, 2, 4)
+    assert (np.where(groups, kept, np.inf).min(-1) >= np.where(groups, -np.inf, kept).max(-1)).all()
+    assert P.n_of_m_mask(np.ones((3, 9)), input_axis=1) is None
+
+
+def test_polynomial_schedule_rises_to_the_target_and_budgets_add_up():
+    options = PruneOptions(0.6, schedule="polynomial", steps=103)
+    rounds = P.schedule(options)
+    assert rounds == sorted(rounds) and rounds[-1] == pytest.approx(0.6) and len(rounds) == P.PHASES
+    assert sum(P.step_budgets(options, len(rounds))) == 103
+    assert P.schedule(PruneOptions(0.6)) == [0.6]
+
+
+@pytest.mark.parametrize("bad", [dict(sparsity=1.0), dict(sparsity=0.5, structure="blocks"),
+                                 dict(sparsity=0.5, steps=-1), dict(sparsity=0.5, train=3)])
+def test_bad_prune_options_are_clear_errors(bad):
+    with pytest.raises(ConfigError, match="prune|train"):
+        PruneOptions(**bad)
+
+
+def _onnx_weights(path):
+    import onnx
+    from onnx import numpy_helper
+    return [numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer if len(i.dims) >= 2]
+
+
+def _prune_digits(tmp_path, digits_files, name, **prune):
+    import digits
+    return edgekit.export(digits_files["factory"], weights=digits_files["weights"], calib=digits_files["calib"],
+                          eval=digits_files["eval"], targets=["onnx"], int8=True, out=tmp_path / name,
+                          prune=PruneOptions(**{"train": digits.fit, "steps": 60, **prune}), measure_latency=False)
+
+
+def test_pytorch_unstructured_pruning_reaches_the_sparsity_in_the_artifact(tmp_path, digits_files):
+    import torch
+    report = _prune_digits(tmp_path, digits_files, "a", sparsity=0.5, schedule="polynomial")
+    stages = {row["stage"]: row for row in report.compression}
+    pruned = stages["pruned (torch)"]
+    assert pruned["sparsity"] == pytest.approx(0.5, abs=0.01) and pruned["accuracy_drop"] <= 1.0
+    assert set(pruned["per_layer"]) == {"0", "3", "7", "11"}
+    arts = {a["id"]: a for a in report.artifacts}
+    weights = _onnx_weights(tmp_path / "a" / "model.onnx")
+    measured = sum(int((w == 0).sum()) for w in weights) / sum(w.size for w in weights)
+    assert measured == pytest.approx(0.5, abs=0.01)  # counted in the file, not the framework model
+    assert arts["onnx-fp32"]["contents"]["sparsity"] == pytest.approx(measured)
+    assert arts["onnx-int8"]["contents"]["sparsity"] >= 0.49
+    assert arts["onnx-fp32"]["gzip_bytes"] < 0.7 * arts["onnx-fp32"]["size_bytes"]
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert [row["stage"] for row in manifest["compression"]] == ["reference (torch)", "pruned (torch)"]
+    assert "sparsity" in report.table() and "pruned (torch)" in report.table()
+    # The user's weights file and module are untouched; a second run is identical (fixed seed).
+    assert not (torch.load(digits_files["weights"], weights_only=True)["0.weight"] == 0).any()
+    again = _prune_digits(tmp_path, digits_files, "b", sparsity=0.5, schedule="polynomial")
+    assert {a["id"]: a["sha256"] for a in again.artifacts}["onnx-fp32"] == arts["onnx-fp32"]["sha256"]
+
+
+def test_pytorch_two_of_four_in_the_artifact(tmp_path, digits_files):
+    report = _prune_digits(tmp_path, digits_files, "c", sparsity=0.5, structure="2:4")
+    assert any("left dense" in w for w in report.warnings)  # the first conv has 9 inputs per output
+    for w in _onnx_weights(tmp_path / "c" / "model.onnx"):
+        flat = w.reshape(w.shape[0], -1)
+        if w.size > 100 and flat.shape[1] % 4 == 0:
+            assert ((flat.reshape(flat.shape[0], -1, 4) == 0).sum(-1) >= 2).all()
+
+
+def test_keras3_pruning_holds_the_masks_through_fine_tuning(tmp_path, keras_digits):
+    import digits_keras
+    import keras
+    model = keras.models.load_model(keras_digits["model"])
+    report = edgekit.export(model, calib=keras_digits["calib"], eval=keras_digits["eval"], targets=["tflite"],
+                            int8=True, out=tmp_path / "k", measure_latency=False,
+                            prune=PruneOptions(0.5, schedule="polynomial", train=digits_keras.fit, steps=60))
+    pruned = report.compression[1]
+    assert pruned["sparsity"] == pytest.approx(0.5, abs=0.01) and pruned["accuracy_drop"] <= 1.0
+    assert "constraints" in pruned["recipe"]["method"]
+    arts = {a["id"]: a for a in report.artifacts}
+    assert arts["tflite-fp32"]["contents"]["sparsity"] == pytest.approx(0.5, abs=0.01)
+    # The functional model was cloned: the caller's model keeps its weights and has no constraint left.
+    kernels = [layer.kernel for layer in model.layers if hasattr(layer, "kernel")]
+    assert all(float((np.asarray(k) == 0).mean()) < 0.01 and k.constraint is None for k in kernels)
+
+
+def test_tf_keras_pruning_uses_model_optimization(tmp_path, keras_digits):
+    import digits_keras
+    import tf_keras
+    layers = tf_keras.layers
+    inp = layers.Input((8, 8, 1), name="image")
+    hidden = layers.Conv2D(16, 3, padding="same", activation="relu")(inp)
+    hidden = layers.Conv2D(32, 3, padding="same", activation="relu")(hidden)
+    model = tf_keras.Model(inp, layers.Dense(10)(layers.GlobalAveragePooling2D()(hidden)))
+    digits_keras.fit(model, 200)
+    report = edgekit.export(model, calib=keras_digits["calib"], eval=keras_digits["eval"], targets=["tflite"],
+                            out=tmp_path / "t", measure_latency=False,
+                            prune=PruneOptions(0.5, train=digits_keras.fit, steps=40, max_accuracy_drop=100))
+    assert "tensorflow_model_optimization" in report.compression[1]["recipe"]["method"]
+    assert report.artifacts[0]["contents"]["sparsity"] == pytest.approx(0.5, abs=0.02)
+
+
+def test_pruning_that_costs_too_much_fails_the_gate(tmp_path, digits_files, capsys):
+    out = tmp_path / "g"
+    code = main(["export", digits_files["factory"], "--weights", str(digits_files["weights"]),
+                 "--eval", str(digits_files["eval"]), "--out", str(out), "--no-latency", "--prune", "0.97"])
+    assert code == 1
+    captured = capsys.readouterr()
+    assert "pruned (torch): accuracy drop" in captured.out + captured.err
+    assert not out.exists() and (tmp_path / "g.rejected" / "report.json").exists()
+
+
+def test_cli_prune_with_training_hook_and_usage_errors(tmp_path, digits_files, digits_bundle, capsys):
+    from pathlib import Path
+    hook = f"{Path(digits_files['factory'].split(':')[0])}:fit"
+    out = tmp_path / "p"
+    assert main(["export", digits_files["factory"], "--weights", str(digits_files["weights"]),
+                 "--calib", str(digits_files["calib"]), "--eval", str(digits_files["eval"]), "--out", str(out),
+                 "--no-latency", "--int8", "--prune", "0.5", "--train", hook, "--train-steps", "40"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["compression"][1]["recipe"]["steps"] == 40
+    capsys.readouterr()
+    assert main(["export", digits_files["factory"], "--eval", str(digits_files["eval"]), "--out",
+                 str(tmp_path / "x"), "--train", hook]) == 2
+    assert "need --prune" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="PyTorch or Keras"):
+        edgekit.export(str(digits_bundle[0] / "model.onnx"), eval=digits_files["eval"], out=tmp_path / "o",
+                       prune=0.5)
