@@ -150,3 +150,65 @@ def test_cli_prune_with_training_hook_and_usage_errors(tmp_path, digits_files, d
     with pytest.raises(ConfigError, match="PyTorch or Keras"):
         edgekit.export(str(digits_bundle[0] / "model.onnx"), eval=digits_files["eval"], out=tmp_path / "o",
                        prune=0.5)
+
+
+def _onnx_parameter_count(path):
+    return sum(w.size for w in _onnx_weights(path))
+
+
+def test_channel_pruning_shrinks_the_exported_graph(tmp_path, digits_files):
+    unpruned = edgekit.export(digits_files["factory"], weights=digits_files["weights"], eval=digits_files["eval"],
+                              targets=["onnx", "openvino"], out=tmp_path / "full", measure_latency=False)
+    report = _prune_digits(tmp_path, digits_files, "ch", sparsity=0.3, structure="channels")
+    pruned = report.compression[1]
+    assert pruned["per_layer"]["0"]["channels"] == "11/16" and pruned["per_layer"]["7"]["channels"] == "45/64"
+    assert pruned["accuracy_drop"] <= 1.0
+    before = _onnx_parameter_count(tmp_path / "full" / "model.onnx")
+    after = _onnx_parameter_count(tmp_path / "ch" / "model.onnx")
+    assert after < 0.6 * before  # 30% of filters off two adjacent convs: ~half the weights
+    assert pruned["recipe"]["parameters_after"] < 0.6 * pruned["recipe"]["parameters_before"]
+    sizes = {a["id"]: a["size_bytes"] for a in unpruned.artifacts}
+    assert {a["id"]: a["size_bytes"] for a in report.artifacts}["onnx-fp32"] < 0.6 * sizes["onnx-fp32"]
+
+
+def test_channel_pruning_through_prelu_flatten_and_past_residuals(tmp_path):
+    import torch
+    import torch.nn as nn
+
+    from edgekit.quantize.prune_channels import _plan
+    from ..models import prelu_ceil
+
+    class Residual(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Conv2d(3, 8, 3, padding=1)
+            self.body = nn.Conv2d(8, 8, 3, padding=1)
+            self.expand = nn.Conv2d(8, 24, 1)
+            self.depthwise = nn.Conv2d(24, 24, 3, padding=1, groups=24)
+            self.project = nn.Conv2d(24, 8, 1)
+            self.head = nn.Linear(8, 4)
+
+        def forward(self, x):
+            x = torch.relu(self.stem(x))
+            x = x + self.body(x)
+            x = x + self.project(torch.relu(self.depthwise(torch.relu(self.expand(x)))))
+            return self.head(x.mean((2, 3)))
+
+    plans, skipped = _plan(prelu_ceil())
+    assert plans == [("conv", ["act"], "fc", "linear")]
+    plans, skipped = _plan(Residual())
+    assert [p[0] for p in plans] == ["expand"] and plans[0][1] == ["depthwise"]
+    assert set(skipped) == {"stem", "body", "project"}
+    rng = np.random.default_rng(0)
+    data = rng.standard_normal((24, 3, 9, 9)).astype(np.float32)
+    torch.manual_seed(0)
+    report = edgekit.export(prelu_ceil(), eval=data, targets=["onnx"], out=tmp_path / "p", measure_latency=False,
+                            prune=PruneOptions(0.5, structure="channels"))
+    assert report.compression[1]["per_layer"]["conv"]["channels"] == "4/8"
+    assert report.passed and any("one-shot" in w for w in report.warnings)
+    torch.manual_seed(0)
+    residual = Residual().eval()
+    report = edgekit.export(residual, eval=data, targets=["onnx"], out=tmp_path / "r", measure_latency=False,
+                            prune=PruneOptions(0.5, structure="channels"))
+    assert report.compression[1]["per_layer"]["expand"]["channels"] == "12/24"
+    assert any("stem: left whole (its output" in w for w in report.warnings)
