@@ -138,8 +138,8 @@ class PruneOptions:
 
     ``train`` is the user's training hook, ``fit(model, steps, callbacks)`` (or "file.py:fit"):
     it trains ``model`` in place for about ``steps`` optimizer steps with the user's own data and
-    loss (Keras: pass ``callbacks`` to ``model.fit``). Without it the model is pruned one-shot,
-    with no fine-tuning.
+    loss (Keras: pass ``callbacks`` to ``model.fit``; PyTorch: call each callback after every
+    optimizer step). Without it the model is pruned one-shot, with no fine-tuning.
     """
 
     sparsity: float
@@ -166,6 +166,25 @@ class PruneOptions:
             raise ConfigError(f"train: expected a callable fit(model, steps, callbacks), got {self.train!r}")
 
 
+@dataclass(frozen=True)
+class QATOptions:
+    """Quantization-aware training: ``train`` is the training hook (as for PruneOptions), which
+    fine-tunes the model with fake quantizers in place for about ``steps`` optimizer steps."""
+
+    train: object
+    steps: int = 300
+
+    def __post_init__(self):
+        if isinstance(self.train, str):
+            from ._pyfile import load_attr
+            object.__setattr__(self, "train", load_attr(self.train))
+        if not callable(self.train):
+            raise ConfigError("QAT needs a training hook fit(model, steps, callbacks) (CLI: --train FILE.py:fit); "
+                              f"got {self.train!r}")
+        if not isinstance(self.steps, int) or self.steps < 1:
+            raise ConfigError(f"QAT steps: expected an integer >= 1, got {self.steps!r}")
+
+
 @dataclass(frozen=True, kw_only=True)
 class ExportConfig:
     """Everything the pipeline needs besides the model and the data."""
@@ -174,6 +193,7 @@ class ExportConfig:
     precisions: tuple = (Precision.FP32,)
     quantize: QuantizeOptions = field(default_factory=QuantizeOptions)
     prune: PruneOptions | None = None
+    qat: QATOptions | None = None       # int8 artifacts come from the QAT model (implies int8)
     tolerances: dict = field(default_factory=lambda: dict(DEFAULT_TOLERANCES))
     reference_device: ReferenceDevice = ReferenceDevice.AUTO
     opset: int = 18
@@ -185,6 +205,11 @@ class ExportConfig:
             object.__setattr__(self, "prune", PruneOptions(float(self.prune)))
         if self.prune is not None and not isinstance(self.prune, PruneOptions):
             raise ConfigError(f"prune: expected a sparsity or PruneOptions, got {self.prune!r}")
+        if self.qat is not None and not isinstance(self.qat, QATOptions):
+            raise ConfigError(f"qat: expected QATOptions, got {self.qat!r}")
+        if self.qat is not None and Precision.INT8 not in tuple(_enum(Precision, p, "precision")
+                                                               for p in self.precisions):
+            object.__setattr__(self, "precisions", tuple(self.precisions) + (Precision.INT8,))
         if isinstance(self.targets, str):
             object.__setattr__(self, "targets", tuple(t for t in self.targets.split(",") if t))
         if not self.targets:

@@ -71,20 +71,27 @@ def export(model, example_inputs=None, *, calib=None, eval=None, targets=("onnx"
     with timed_step(f"reference ({source.framework})", report.stages, progress):
         reference = source.reference(evaluation, config.reference_device)
     report.reference = reference.provenance()
+    original = reference
     if config.prune is not None:
         source, reference = _prune(source, reference, evaluation, config, report, progress)
+    qat = None
+    if config.qat is not None:
+        qat = _qat(source, original, calibration, evaluation, config, report, progress)
 
     with staged_bundle(out) as staging:
         for fmt in config.targets:
             for entry, model_obj in _artifacts_for(fmt, source, calibration, evaluation, config,
-                                                   staging.path, report, progress):
+                                                   staging.path, report, progress, qat):
+                own = qat[1] if entry.get("reference") else reference
                 with timed_step(f"verify {entry['id']}", report.stages, progress):
                     tolerance = config.tolerances[Precision(entry["precision"])]
-                    evaluate(model_obj, entry, evaluation, reference, tolerance, source.input_specs,
+                    evaluate(model_obj, entry, evaluation, own, tolerance, source.input_specs,
                              latency=config.measure_latency)
                 report.artifacts.append(entry)
         manifest = _manifest(source, reference, evaluation, config, report, preprocess)
         reference.save(staging.path)
+        if qat is not None:
+            qat[1].save(staging.path)
         (staging.path / ekr.MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
         (staging.path / "report.json").write_text(report.to_json() + "\n")
         (staging.path / "report.md").write_text(report.to_markdown())
@@ -161,6 +168,35 @@ def _prune(source, reference, evaluation, config, report, progress):
     return pruned, pruned_reference
 
 
+def _qat(source, original, calibration, evaluation, config, report, progress):
+    """Quantization-aware training of the (pruned) float model; returns (QAT source, its reference)."""
+    import dataclasses
+
+    from edgekit.quantize import qat as Q
+
+    from .parity import compare
+    if source.framework not in ("torch", "tf"):
+        raise ConfigError(f"QAT needs a PyTorch or Keras model; {source.description} is {source.framework}")
+    with timed_step("quantization-aware training", report.stages, progress):
+        if source.framework == "torch":
+            result = Q.qat_torch(source, config.qat, calibration, config.quantize, pruned=config.prune is not None)
+        else:
+            result = Q.qat_keras(source, config.qat, calibration, config.quantize, pruned=config.prune is not None)
+    qat_source = source.with_model(result.model, " (QAT)")
+    with timed_step(f"reference ({source.framework}, QAT)", report.stages, progress):
+        qat_reference = dataclasses.replace(qat_source.reference(evaluation, config.reference_device),
+                                            file="reference.qat.npz")
+    parity = compare(original.outputs, qat_reference.outputs, evaluation.labels).to_dict()
+    if not report.compression:
+        report.compression.append({"stage": f"reference ({source.framework})", "passed": True,
+                                   **({"accuracy": parity["reference_accuracy"]}
+                                      if "reference_accuracy" in parity else {})})
+    report.compression.append({"stage": f"QAT ({source.framework})", **parity, "passed": True,
+                               "recipe": result.details})
+    report.warnings += [f"qat: {note}" for note in result.notes]
+    return qat_source, qat_reference
+
+
 def _random_data(specs, seed) -> Dataset:
     rng = np.random.default_rng(seed)
     inputs = {}
@@ -171,8 +207,9 @@ def _random_data(specs, seed) -> Dataset:
     return Dataset(inputs, origin="random")
 
 
-def _artifacts_for(fmt, source, calibration, evaluation, config, staging: Path, report, progress):
-    """Yield (manifest entry, loaded runtime model) for fp32 and each quantized precision of ``fmt``."""
+def _artifacts_for(fmt, source, calibration, evaluation, config, staging: Path, report, progress, qat=None):
+    """Yield (manifest entry, loaded runtime model) for fp32 and each quantized precision of ``fmt``;
+    with ``qat`` (QAT source, its reference) the int8 artifact is converted from the QAT model."""
     suffix = FORMATS[fmt][0]
     checker = format_module(fmt)
     convert = CONVERTERS.get((source.framework, fmt))
@@ -186,6 +223,11 @@ def _artifacts_for(fmt, source, calibration, evaluation, config, staging: Path, 
         if precision == Precision.FP32:
             continue
         path = staging / f"model.{precision}{suffix}"
+        if qat is not None and precision == Precision.INT8:
+            entry = _qat_artifact(fmt, path, qat, checker, config, calibration or evaluation, report, progress)
+            if entry is not None:
+                yield entry, ekr.load_artifact(path, entry)
+            continue
         try:
             quantizer = quantizer_for(source.framework, fmt, precision)
         except UnsupportedError:
@@ -201,6 +243,24 @@ def _artifacts_for(fmt, source, calibration, evaluation, config, staging: Path, 
         entry = _entry(fmt, precision, path, source, checker, result, qresult.details, qresult.notes,
                        scheme=qresult.scheme)
         yield entry, ekr.load_artifact(path, entry)
+
+
+def _qat_artifact(fmt, path, qat, checker, config, example, report, progress):
+    from edgekit.quantize.qat import export_int8
+    qat_source, qat_reference = qat
+    with timed_step(f"export {fmt} int8 (QAT)", report.stages, progress):
+        try:
+            result = export_int8(qat_source, fmt, path, config, example)
+        except UnsupportedError as exc:
+            report.warnings.append(f"{fmt} int8 from the QAT model: not supported, no artifact made ({exc})")
+            for leftover in [path, *getattr(checker, "companions", lambda _: [])(path)]:
+                Path(leftover).unlink(missing_ok=True)
+            return None
+        checker.check(path)
+    entry = _entry(fmt, Precision.INT8, path, qat_source, checker, result, {"qat": True}, result.notes,
+                   scheme="w8a8-qat")
+    entry["reference"] = qat_reference.provenance()
+    return entry
 
 
 def _entry(fmt, precision, path: Path, source, checker, conversion, quantization, notes, scheme=None) -> dict:

@@ -26,22 +26,26 @@ class ReferenceOutputs:
     versions: dict = field(default_factory=dict)
     eval_sha256: str = ""
     num_samples: int = 0
+    file: str = REFERENCE_NAME    # a bundle can hold several (the QAT model's: reference.qat.npz)
 
     def provenance(self) -> dict:
-        return {"file": REFERENCE_NAME, "framework": self.framework, "device": self.device,
+        return {"file": self.file, "framework": self.framework, "device": self.device,
                 "device_name": self.device_name, "versions": self.versions,
                 "eval_sha256": self.eval_sha256, "num_samples": self.num_samples,
                 "outputs": list(self.outputs)}
 
     def save(self, directory: Path) -> Path:
-        path = Path(directory) / REFERENCE_NAME
+        path = Path(directory) / self.file
         with open(path, "wb") as fh:
             np.savez(fh, **{_PREFIX + k: v for k, v in self.outputs.items()})
         return path
 
     @classmethod
     def load(cls, directory: Path, provenance: dict) -> "ReferenceOutputs":
-        path = Path(directory) / provenance.get("file", REFERENCE_NAME)
+        name = provenance.get("file", REFERENCE_NAME)
+        if Path(name).name != name or name in ("", ".", ".."):
+            raise InputError(f"reference file {name!r}: expected a file name inside the bundle")
+        path = Path(directory) / name
         try:
             with np.load(path, allow_pickle=False) as archive:
                 outputs = {k[len(_PREFIX):]: archive[k] for k in archive.files if k.startswith(_PREFIX)}
@@ -53,4 +57,4 @@ class ReferenceOutputs:
         return cls({k: outputs[k] for k in order}, provenance.get("framework", "?"),
                    provenance.get("device", "?"), provenance.get("device_name", ""),
                    provenance.get("versions", {}), provenance.get("eval_sha256", ""),
-                   provenance.get("num_samples", 0))
+                   provenance.get("num_samples", 0), path.name)

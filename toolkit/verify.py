@@ -107,8 +107,9 @@ def verify(bundle, eval, *, tolerances=None, artifacts=None, latency=False, prog
             except (ekr.ModelLoadError, ekr.BackendUnavailableError) as exc:
                 entry["parity"] = {"passed": False, "failures": [f"cannot load: {exc}"]}
             else:
-                evaluate(model, entry, dataset, reference, tolerances[Precision(entry["precision"])], specs,
-                         latency=latency)
+                own = entry.get("reference")  # artifacts of a QAT model: that model's outputs
+                evaluate(model, entry, dataset, ReferenceOutputs.load(bundle, own) if own else reference,
+                         tolerances[Precision(entry["precision"])], specs, latency=latency)
         report.artifacts.append(entry)
     if not report.passed:
         raise ParityError("parity failed: " + "; ".join(report.failures), report)

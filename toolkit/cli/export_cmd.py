@@ -58,7 +58,7 @@ def register(sub):
     q.add_argument("--max-calib-samples", type=int, default=None)
     q.add_argument("--min-calib-samples", type=int, default=None,
                    help="below this count a warning is recorded (default 32)")
-    c = p.add_argument_group("pruning (before export)")
+    c = p.add_argument_group("pruning and quantization-aware training (before export)")
     c.add_argument("--prune", type=float, metavar="SPARSITY", help="magnitude-prune to this fraction of zero weights")
     c.add_argument("--prune-schedule", choices=["constant", "polynomial"], default="constant")
     c.add_argument("--prune-structure", choices=["unstructured", "2:4", "channels"], default="unstructured")
@@ -68,6 +68,9 @@ def register(sub):
                    help="your training hook fit(model, steps, callbacks): fine-tunes the model being compressed "
                         "with your data and loss (without it, pruning is one-shot)")
     c.add_argument("--train-steps", type=int, default=300, metavar="N", help="optimizer steps for --train")
+    c.add_argument("--qat", action="store_true",
+                   help="quantization-aware training with --train (NNCF for PyTorch, TensorFlow Model Optimization "
+                        "for tf_keras); the int8 artifacts are converted from the trained model (implies --int8)")
     c.add_argument("--prune-max-drop", type=float, default=1.0, metavar="POINTS",
                    help="largest accuracy drop of the pruned model against the original (default 1.0)")
     v = p.add_argument_group("verification")
@@ -125,12 +128,22 @@ def _prune_options(args):
     from edgekit.config import PruneOptions
     from edgekit.errors import ConfigError
     if args.prune is None:
-        if args.train or args.prune_structure != "unstructured" or args.prune_schedule != "constant":
-            raise ConfigError("--train, --prune-structure and --prune-schedule need --prune SPARSITY")
+        if (args.train and not args.qat) or args.prune_structure != "unstructured" or args.prune_schedule != "constant":
+            raise ConfigError("--train, --prune-structure and --prune-schedule need --prune SPARSITY (or --qat)")
         return None
     return PruneOptions(args.prune, schedule=args.prune_schedule, structure=args.prune_structure,
                         scope=args.prune_scope, steps=args.train_steps, train=args.train,
                         max_accuracy_drop=args.prune_max_drop)
+
+
+def _qat_options(args):
+    from edgekit.config import QATOptions
+    from edgekit.errors import ConfigError
+    if not args.qat:
+        return None
+    if not args.train:
+        raise ConfigError("--qat needs --train FILE.py:fit (QAT without training is post-training int8: --int8)")
+    return QATOptions(args.train, steps=args.train_steps)
 
 
 def run(args) -> int:
@@ -145,14 +158,16 @@ def run(args) -> int:
         "fast_bias_correction": args.fast_bias_correction,
         "max_drop": args.max_drop, "metric": args.metric}.items() if v is not None}
     precisions = ["fp32"] + [name for flag, name in ((args.fp16, "fp16"), (args.dynamic_int8, "dynamic"),
-                                                     (args.int8, "int8"), (args.int16x8, "int16x8")) if flag]
+                                                     (args.int8 or args.qat, "int8"), (args.int16x8, "int16x8"))
+                             if flag]
     config = ExportConfig(targets=args.to, precisions=tuple(precisions),
                           quantize=QuantizeOptions(keep_fp32=tuple(args.keep_fp32), int8_io=args.int8_io, **quant),
                           tolerances=parse_tolerance_overrides(args.tol), reference_device=args.reference_device,
                           opset=args.opset, seed=args.seed, measure_latency=not args.no_latency,
-                          prune=_prune_options(args))
+                          prune=_prune_options(args), qat=_qat_options(args))
     specs = [parse_input_spec(t, args.layout) for t in args.input] or None
-    progress = Progress(3 + (2 if config.prune else 0) + 2 * len(config.targets) * len(config.precisions),
+    progress = Progress(3 + (2 if config.prune else 0) + (2 if config.qat else 0)
+                        + 2 * len(config.targets) * len(config.precisions),
                         quiet=args.quiet or args.json)
     try:
         report = export(args.model, calib=args.calib, eval=args.eval, out=args.out, weights=args.weights,
