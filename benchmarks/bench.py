@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "samples"), str(ROOT / "benchmarks")]
 THREADS = 2
 TARGETS = {"size_ratio": 0.27, "digits_int8_drop_points": 0.5, "wrapper_overhead_us": 20.0, "digits_export_s": 60.0,
-           "openvino_cnn_latency_ratio": 0.7, "openvino_encoder_latency_ratio": 0.9, "encoder_int8_cosine": 0.99}
+           "openvino_cnn_latency_ratio": 0.7, "openvino_encoder_latency_ratio": 0.9, "encoder_int8_cosine": 0.99,
+           "pruned50_int8_gzip_ratio": 1 / 6, "pruned_int8_drop_points": 1.0, "channels30_int8_latency_ratio": 0.6}
 
 
 def median_ms(fn, runs, warmup=20):
@@ -210,6 +211,60 @@ def bench_encoder(work: Path):
                        peak_rss_mb())
 
 
+def bench_compression(work: Path):
+    """Pruning before export on the digits samples: 50% unstructured + int8 (compressed size) and,
+    for PyTorch, 30% channels + int8 (latency), each against the unpruned fp32 model's artifacts."""
+    import digits
+    import digits_keras
+
+    import edgekit
+    from edgekit.config import PruneOptions
+    rows = []
+    cases = [("PyTorch", f"{ROOT / 'samples' / 'digits.py'}:build_model", digits.prepare(work / "torch"),
+              digits.fit, ["onnx", "tflite", "openvino"], ["unstructured", "channels"]),
+             ("Keras", None, digits_keras.prepare(work / "keras"), digits_keras.fit, ["tflite", "onnx", "openvino"],
+              ["unstructured"])]
+    for framework, factory, paths, fit, targets, structures in cases:
+        model = factory or str(paths["model"])
+        weights = paths.get("weights") if factory else None
+        x1 = np.load(paths["eval"])["x"][:1]
+        base = edgekit.export(model, weights=weights, eval=paths["eval"], targets=targets,
+                              out=work / f"{framework}-base", measure_latency=False)
+        base_arts = {a["format"]: a for a in base.artifacts}
+        for structure, sparsity in (("unstructured", 0.5), ("channels", 0.3)):
+            if structure not in structures:
+                continue
+            out = work / f"{framework}-{structure}"
+            report = edgekit.export(model, weights=weights, calib=paths["calib"], eval=paths["eval"],
+                                    targets=targets, int8=True, out=out, measure_latency=False,
+                                    prune=PruneOptions(sparsity, structure=structure, schedule="polynomial",
+                                                       train=fit, steps=300))
+            drop = report.compression[0]["accuracy"] - min(a["parity"]["accuracy"] for a in report.artifacts
+                                                           if a["precision"] == "int8")
+            for fmt in targets:
+                int8 = next((a for a in report.artifacts if a["id"] == f"{fmt}-int8"), None)
+                if int8 is None:
+                    continue
+                base_model = _load_for_bench(work / f"{framework}-base", f"{fmt}-fp32")
+                pruned_model = _load_for_bench(out, f"{fmt}-int8")
+                feeds = {p: _in_layout(m, {m.inputs[0].key: x1}) for p, m in
+                         (("fp32", base_model), ("int8", pruned_model))}
+                lat = {p: median_ms(lambda m=m, f=feeds[p]: m.run(f), 2000) for p, m in
+                       (("fp32", base_model), ("int8", pruned_model))}
+                rows.append({"model": f"digits CNN ({framework}), {int(sparsity * 100)}% {structure} + int8",
+                             "format": fmt, "gzip_ratio_vs_fp32": int8["gzip_bytes"] / base_arts[fmt]["gzip_bytes"],
+                             "size_ratio_vs_fp32": int8["size_bytes"] / base_arts[fmt]["size_bytes"],
+                             "artifact_sparsity": int8["contents"].get("sparsity"),
+                             "latency_ratio_vs_fp32": lat["int8"] / lat["fp32"], "fp32_ms": lat["fp32"],
+                             "int8_ms": lat["int8"], "worst_int8_drop_points": drop})
+    return rows
+
+
+def _load_for_bench(bundle, artifact):
+    import edgekit.runtime as ekr
+    return ekr.load(bundle, artifact=artifact, threads=THREADS)
+
+
 RECIPES = {  # name -> onnxruntime quantize_static arguments (edgekit's default is "qdq-u8s8-pc")
     "qdq-u8s8-pc (default)": dict(fmt="QDQ", act="QUInt8", wt="QInt8", per_channel=True, reduce_range=False),
     "qdq-u8s8-pc-int32bias": dict(fmt="QDQ", act="QUInt8", wt="QInt8", per_channel=True, reduce_range=False,
@@ -281,7 +336,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", metavar="FILE")
     parser.add_argument("--skip-mobilenet", action="store_true")
-    parser.add_argument("--only", choices=["digits", "keras_digits", "mobilenet", "keras_mobilenet", "encoder"])
+    parser.add_argument("--only", choices=["digits", "keras_digits", "mobilenet", "keras_mobilenet", "encoder",
+                                           "compression"])
     parser.add_argument("--recipes", action="store_true", help="compare int8 recipes on MobileNetV2 instead")
     args = parser.parse_args(argv)
     if args.recipes:
@@ -295,7 +351,7 @@ def main(argv=None):
         return 0
     rows = []
     with tempfile.TemporaryDirectory(prefix="edgekit-bench-") as tmp:
-        benches = {"digits": bench_digits, "keras_digits": bench_keras_digits}
+        benches = {"digits": bench_digits, "keras_digits": bench_keras_digits, "compression": bench_compression}
         if not args.skip_mobilenet:
             benches.update(mobilenet=bench_mobilenet, keras_mobilenet=bench_keras_mobilenet, encoder=bench_encoder)
         for name, bench in benches.items():

@@ -1,0 +1,74 @@
+"""Quantization-aware training before export: the int8 artifacts come from the trained model."""
+
+import json
+
+import numpy as np
+import pytest
+
+import edgekit
+from edgekit.cli.main import main
+from edgekit.config import PruneOptions, QATOptions
+from edgekit.errors import ConfigError
+
+
+def _arts(report):
+    return {a["id"]: a for a in report.artifacts}
+
+
+def test_pytorch_qat_int8_artifacts_match_ptq_or_better(tmp_path, digits_files, digits_bundle):
+    import digits
+    report = edgekit.export(digits_files["factory"], weights=digits_files["weights"], calib=digits_files["calib"],
+                            eval=digits_files["eval"], targets=["onnx", "openvino", "tflite"], out=tmp_path / "q",
+                            qat=QATOptions(digits.fit, steps=60), measure_latency=False)
+    arts = _arts(report)
+    ptq = _arts(digits_bundle[1])["onnx-int8"]["parity"]["accuracy"]
+    for art in ("onnx-int8", "openvino-int8"):
+        assert arts[art]["scheme"] == "w8a8-qat" and arts[art]["reference"]["file"] == "reference.qat.npz"
+        assert arts[art]["parity"]["accuracy"] >= ptq - 0.5
+    # What training learned ships as int8: QDQ with int8 weights in ONNX, FakeQuantize in the IR.
+    onnx_int8 = arts["onnx-int8"]["contents"]
+    assert onnx_int8["weight_elements_by_dtype"].get("int8", 0) > 20000 and onnx_int8["op_counts"]["DequantizeLinear"]
+    assert arts["onnx-int8"]["size_bytes"] < 0.4 * arts["onnx-fp32"]["size_bytes"]
+    assert arts["openvino-int8"]["contents"]["op_counts"].get("FakeQuantize", 0) >= 4
+    assert "tflite-int8" not in arts and any("tflite int8 from the QAT model" in w for w in report.warnings)
+    assert [row["stage"] for row in report.compression] == ["reference (torch)", "QAT (torch)"]
+    # verify re-checks each artifact against its own reference (the QAT model's for int8).
+    assert (tmp_path / "q" / "reference.qat.npz").is_file()
+    assert main(["verify", str(tmp_path / "q"), "--eval", str(digits_files["eval"])]) == 0
+
+
+def test_qat_after_pruning_keeps_the_zeros(tmp_path, digits_files):
+    import digits
+    report = edgekit.export(digits_files["factory"], weights=digits_files["weights"], calib=digits_files["calib"],
+                            eval=digits_files["eval"], targets=["onnx"], out=tmp_path / "pq", measure_latency=False,
+                            prune=PruneOptions(0.5, train=digits.fit, steps=40), qat=QATOptions(digits.fit, steps=40))
+    assert [row["stage"] for row in report.compression] == ["reference (torch)", "pruned (torch)", "QAT (torch)"]
+    assert _arts(report)["onnx-int8"]["contents"]["sparsity"] >= 0.49
+
+
+def test_tf_keras_qat_to_tflite_int8(tmp_path, keras_digits):
+    import digits_keras
+    import tf_keras
+    layers = tf_keras.layers
+    inp = layers.Input((8, 8, 1), name="image")
+    hidden = layers.Conv2D(16, 3, padding="same", activation="relu")(inp)
+    model = tf_keras.Model(inp, layers.Dense(10)(layers.GlobalAveragePooling2D()(hidden)))
+    digits_keras.fit(model, 300)
+    report = edgekit.export(model, calib=keras_digits["calib"], eval=keras_digits["eval"], targets=["tflite"],
+                            out=tmp_path / "t", measure_latency=False, qat=QATOptions(digits_keras.fit, steps=40))
+    int8 = _arts(report)["tflite-int8"]
+    assert int8["scheme"] == "w8a8-qat" and int8["contents"]["weight_elements_by_dtype"].get("int8", 0) > 100
+    assert "quantize_model" in report.compression[-1]["recipe"]["scheme"]
+
+
+def test_qat_needs_a_training_hook_and_keras3_is_refused(tmp_path, keras_digits, digits_files, capsys):
+    with pytest.raises(ConfigError, match="training hook"):
+        QATOptions(None)
+    assert main(["export", digits_files["factory"], "--eval", str(digits_files["eval"]), "--out",
+                 str(tmp_path / "x"), "--qat"]) == 2
+    assert "--qat needs --train" in capsys.readouterr().err
+    import digits_keras
+    with pytest.raises(edgekit.errors.UnsupportedError, match="Keras 3"):
+        edgekit.export(str(keras_digits["model"]), calib=keras_digits["calib"], eval=keras_digits["eval"],
+                       targets=["tflite"], out=tmp_path / "k", qat=QATOptions(digits_keras.fit, steps=5))
+    assert not (tmp_path / "k").exists()
