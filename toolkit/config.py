@@ -125,11 +125,18 @@ class QuantizeOptions:
             raise ConfigError(f"model_type: expected 'auto', 'cnn' or 'transformer', got {self.model_type!r}")
         if self.max_drop is not None and (not isinstance(self.max_drop, (int, float)) or not self.max_drop >= 0):
             raise ConfigError(f"max_drop: expected a number >= 0, got {self.max_drop!r}")
-        if isinstance(self.metric, str):
-            from ._pyfile import load_attr
-            object.__setattr__(self, "metric", load_attr(self.metric))
-        if self.metric is not None and not callable(self.metric):
-            raise ConfigError(f"metric: expected a callable(predictions, labels) -> float, got {self.metric!r}")
+        _resolve_callable(self, "metric", "a callable(predictions, labels) -> float")
+
+
+def _resolve_callable(options, name, expected):
+    """A field holding the user's function, or its "file.py:name": loaded and checked."""
+    value = getattr(options, name)
+    if isinstance(value, str):
+        from ._pyfile import load_attr
+        value = load_attr(value)
+        object.__setattr__(options, name, value)
+    if value is not None and not callable(value):
+        raise ConfigError(f"{name}: expected {expected}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -159,11 +166,7 @@ class PruneOptions:
                 raise ConfigError(f"prune {name}: expected one of {list(allowed)}, got {getattr(self, name)!r}")
         if not isinstance(self.steps, int) or self.steps < 0:
             raise ConfigError(f"prune steps: expected an integer >= 0, got {self.steps!r}")
-        if isinstance(self.train, str):
-            from ._pyfile import load_attr
-            object.__setattr__(self, "train", load_attr(self.train))
-        if self.train is not None and not callable(self.train):
-            raise ConfigError(f"train: expected a callable fit(model, steps, callbacks), got {self.train!r}")
+        _resolve_callable(self, "train", "a callable fit(model, steps, callbacks)")
 
 
 @dataclass(frozen=True)
@@ -175,12 +178,9 @@ class QATOptions:
     steps: int = 300
 
     def __post_init__(self):
-        if isinstance(self.train, str):
-            from ._pyfile import load_attr
-            object.__setattr__(self, "train", load_attr(self.train))
-        if not callable(self.train):
-            raise ConfigError("QAT needs a training hook fit(model, steps, callbacks) (CLI: --train FILE.py:fit); "
-                              f"got {self.train!r}")
+        if self.train is None:
+            raise ConfigError("QAT needs a training hook fit(model, steps, callbacks) (CLI: --train FILE.py:fit)")
+        _resolve_callable(self, "train", "a callable fit(model, steps, callbacks)")
         if not isinstance(self.steps, int) or self.steps < 1:
             raise ConfigError(f"QAT steps: expected an integer >= 1, got {self.steps!r}")
 

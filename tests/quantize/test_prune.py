@@ -161,7 +161,7 @@ def test_channel_pruning_shrinks_the_exported_graph(tmp_path, digits_files):
                               targets=["onnx", "openvino"], out=tmp_path / "full", measure_latency=False)
     report = _prune_digits(tmp_path, digits_files, "ch", sparsity=0.3, structure="channels")
     pruned = report.compression[1]
-    assert pruned["per_layer"]["0"]["channels"] == "11/16" and pruned["per_layer"]["7"]["channels"] == "45/64"
+    assert pruned["per_layer"]["0"]["channels"] == "11/16" and pruned["per_layer"]["7"]["channels"] == "48/64"  # multiple of 8
     assert pruned["accuracy_drop"] <= 1.0
     before = _onnx_parameter_count(tmp_path / "full" / "model.onnx")
     after = _onnx_parameter_count(tmp_path / "ch" / "model.onnx")
