@@ -1,0 +1,73 @@
+"""Compression before export: pruning and quantization-aware training as pipeline stages.
+
+Each stage runs the framework-side step from ``edgekit.quantize``, runs the compressed model
+in its framework on the eval data, and adds a row to ``report.compression`` (reference →
+pruned → QAT) with its accuracy against the original model. The compressed model's outputs
+become the reference its artifacts are verified against.
+"""
+
+from .errors import ConfigError
+from .timing import timed_step
+
+
+def _reference_row(source, parity) -> dict:
+    return {"stage": f"reference ({source.framework})", "passed": True,
+            **({"accuracy": parity["reference_accuracy"]} if "reference_accuracy" in parity else {})}
+
+
+def prune_stage(source, reference, evaluation, config, report, progress):
+    """Prune the source model; the pruned model becomes the reference its artifacts must match,
+    and its own drop against the original is a stage row, gated by ``prune.max_accuracy_drop``."""
+    from edgekit.quantize import PRUNERS
+
+    from .config import Tolerance
+    from .parity import compare, judge
+    if source.framework not in PRUNERS.entries():
+        raise ConfigError(f"pruning needs a PyTorch or Keras model; {source.description} is {source.framework}")
+    with timed_step("prune", report.stages, progress):
+        result = PRUNERS.get(source.framework)(source, config.prune)
+    pruned = source.with_model(result.model, " (pruned)")
+    with timed_step(f"reference ({source.framework}, pruned)", report.stages, progress):
+        pruned_reference = pruned.reference(evaluation, config.reference_device)
+    gate = Tolerance(min_cosine=-1.0, max_accuracy_drop=config.prune.max_accuracy_drop, min_top1_agreement=0.0)
+    parity = judge(compare(reference.outputs, pruned_reference.outputs, evaluation.labels), gate).to_dict()
+    options = config.prune
+    report.compression = [
+        _reference_row(source, parity),
+        {"stage": f"pruned ({source.framework})", **parity, "sparsity": result.sparsity,
+         "per_layer": result.per_layer, "recipe": {"sparsity": options.sparsity, "schedule": options.schedule,
+                                                   "structure": options.structure, "scope": options.scope,
+                                                   "steps": options.steps if options.train else 0,
+                                                   **result.details}}]
+    report.warnings += [f"prune: {note}" for note in result.notes]
+    if options.structure == "2:4" and options.sparsity != 0.5:
+        report.warnings.append(f"prune: 2:4 is 50% sparsity by construction; the requested {options.sparsity} "
+                               "does not apply")
+    return pruned, pruned_reference
+
+
+def qat_stage(source, original, calibration, evaluation, config, report, progress):
+    """Quantization-aware training of the (pruned) float model; returns (QAT source, its reference)."""
+    import dataclasses
+
+    from edgekit.quantize import qat as Q
+
+    from .parity import compare
+    if source.framework not in ("torch", "tf"):
+        raise ConfigError(f"QAT needs a PyTorch or Keras model; {source.description} is {source.framework}")
+    with timed_step("quantization-aware training", report.stages, progress):
+        if source.framework == "torch":
+            result = Q.qat_torch(source, config.qat, calibration, config.quantize, pruned=config.prune is not None)
+        else:
+            result = Q.qat_keras(source, config.qat, calibration, config.quantize, pruned=config.prune is not None)
+    qat_source = source.with_model(result.model, " (QAT)")
+    with timed_step(f"reference ({source.framework}, QAT)", report.stages, progress):
+        qat_reference = dataclasses.replace(qat_source.reference(evaluation, config.reference_device),
+                                            file="reference.qat.npz")
+    parity = compare(original.outputs, qat_reference.outputs, evaluation.labels).to_dict()
+    if not report.compression:
+        report.compression.append(_reference_row(source, parity))
+    report.compression.append({"stage": f"QAT ({source.framework})", **parity, "passed": True,
+                               "recipe": result.details})
+    report.warnings += [f"qat: {note}" for note in result.notes]
+    return qat_source, qat_reference
