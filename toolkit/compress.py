@@ -11,8 +11,19 @@ from .timing import timed_step
 
 
 def _reference_row(source, parity) -> dict:
-    return {"stage": f"reference ({source.framework})", "passed": True,
+    return {"stage": f"reference ({source.framework})", "passed": True, "size_bytes": weight_bytes(source.native),
             **({"accuracy": parity["reference_accuracy"]} if "reference_accuracy" in parity else {})}
+
+
+def weight_bytes(model) -> int | None:
+    """Bytes of a framework model's weights as it holds them (fp32 parameters and buffers)."""
+    if hasattr(model, "state_dict") and hasattr(model, "parameters"):  # torch.nn.Module
+        return sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    weights = getattr(model, "weights", None)  # Keras
+    if weights is None:
+        return None
+    import numpy as np
+    return int(sum(np.asarray(w).nbytes for w in weights))
 
 
 def prune_stage(source, reference, evaluation, config, report, progress):
@@ -35,6 +46,7 @@ def prune_stage(source, reference, evaluation, config, report, progress):
     report.compression = [
         _reference_row(source, parity),
         {"stage": f"pruned ({source.framework})", **parity, "sparsity": result.sparsity,
+         "size_bytes": weight_bytes(result.model),
          "per_layer": result.per_layer, "recipe": {"sparsity": options.sparsity, "schedule": options.schedule,
                                                    "structure": options.structure, "scope": options.scope,
                                                    "steps": options.steps if options.train else 0,
@@ -68,6 +80,7 @@ def qat_stage(source, original, calibration, evaluation, config, report, progres
     if not report.compression:
         report.compression.append(_reference_row(source, parity))
     report.compression.append({"stage": f"QAT ({source.framework})", **parity, "passed": True,
+                               "size_bytes": weight_bytes(result.model),
                                "recipe": result.details})
     report.warnings += [f"qat: {note}" for note in result.notes]
     return qat_source, qat_reference

@@ -36,12 +36,13 @@ class Report:
         return json.dumps(_finite(self.to_dict()), indent=2, sort_keys=False)
 
     def rows(self) -> list:
-        rows = [_row(c["stage"], "fp32", c.get("size_bytes"), None, c, c.get("sparsity")) for c in self.compression]
+        rows = [_row(c["stage"], "fp32", c.get("size_bytes"), None, c, c.get("sparsity"), None)
+                for c in self.compression]
         rows += [_row(a["id"], a["precision"], a.get("size_bytes"), a.get("latency_ms"), a["parity"],
-                      a.get("contents", {}).get("sparsity")) for a in self.artifacts]
-        if not self.compression:  # sparsity matters once a pruning stage ran
+                      a.get("contents", {}).get("sparsity"), a.get("gzip_bytes")) for a in self.artifacts]
+        if not self.compression:  # sparsity and compressed size matter once a pruning stage ran
             for r in rows:
-                del r["sparsity"]
+                del r["sparsity"], r["gzip"]
         return rows
 
     def table(self) -> str:
@@ -80,9 +81,9 @@ class Report:
         return "\n".join(lines) + "\n"
 
 
-def _row(name, precision, size, latency, p, sparsity) -> dict:
+def _row(name, precision, size, latency, p, sparsity, gzip_size) -> dict:
     return {
-        "artifact": name, "precision": precision, "size": _size(size),
+        "artifact": name, "precision": precision, "size": _size(size), "gzip": _size(gzip_size),
         "latency": f"{latency:.3f} ms" if latency is not None else "-",
         "accuracy": f"{p['accuracy']:.2f}%" if "accuracy" in p else "-",
         "delta": f"{0.0 - p['accuracy_drop']:+.2f} pt" if "accuracy_drop" in p else "-",

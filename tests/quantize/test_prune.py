@@ -212,3 +212,15 @@ def test_channel_pruning_through_prelu_flatten_and_past_residuals(tmp_path):
                             prune=PruneOptions(0.5, structure="channels"))
     assert report.compression[1]["per_layer"]["expand"]["channels"] == "12/24"
     assert any("stem: left whole (its output" in w for w in report.warnings)
+
+
+def test_keras3_two_of_four_and_stage_sizes(tmp_path, keras_digits):
+    import keras
+    model = keras.models.load_model(keras_digits["model"])
+    report = edgekit.export(model, eval=keras_digits["eval"], targets=["tflite"], out=tmp_path / "k24",
+                            measure_latency=False, prune=PruneOptions(0.5, structure="2:4", max_accuracy_drop=100))
+    reference, pruned = report.compression
+    assert reference["size_bytes"] == pruned["size_bytes"] > 90_000  # same weights, half of them zero
+    assert pruned["per_layer"]["conv2d"]["sparsity"] == 0.0  # 9 inputs per output: left dense
+    assert all(v["sparsity"] == 0.5 for k, v in pruned["per_layer"].items() if k != "conv2d")
+    assert "gzip" in report.table()
