@@ -8,6 +8,8 @@ MiniLM-class transformer encoder (random weights), per format (ONNX, TFLite, Ope
 int8/fp32 size ratio, int8/fp32 median latency
 through edgekit.runtime (batch 1, 2 threads), accuracy drop, the runtime wrapper's overhead per
 call against a bare onnxruntime InferenceSession.run, and the export's wall time and peak memory.
+``--only compression``: pruning (50% unstructured, 30% channels) + int8 against the unpruned fp32
+artifacts: gzip and raw size ratios, sparsity in the file, latency ratio, accuracy drop.
 The README's performance section quotes its output.
 """
 
