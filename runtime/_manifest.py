@@ -42,7 +42,8 @@ def read_manifest(bundle_dir: Path) -> dict:
 
 def select_artifact(manifest: dict, *, artifact=None, precision=None, fmt=None) -> dict:
     """Pick one artifact entry: by id, else by precision/format (the bundle's default when it is
-    among the candidates, else the fastest measured), else the bundle's default."""
+    among the candidates, else the fastest measured that takes the source's layout), else the
+    bundle's default."""
     entries = manifest["artifacts"]
     if artifact is not None:
         found = [e for e in entries if e.get("id") == artifact]
@@ -61,7 +62,11 @@ def select_artifact(manifest: dict, *, artifact=None, precision=None, fmt=None) 
     for entry in candidates:
         if entry.get("id") == default:
             return entry
-    # Otherwise the fastest measured at export time (several formats can hold one precision).
+    # Otherwise the fastest measured at export time (several formats can hold one precision),
+    # among those fed in the source model's own layout (the data a caller has) where any are.
+    source_layouts = [t.get("layout") for t in manifest.get("inputs", [])]
+    same_layout = [e for e in candidates if [t.get("layout") for t in e.get("inputs", [])] == source_layouts]
+    candidates = same_layout or candidates
     timed = [e for e in candidates if e.get("latency_ms") is not None]
     return min(timed, key=lambda e: e["latency_ms"]) if timed else candidates[0]
 

@@ -240,12 +240,16 @@ def _versions() -> dict:
     return versions
 
 
-def choose_default(artifacts, margin=1.10):
+def choose_default(artifacts, margin=1.10, source_layouts=None):
     """The artifact ``load(bundle)`` picks: the smallest that passed among those within 10% of the
-    fastest measured latency (so measurement noise on a tiny model does not flip the choice)."""
+    fastest measured latency (so measurement noise on a tiny model does not flip the choice), among
+    those that take the source model's input layouts where any do (the data a caller has: a
+    PyTorch model's NHWC TFLite artifact is loaded by asking for it)."""
     passed = [a for a in artifacts if a["parity"]["passed"]]
     if not passed:
         return None
+    if source_layouts is not None:
+        passed = [a for a in passed if [t.get("layout") for t in a["inputs"]] == source_layouts] or passed
     timed = [a for a in passed if a.get("latency_ms") is not None]
     if timed:
         fastest = min(a["latency_ms"] for a in timed)
@@ -269,7 +273,7 @@ def _cpu_flags() -> list:
 
 
 def _manifest(source, reference, evaluation, config, report, preprocess) -> dict:
-    default = choose_default(report.artifacts)
+    default = choose_default(report.artifacts, source_layouts=[s.layout for s in source.input_specs])
     return {
         "schema_version": ekr.SCHEMA_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -215,3 +215,11 @@ def test_select_artifact_prefers_the_default_then_the_fastest():
     assert select_artifact(manifest)["id"] == "onnx-fp32"
     assert select_artifact(manifest, precision="int8")["id"] == "openvino-int8"
     assert select_artifact(manifest, precision="int8", fmt="onnx")["id"] == "onnx-int8"
+    # A faster artifact that takes another layout (PyTorch -> TFLite is NHWC) is not picked by precision.
+    manifest["inputs"] = [{"name": "x", "layout": "nchw"}]
+    for entry in manifest["artifacts"]:
+        entry["inputs"] = [{"name": "x", "layout": "nchw"}]
+    manifest["artifacts"].append({"id": "tflite-int8", "format": "tflite", "precision": "int8", "latency_ms": 0.1,
+                                  "inputs": [{"name": "x", "layout": "nhwc"}]})
+    assert select_artifact(manifest, precision="int8")["id"] == "openvino-int8"
+    assert select_artifact(manifest, precision="int8", fmt="tflite")["id"] == "tflite-int8"

@@ -50,10 +50,15 @@ def test_missing_and_misshaped_outputs_fail():
 def test_default_artifact_is_smallest_within_ten_percent_of_fastest():
     from edgekit.pipeline import choose_default
 
-    def art(id_, ms, size, ok=True):
-        return {"id": id_, "latency_ms": ms, "size_bytes": size, "parity": {"passed": ok}}
+    def art(id_, ms, size, ok=True, layout="nchw"):
+        return {"id": id_, "latency_ms": ms, "size_bytes": size, "parity": {"passed": ok},
+                "inputs": [{"name": "x", "layout": layout}]}
 
     assert choose_default([art("fp32", 1.00, 100), art("int8", 1.05, 30)])["id"] == "int8"
     assert choose_default([art("fp32", 1.00, 100), art("int8", 1.50, 30)])["id"] == "fp32"
     assert choose_default([art("fp32", 1.00, 100), art("int8", 0.50, 30, ok=False)])["id"] == "fp32"
     assert choose_default([art("fp32", 1.0, 100, ok=False)]) is None
+    # A faster artifact in another layout than the source's (PyTorch -> TFLite NHWC) is not the default.
+    both = [art("onnx", 1.0, 100), art("tflite", 0.5, 30, layout="nhwc")]
+    assert choose_default(both, source_layouts=["nchw"])["id"] == "onnx"
+    assert choose_default(both)["id"] == "tflite"
