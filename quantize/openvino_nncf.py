@@ -13,10 +13,6 @@ and reverts the layers that cost the most back to float until the drop is within
 fp16: the fp32 IR saved with its weights compressed to float16.
 """
 
-import contextlib
-import io
-import logging
-
 import numpy as np
 
 from edgekit.errors import CalibrationError, ConfigError, QuantizationError
@@ -24,6 +20,7 @@ from edgekit.export.openvino_format import layer_precisions
 from edgekit.export.openvino_ir import save
 
 from . import QuantizationResult
+from ._nncf import quiet_nncf
 from ._scope import matching_names
 
 
@@ -38,19 +35,6 @@ def detect_model_type(model) -> str:
     kinds = {op.get_type_name() for op in model.get_ops()}
     convolutions = {"Convolution", "GroupConvolution"} & kinds
     return "transformer" if {"Softmax", "MatMul"} <= kinds and not convolutions else "cnn"
-
-
-@contextlib.contextmanager
-def _quiet():
-    """NNCF logs at INFO and draws progress bars on stdout; edgekit's own progress says the stage."""
-    logger = logging.getLogger("nncf")
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
-    finally:
-        logger.setLevel(level)
 
 
 def _samples(dataset, names, count):
@@ -75,7 +59,7 @@ def quantize_int8(conversion, out_path, calibration, options, evaluation=None) -
                "fast_bias_correction": options.fast_bias_correction, "keep_fp32": keep}
     calibration_data = nncf.Dataset(_samples(calibration, names, count))
     try:
-        with _quiet():
+        with quiet_nncf():
             if options.max_drop is None:
                 quantized = nncf.quantize(model, calibration_data, **kwargs)
             else:

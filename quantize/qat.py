@@ -11,12 +11,11 @@ DequantizeLinear pairs, OpenVINO FakeQuantize, TFLite full-integer — so nothin
 second time and what training learned is what ships.
 """
 
-import contextlib
 import copy
-import io
-import logging
 
 from edgekit.errors import ConfigError, ConversionError, UnsupportedError
+
+from ._nncf import quiet_nncf
 
 
 class QATResult:
@@ -53,11 +52,8 @@ def qat_torch(source, options, calibration, quantize_options, pruned=False) -> Q
     module = Wrapped(copy.deepcopy(source._module()).cpu()).eval()
     count = min(len(calibration), quantize_options.max_calibration_samples)
     samples = _torch_samples(source, calibration, count)
-    logger = logging.getLogger("nncf")
-    level = logger.level
-    logger.setLevel(logging.WARNING)
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
+        with quiet_nncf():
             quantized = nncf.quantize(module, nncf.Dataset(samples, lambda item: item), subset_size=count)
         hold = _zero_holder(quantized) if pruned else None
         quantized.train()
@@ -65,15 +61,13 @@ def qat_torch(source, options, calibration, quantize_options, pruned=False) -> Q
         quantized.eval()
         if hold:
             hold()
-        with contextlib.redirect_stdout(io.StringIO()):
+        with quiet_nncf():
             stripped = nncf.strip(quantized, example_input=samples[0] if len(samples[0]) > 1 else samples[0][0])
     except (ConfigError, UnsupportedError):
         raise
     except Exception as exc:
         raise UnsupportedError(f"NNCF quantization-aware training failed: {type(exc).__name__}: "
                                f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from None
-    finally:
-        logger.setLevel(level)
     return QATResult(stripped.eval(), {"tool": f"nncf {nncf.__version__}", "calibration_samples": count,
                                        "steps": options.steps})
 

@@ -1,6 +1,5 @@
 """The ONNX int8 and fp16 quantizers, judged by what the written files contain."""
 
-import numpy as np
 import onnx
 import pytest
 

@@ -8,7 +8,7 @@ import pytest
 import edgekit
 from edgekit.cli.main import main
 from edgekit.config import PruneOptions
-from edgekit.errors import ConfigError, ParityError
+from edgekit.errors import ConfigError
 from edgekit.quantize import prune as P
 
 

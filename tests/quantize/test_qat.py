@@ -1,8 +1,6 @@
 """Quantization-aware training before export: the int8 artifacts come from the trained model."""
 
-import json
 
-import numpy as np
 import pytest
 
 import edgekit
