@@ -33,10 +33,10 @@ def _read(path):
 
 def check(path: Path) -> None:
     """OpenVINO must read the graph with its weights."""
+    from edgekit.runtime.backends._openvino import check_weights
     path = Path(path)
-    if not path.with_suffix(".bin").is_file():
-        raise ConversionError(f"{path.name}: its weights file {path.with_suffix('.bin').name} is missing")
     try:
+        check_weights(path)
         _read(path)
     except Exception as exc:
         raise ConversionError(f"{path.name} failed the OpenVINO read check: {type(exc).__name__}: {exc}") from None

@@ -37,11 +37,11 @@ log = logging.getLogger("edgekit.pipeline")
 def export(model, example_inputs=None, *, calib=None, eval=None, targets=("onnx",), int8=False,
            fp16=False, precisions=None, out, weights=None, input_specs=None, preprocess=None, labels=None,
            quantize: QuantizeOptions | None = None, config: ExportConfig | None = None,
-           progress=None, **options) -> Report:
+           progress=None, trust_model=False, **options) -> Report:
     """Export ``model`` to every target (fp32, plus int8/fp16 when asked), verify, write the bundle.
 
     ``model``: a live torch module / torch.export program, ``file.py:factory``, a ``.pt2`` or
-    ``.onnx`` path. ``calib``/``eval``: anything ``edgekit.data.load_data`` takes. Further keyword
+    ``.onnx`` path (``.pt2``/TorchScript only with ``trust_model=True``). ``calib``/``eval``: anything ``edgekit.data.load_data`` takes. Further keyword
     options are ExportConfig fields (``reference_device``, ``tolerances``, ``seed``, ``opset``...).
     Returns the Report; raises ParityError (with the report) when an artifact fails its tolerance,
     after keeping the failing candidate bundle at ``OUT.rejected``.
@@ -61,7 +61,7 @@ def export(model, example_inputs=None, *, calib=None, eval=None, targets=("onnx"
     report = Report("export", output=str(out))
 
     with timed_step("load source", report.stages, progress):
-        source = load_source(model, weights=weights, input_specs=input_specs)
+        source = load_source(model, weights=weights, input_specs=input_specs, trust_model=trust_model)
     report.source = {"model": source.description, "framework": source.framework}
 
     with timed_step("load data", report.stages, progress):

@@ -46,6 +46,33 @@ def _info(port) -> TensorInfo:
                       dtype=np.dtype(_OV_DTYPES[type_name]))
 
 
+def check_weights(path):
+    """The ``.bin`` beside an IR must hold every byte range its ``.xml`` names (offset + size), or
+    OpenVINO would read past its end. The XML is parsed with the standard library's expat, which
+    refuses entity-expansion bombs; it must declare a ``<net>``."""
+    import xml.etree.ElementTree as ET
+    from pathlib import Path
+    bin_path = Path(path).with_suffix(".bin")
+    if not bin_path.is_file():
+        raise ModelLoadError(f"{path}: its weights file {bin_path.name} is missing")
+    try:
+        root = ET.parse(path).getroot()
+    except (ET.ParseError, ValueError) as exc:
+        raise ModelLoadError(f"{path} is not a valid OpenVINO IR (XML): {exc}") from None
+    if root.tag != "net":
+        raise ModelLoadError(f"{path} is not an OpenVINO IR: its root element is <{root.tag}>, expected <net>")
+    size = bin_path.stat().st_size
+    for data in root.iter("data"):
+        if "offset" in data.attrib or "size" in data.attrib:
+            try:
+                offset, length = int(data.attrib.get("offset", 0)), int(data.attrib.get("size", 0))
+            except ValueError:
+                raise ModelLoadError(f"{path}: a constant has a non-numeric offset/size") from None
+            if offset < 0 or length < 0 or offset + length > size:
+                raise ModelLoadError(f"{path}: a constant spans bytes {offset}..{offset + length} but "
+                                     f"{bin_path.name} has {size} (truncated or mismatched weights)")
+
+
 class OpenVINOBackend:
     name = "openvino"
 
@@ -60,9 +87,12 @@ class OpenVINOBackend:
             with _LOCK:
                 compiled = _COMPILED.get(key)
             if compiled is None:
+                check_weights(path)
                 compiled = core().compile_model(str(path), "CPU", config)
                 with _LOCK:
                     _COMPILED[key] = compiled
+        except ModelLoadError:
+            raise
         except Exception as exc:  # openvino raises RuntimeError with the plugin's message
             raise ModelLoadError(f"OpenVINO could not load {path}: {str(exc).strip().splitlines()[0]}") from None
         self._compiled = compiled

@@ -57,7 +57,9 @@ def test_torch_export_program_source(tmp_path):
     program = torch.export.export(module, (torch.randn(2, 3, 9, 9),), dynamic_shapes=({0: batch},))
     torch.export.save(program, tmp_path / "m.pt2")
     x = np.random.default_rng(0).standard_normal((20, 3, 9, 9)).astype(np.float32)
-    report = edgekit.export(str(tmp_path / "m.pt2"), eval=x, out=tmp_path / "b")
+    with pytest.raises(InputError, match="trust-model"):
+        edgekit.export(str(tmp_path / "m.pt2"), eval=x, out=tmp_path / "b")
+    report = edgekit.export(str(tmp_path / "m.pt2"), eval=x, out=tmp_path / "b", trust_model=True)
     assert report.passed and report.source["framework"] == "torch"
     assert ekr.load(tmp_path / "b").inputs[0].shape[0] is None
 

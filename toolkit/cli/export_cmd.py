@@ -24,6 +24,9 @@ def register(sub):
                    help="int8 artifacts take and return int8 tensors where the format allows it (TFLite); "
                         "edgekit.runtime converts float data using the scale/zero point in the manifest")
     p.add_argument("--out", required=True, metavar="DIR", help="bundle folder (replaced atomically)")
+    p.add_argument("--trust-model", action="store_true",
+                   help="allow model files that can run code when loaded (.pt2 programs, TorchScript archives); "
+                        "only for files you produced")
     p.add_argument("--weights", metavar="STATE.pt", help="state_dict for FILE.py:FACTORY, loaded with weights_only=True")
     p.add_argument("--calib", metavar="DATA", help=".npz/.npy, image folder, or FILE.py:CALLABLE yielding batches")
     p.add_argument("--eval", metavar="DATA", help="evaluation data (arrays x and optional labels y)")
@@ -171,6 +174,7 @@ def run(args) -> int:
                         quiet=args.quiet or args.json)
     try:
         report = export(args.model, calib=args.calib, eval=args.eval, out=args.out, weights=args.weights,
+                        trust_model=args.trust_model,
                         input_specs=specs, preprocess=_preprocess(args), config=config, progress=progress)
     except ParityError as exc:
         if exc.report is not None:

@@ -23,8 +23,11 @@ SOURCES.register("onnx", "edgekit.sources.onnx_source:OnnxSource", requires=("on
 __all__ = ["SOURCES", "load_source"]
 
 
-def load_source(model, *, weights=None, input_specs=None, framework=None):
-    """Pick the source that accepts ``model`` (or the named ``framework``) and load it."""
+def load_source(model, *, weights=None, input_specs=None, framework=None, trust_model=False):
+    """Pick the source that accepts ``model`` (or the named ``framework``) and load it.
+
+    ``trust_model``: allow model files that can run code when loaded (``.pt2`` programs,
+    TorchScript archives); off by default."""
     entries = SOURCES.entries()
     description = None
     if is_pyfile_ref(model):
@@ -34,12 +37,14 @@ def load_source(model, *, weights=None, input_specs=None, framework=None):
             raise InputError(f"{model} is not callable; expected a factory returning a model")
         description, model = model, factory()
     if framework is not None:
-        source = SOURCES.get(framework).load(model, weights=weights, input_specs=input_specs)
+        source = SOURCES.get(framework).load(model, weights=weights, input_specs=input_specs,
+                                             trust_model=trust_model)
     else:
         for entry in entries.values():
             module, attr = entry.target.split(":")
             if getattr(importlib.import_module(module), attr).accepts(model):
-                source = entry.load().load(model, weights=weights, input_specs=input_specs)
+                source = entry.load().load(model, weights=weights, input_specs=input_specs,
+                                           trust_model=trust_model)
                 break
         else:
             source = None
@@ -50,4 +55,4 @@ def load_source(model, *, weights=None, input_specs=None, framework=None):
     what = f"{description} returned a {type(model).__name__}" if description else f"cannot tell which framework {model!r} is for"
     raise InputError(
         f"{what}; expected FILE.py:FACTORY returning a torch.nn.Module or a Keras model, a .pt2 "
-        "torch.export program, a .keras/.h5 file, a SavedModel folder, an .onnx file, or a live model")
+        "torch.export program or TorchScript archive (with --trust-model), a .keras/.h5 file, a SavedModel folder, an .onnx file, or a live model")

@@ -48,7 +48,7 @@ class OnnxSource:
         return type(model).__module__.split(".")[0] == "onnx"
 
     @classmethod
-    def load(cls, model, *, weights=None, input_specs=None):
+    def load(cls, model, *, weights=None, input_specs=None, trust_model=False):
         import onnx
         from ..errors import ConfigError
         if weights is not None:

@@ -67,7 +67,7 @@ class TFSource:
         return root in ("keras", "tf_keras", "tensorflow") or _kind(model) is not None
 
     @classmethod
-    def load(cls, model, *, weights=None, input_specs=None):
+    def load(cls, model, *, weights=None, input_specs=None, trust_model=False):
         description = str(model) if isinstance(model, (str, Path)) else type(model).__name__
         if isinstance(model, (str, Path)):
             model = _load_file(Path(model))
@@ -213,6 +213,42 @@ def _input_name(tensor, index) -> str:
     return name.split(":")[0]
 
 
+def _refuse_code_layers(path: Path):
+    """Legacy HDF5 models ignore Keras' safe mode: a Lambda layer's marshalled bytecode would run on
+    load. Read the stored config (plain JSON) first and refuse any."""
+    import json
+
+    import h5py
+    try:
+        with h5py.File(path, "r") as fh:
+            config = fh.attrs.get("model_config")
+    except OSError as exc:
+        raise InputError(f"{path} is not a readable HDF5 file: {exc}") from None
+    if config is None:
+        raise InputError(f"{path} holds no model config (weights only?): load them with --weights into "
+                         "FILE.py:factory")
+    if isinstance(config, bytes):
+        config = config.decode("utf-8", "replace")
+    lambdas = [layer.get("config", {}).get("name", "?") for layer in _layers(json.loads(config))
+               if layer.get("class_name") == "Lambda"]
+    if lambdas:
+        raise InputError(f"{path} holds Lambda layers {lambdas}, whose Python bytecode the legacy .h5 format runs "
+                         "on load (it ignores safe mode); edgekit does not load it. Rebuild the model in code "
+                         "(FILE.py:factory) and load its weights with --weights")
+
+
+def _layers(config):
+    """Every layer config, nested models included."""
+    if isinstance(config, dict):
+        if "class_name" in config:
+            yield config
+        for value in config.values():
+            yield from _layers(value)
+    elif isinstance(config, list):
+        for value in config:
+            yield from _layers(value)
+
+
 def _load_file(path: Path):
     if not path.exists():
         raise InputError(f"{path} does not exist")
@@ -223,6 +259,7 @@ def _load_file(path: Path):
             # safe_mode=True: a Lambda layer's pickled bytecode is refused, never executed.
             return keras.saving.load_model(str(path), safe_mode=True, compile=False)
         if suffix in (".h5", ".hdf5"):
+            _refuse_code_layers(path)
             import tf_keras
             return tf_keras.models.load_model(str(path), compile=False)
         import tensorflow as tf

@@ -39,24 +39,34 @@ def flatten_outputs(result) -> dict:
     raise InputError(f"the model returned {type(result).__name__}; expected a tensor, a tuple or a dict of tensors")
 
 
+TORCHSCRIPT_SUFFIXES = (".ts", ".torchscript", ".jit")
+
+
 class TorchSource:
     framework = "torch"
 
     @staticmethod
     def accepts(model) -> bool:
         if isinstance(model, (str, Path)):
-            return str(model).endswith(".pt2")
+            return Path(model).suffix.lower() in (".pt2",) + TORCHSCRIPT_SUFFIXES
         return type(model).__module__.split(".")[0] == "torch" or any(
             c.__module__.startswith("torch.") for c in type(model).__mro__)
 
     @classmethod
-    def load(cls, model, *, weights=None, input_specs=None):
+    def load(cls, model, *, weights=None, input_specs=None, trust_model=False):
         import torch
 
         description = str(model) if isinstance(model, (str, Path)) else type(model).__name__
         specs = list(input_specs) if input_specs else None
-        if isinstance(model, (str, Path)) and str(model).endswith(".pt2"):
-            model = _load_program(Path(model))
+        if isinstance(model, (str, Path)):
+            path = Path(model)
+            if not trust_model:
+                kind = "a torch.export program" if path.suffix.lower() == ".pt2" else "a TorchScript archive"
+                raise InputError(
+                    f"{path} is {kind}, which can run code when loaded; edgekit loads it only with "
+                    "--trust-model (Python API: trust_model=True). For a file from elsewhere, build the model "
+                    "in code (FILE.py:factory) and load its state_dict with --weights (weights_only=True)")
+            model = _load_program(path) if path.suffix.lower() == ".pt2" else _load_torchscript(path)
         if isinstance(model, torch.export.ExportedProgram):
             specs = specs or _program_specs(model)
             if weights is not None:
@@ -91,9 +101,14 @@ class TorchSource:
     def input_names(self, count: int) -> list[str]:
         if self.input_specs:
             return [s.name for s in self.input_specs]
-        params = [p for p in inspect.signature(self._module().forward).parameters.values()
-                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-        return [p.name for p in params[:count]] if len(params) >= count else [f"input_{i}" for i in range(count)]
+        forward = self._module().forward
+        try:
+            params = [p.name for p in inspect.signature(forward).parameters.values()
+                      if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        except (ValueError, TypeError):  # TorchScript: the compiled schema names the arguments
+            schema = getattr(forward, "schema", None)
+            params = [a.name for a in schema.arguments[1:]] if schema is not None else []
+        return params[:count] if len(params) >= count else [f"input_{i}" for i in range(count)]
 
     def specs_from_data(self, dataset) -> list:
         """Input specs for a module that declares none: per-sample shapes from the data, batch dynamic."""
@@ -172,6 +187,16 @@ def _load_weights(module, path: Path):
         module.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise InputError(f"weights {path} do not fit the model: {exc}") from None
+
+
+def _load_torchscript(path: Path):
+    import torch
+    if not path.is_file():
+        raise InputError(f"{path} does not exist")
+    try:
+        return torch.jit.load(str(path), map_location="cpu")
+    except Exception as exc:
+        raise InputError(f"cannot load TorchScript archive {path}: {type(exc).__name__}: {exc}") from None
 
 
 def _load_program(path: Path):
