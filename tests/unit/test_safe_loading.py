@@ -76,3 +76,56 @@ def test_ir_with_truncated_weights_or_a_bad_graph_is_a_clean_error(tmp_path, ope
     os.remove(tmp_path / "model.bin")
     with pytest.raises(ekr.ModelLoadError, match="weights file model.bin is missing"):
         ekr.load(tmp_path / "model.xml")
+
+
+FUZZ = """
+import random, shutil, sys, json
+from pathlib import Path
+import numpy as np
+import edgekit.runtime as ekr
+rng = random.Random(0)
+outcomes = {}
+for src in sys.argv[2:]:
+    src = Path(src)
+    data = src.read_bytes()
+    for trial in range(30):
+        folder = Path(sys.argv[1]) / f"{src.name}-{trial}"
+        folder.mkdir(parents=True)
+        if src.suffix == ".xml":
+            shutil.copy(src.with_suffix(".bin"), folder / src.with_suffix(".bin").name)
+        if trial == 0:
+            mutated = b""
+        elif trial == 1:
+            mutated = data[: len(data) // 2]
+        else:
+            raw = bytearray(data)
+            for _ in range(rng.choice([1, 8, 64])):
+                raw[rng.randrange(len(raw))] = rng.randrange(256)
+            mutated = bytes(raw)
+        (folder / src.name).write_bytes(mutated)
+        try:
+            model = ekr.load(folder / src.name)
+            model.predict(np.zeros([d or 1 for d in model.inputs[0].shape], model.inputs[0].dtype))
+            outcome = "loaded"
+        except ekr.ModelLoadError:
+            outcome = "refused"
+        except Exception as exc:
+            outcome = f"{type(exc).__name__}: {exc}"
+        outcomes.setdefault(src.suffix, []).append(outcome)
+print(json.dumps(outcomes))
+"""
+
+
+def test_mutated_model_files_give_clean_errors_never_crashes(tmp_path, openvino_bundle, keras_bundle):
+    """Zero-byte, truncated and bit-flipped files of every format: a ModelLoadError, or (where only
+    weight bytes changed) a model that still runs; never another exception, never a crash."""
+    import json
+    files = [openvino_bundle / "model.int8.onnx", openvino_bundle / "model.int8.xml", keras_bundle / "model.int8.tflite"]
+    result = subprocess.run([sys.executable, "-c", FUZZ, str(tmp_path), *map(str, files)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"a loader crashed: {result.stderr[-2000:]}"
+    outcomes = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(outcomes) == {".onnx", ".xml", ".tflite"}
+    for suffix, results in outcomes.items():
+        assert results[0] == results[1] == "refused", suffix  # empty and truncated files
+        assert set(results) <= {"loaded", "refused"}, (suffix, [r for r in results if r not in ("loaded", "refused")])
