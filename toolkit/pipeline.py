@@ -89,7 +89,7 @@ def export(model, example_inputs=None, *, calib=None, eval=None, targets=("onnx"
                     evaluate(model_obj, entry, evaluation, own, tolerance, source.input_specs,
                              latency=config.measure_latency)
                 report.artifacts.append(entry)
-        manifest = _manifest(source, reference, evaluation, config, report, preprocess)
+        manifest = _manifest(source, reference, evaluation, config, report, preprocess, calibration)
         reference.save(staging.path)
         if qat is not None:
             qat[1].save(staging.path)
@@ -272,7 +272,7 @@ def _cpu_flags() -> list:
     return [f for f in wanted if f in flags]
 
 
-def _manifest(source, reference, evaluation, config, report, preprocess) -> dict:
+def _manifest(source, reference, evaluation, config, report, preprocess, calibration=None) -> dict:
     default = choose_default(report.artifacts, source_layouts=[s.layout for s in source.input_specs])
     return {
         "schema_version": ekr.SCHEMA_VERSION,
@@ -289,6 +289,9 @@ def _manifest(source, reference, evaluation, config, report, preprocess) -> dict
         "artifacts": report.artifacts,
         "reference": reference.provenance(),
         "seed": config.seed,
+        "data": {"eval_sha256": evaluation.sha256(), "eval_samples": len(evaluation),
+                 "calibration_sha256": calibration.sha256() if calibration is not None else None,
+                 "calibration_samples": len(calibration) if calibration is not None else 0},
         "environment": {"platform": platform.platform(), "machine": platform.machine(),
                         "cpu_flags": _cpu_flags(), "versions": _versions()},
     }

@@ -33,7 +33,11 @@ def test_export_verify_info_round_trip(tmp_path, digits_files, capsys):
     info = capsys.readouterr().out
     assert "Nx1x8x8" in info and "w8a8-static" in info
     assert main(["info", str(out), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["schema_version"] == 1
+    info = json.loads(capsys.readouterr().out)
+    assert info["schema_version"] == 1 and info["seed"] == 0
+    # The manifest pins what the gate was run on: data hashes, versions, device.
+    assert len(info["data"]["calibration_sha256"]) == 64 and info["data"]["eval_samples"] == 360
+    assert info["reference"]["device"] == "cpu" and "onnxruntime" in info["environment"]["versions"]
 
 
 def test_verify_regression_exit_code_and_junit_failure(digits_bundle, digits_files, tmp_path, capsys):

@@ -129,3 +129,53 @@ def test_mutated_model_files_give_clean_errors_never_crashes(tmp_path, openvino_
     for suffix, results in outcomes.items():
         assert results[0] == results[1] == "refused", suffix  # empty and truncated files
         assert set(results) <= {"loaded", "refused"}, (suffix, [r for r in results if r not in ("loaded", "refused")])
+
+
+def _external_model(folder, location):
+    import onnx
+    from onnx import TensorProto, helper
+    weight = helper.make_tensor("w", TensorProto.FLOAT, [4, 4], np.ones(16, np.float32))
+    weight.data_location = TensorProto.EXTERNAL
+    weight.ClearField("float_data")
+    for key, value in (("location", location), ("offset", "0"), ("length", "64")):
+        entry = weight.external_data.add()
+        entry.key, entry.value = key, value
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4])], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "m.onnx"
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+@pytest.mark.parametrize("location, setup, message", [
+    ("/etc/passwd", None, "not a plain relative path"),
+    ("../secret.bin", "outside", "not a plain relative path"),
+    ("link.bin", "symlink", "symbolic link"),
+    ("hard.bin", "hardlink", "hard link"),
+    ("missing.bin", None, "is missing"),
+])
+def test_onnx_external_data_outside_the_model_folder_is_refused(tmp_path, location, setup, message):
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(np.full(16, 7, np.float32).tobytes())
+    folder = tmp_path / "model"
+    path = _external_model(folder, location)
+    if setup == "symlink":
+        (folder / "link.bin").symlink_to(secret)
+    elif setup == "hardlink":
+        os.link(secret, folder / "hard.bin")
+    with pytest.raises(InputError, match=message):
+        edgekit.export(str(path), eval=np.zeros((4, 4), np.float32), out=tmp_path / "b")
+    assert not (tmp_path / "b").exists()
+
+
+def test_onnx_external_data_inside_the_folder_loads(tmp_path):
+    folder = tmp_path / "model"
+    path = _external_model(folder, "weights.bin")
+    (folder / "weights.bin").write_bytes(np.eye(4, dtype=np.float32).tobytes())
+    x = np.random.default_rng(0).standard_normal((8, 4)).astype(np.float32)
+    report = edgekit.export(str(path), eval=x, out=tmp_path / "b", measure_latency=False)
+    assert report.passed
+    np.testing.assert_allclose(ekr.load(tmp_path / "b").predict(x), x, atol=1e-6)

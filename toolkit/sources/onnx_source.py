@@ -38,6 +38,61 @@ def onnx_input_specs(model) -> list:
     return specs
 
 
+def _tensors(graph):
+    """Every TensorProto of a graph: initializers and tensor attributes, subgraphs included."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("t"):
+                yield attribute.t
+            yield from attribute.tensors
+            if attribute.HasField("g"):
+                yield from _tensors(attribute.g)
+            for subgraph in attribute.graphs:
+                yield from _tensors(subgraph)
+
+
+def check_external_data(model, folder: Path):
+    """An external-data ``location`` must be a plain relative path to a regular, singly linked file
+    inside the model's folder: not absolute, no ``..``, no symlink, no hard link, no escape."""
+    folder = folder.resolve()
+    for tensor in _tensors(model.graph):
+        if tensor.data_location != 1:  # TensorProto.EXTERNAL
+            continue
+        location = {entry.key: entry.value for entry in tensor.external_data}.get("location", "")
+        relative = Path(location)
+        if not location or relative.is_absolute() or ".." in relative.parts:
+            raise InputError(f"tensor {tensor.name!r}: external data location {location!r} is not a plain "
+                             "relative path inside the model's folder")
+        target = folder / relative
+        if target.is_symlink():
+            raise InputError(f"tensor {tensor.name!r}: external data {location!r} is a symbolic link; refused")
+        if not target.is_file():
+            raise InputError(f"tensor {tensor.name!r}: external data file {location!r} is missing")
+        if target.stat().st_nlink > 1:
+            raise InputError(f"tensor {tensor.name!r}: external data {location!r} is a hard link; refused")
+        if folder not in target.resolve().parents:
+            raise InputError(f"tensor {tensor.name!r}: external data {location!r} resolves outside {folder}")
+
+
+def load_checked(path: Path):
+    """Load an ONNX file whose external data (if any) passed ``check_external_data``, then run the
+    checker with full checks."""
+    import onnx
+    from onnx.external_data_helper import load_external_data_for_model
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise InputError(f"{path} is not a valid ONNX model: {type(exc).__name__}: {exc}") from None
+    check_external_data(model, path.parent)
+    try:
+        load_external_data_for_model(model, str(path.parent))
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as exc:
+        raise InputError(f"{path} is not a valid ONNX model: {type(exc).__name__}: {exc}") from None
+    return model
+
+
 class OnnxSource:
     framework = "onnx"
 
@@ -57,11 +112,7 @@ class OnnxSource:
             path = Path(model)
             if not path.is_file():
                 raise InputError(f"{path} does not exist")
-            try:
-                proto = onnx.load(str(path))
-                onnx.checker.check_model(proto)
-            except Exception as exc:
-                raise InputError(f"{path} is not a valid ONNX model: {type(exc).__name__}: {exc}") from None
+            proto = load_checked(path)
             description = str(path)
         else:
             proto, path, description = model, None, "onnx.ModelProto"
