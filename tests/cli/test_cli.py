@@ -84,6 +84,9 @@ def test_verify_usage_errors(digits_bundle, digits_files, tmp_path, capsys):
     (lambda x: x.transpose(0, 2, 3, 1), "looks NHWC"),
     (lambda x: x[:, :, :6, :], "expected shape"),
     (lambda x: np.full_like(x, 0.5), "constant"),
+    (lambda x: np.where(np.arange(x.size).reshape(x.shape) == 7, np.inf, x), "NaN/inf"),
+    (lambda x: np.full_like(x, np.nan), "NaN/inf"),
+    (lambda x: x[:0], "is empty"),
 ])
 def test_bad_calibration_gives_clear_error_and_no_bundle(tmp_path, digits_files, capsys, mutate, message):
     x = np.load(digits_files["calib"])["x"]
@@ -239,3 +242,19 @@ def test_bad_model_type_and_metric_are_usage_errors(tmp_path, digits_files, caps
                              "--metric", "nofile.py:fn")) == 2
     assert "nofile.py does not exist" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_object_arrays_are_refused_and_too_few_samples_are_a_recorded_warning(tmp_path, digits_files, capsys):
+    np.savez(tmp_path / "obj.npz", x=np.array([object(), 1], dtype=object))
+    assert main(["export", digits_files["factory"], "--weights", str(digits_files["weights"]), "--calib",
+                 str(tmp_path / "obj.npz"), "--eval", str(digits_files["eval"]), "--out", str(tmp_path / "o"),
+                 "--int8"]) == 2
+    assert "without unpickling" in capsys.readouterr().err and not (tmp_path / "o").exists()
+    x = np.load(digits_files["calib"])["x"][:12]
+    np.savez(tmp_path / "few.npz", x=x)
+    args = ["export", digits_files["factory"], "--weights", str(digits_files["weights"]), "--calib",
+            str(tmp_path / "few.npz"), "--eval", str(digits_files["eval"]), "--out", str(tmp_path / "f"), "--int8",
+            "--no-latency", "--min-calib-samples", "20"]
+    assert main(args) == 0
+    report = json.loads((tmp_path / "f" / "report.json").read_text())
+    assert any("only 12 calibration samples (minimum 20)" in w for w in report["warnings"])
