@@ -14,7 +14,7 @@ __all__ = ["Model", "TensorInfo", "load", "load_artifact"]
 
 
 def load(path, backend="auto", *, artifact=None, precision=None, threads=None,
-         check_hash=True, **engine_options) -> "Model":
+         check_hash=True, isolate=False, **engine_options) -> "Model":
     """Load a bundle directory or a bare model file.
 
     For a bundle, ``artifact`` (an id such as ``"onnx-int8"``) or ``precision``
@@ -22,6 +22,8 @@ def load(path, backend="auto", *, artifact=None, precision=None, threads=None,
     parity at export time). ``backend`` is ``"auto"`` or a name from
     ``available_backends()``; ``threads`` sets the engine's intra-op threads; further
     keywords go to the engine (OpenVINO: ``streams``, ``inference_precision``).
+    ``isolate=True`` first parses the file in a child process, so that a crash in a native
+    parser on a file you did not produce becomes a ModelLoadError instead of killing the caller.
     """
     path = Path(path)
     if path.is_dir():
@@ -29,12 +31,16 @@ def load(path, backend="auto", *, artifact=None, precision=None, threads=None,
         fmt = None if backend == "auto" else _format_of_backend(backend)
         entry = select_artifact(manifest, artifact=artifact, precision=precision, fmt=fmt)
         file = artifact_path(path, entry, check_hash=check_hash)
+        if isolate:
+            probe_isolated(file, backend)
         return load_artifact(file, entry, backend=backend, threads=threads, manifest=manifest, **engine_options)
     if not path.is_file():
         raise ModelLoadError(f"{path} does not exist (expected a bundle folder or a model file)")
     if artifact is not None or precision is not None:
         raise ModelLoadError("artifact= and precision= select inside a bundle; "
                              f"{path} is a single model file")
+    if isolate:
+        probe_isolated(path, backend)
     engine = _engine(path, backend, threads, engine_options)
     return Model(engine, list(engine.inputs), list(engine.outputs))
 
@@ -46,6 +52,38 @@ def load_artifact(file, entry: dict, *, backend="auto", threads=None, manifest=N
     outputs = [TensorInfo.from_dict(d) for d in entry["outputs"]]
     _check_against_file(entry, inputs, engine.inputs, outputs, engine.outputs)
     return Model(engine, inputs, outputs, artifact=entry, manifest=manifest)
+
+
+_PROBE = """
+import json, sys
+import edgekit.runtime as ekr
+try:
+    ekr.load(sys.argv[1], backend=sys.argv[2])
+except ekr.ModelLoadError as exc:
+    print(json.dumps({"error": str(exc)}))
+    sys.exit(3)
+"""
+
+
+def probe_isolated(path, backend="auto", timeout=600):
+    """Load ``path`` in a child Python first; its crash or refusal becomes a ModelLoadError here."""
+    import json
+    import subprocess
+    import sys
+    try:
+        result = subprocess.run([sys.executable, "-c", _PROBE, str(path), backend], capture_output=True, text=True,
+                                timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise ModelLoadError(f"model rejected: loading {path} took over {timeout} s in an isolated process") from None
+    if result.returncode == 0:
+        return
+    if result.returncode == 3 and result.stdout.strip():
+        raise ModelLoadError(json.loads(result.stdout.strip().splitlines()[-1])["error"])
+    if result.returncode < 0:
+        raise ModelLoadError(f"model rejected: parsing {path} crashed the loader (signal {-result.returncode}) "
+                             "in an isolated process; this process is unaffected")
+    tail = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else f"exit code {result.returncode}"
+    raise ModelLoadError(f"model rejected: loading {path} failed in an isolated process: {tail}")
 
 
 def _engine(path, backend, threads, engine_options):

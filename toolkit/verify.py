@@ -71,7 +71,7 @@ def evaluate(model, entry: dict, dataset, reference: ReferenceOutputs, tolerance
     return entry
 
 
-def verify(bundle, eval, *, tolerances=None, artifacts=None, latency=False, progress=None) -> Report:
+def verify(bundle, eval, *, tolerances=None, artifacts=None, latency=False, progress=None, isolate=True) -> Report:
     """Re-run parity of an existing bundle on ``eval`` against its stored reference outputs.
 
     Raises ParityError (carrying the report) when an artifact fails, InputError when
@@ -103,7 +103,7 @@ def verify(bundle, eval, *, tolerances=None, artifacts=None, latency=False, prog
         entry = dict(entry)
         with timed_step(f"verify {entry['id']}", report.stages, progress):
             try:
-                model = ekr.load(bundle, artifact=entry["id"])
+                model = ekr.load(bundle, artifact=entry["id"], isolate=isolate)
             except (ekr.ModelLoadError, ekr.BackendUnavailableError) as exc:
                 entry["parity"] = {"passed": False, "failures": [f"cannot load: {exc}"]}
             else:

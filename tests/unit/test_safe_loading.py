@@ -179,3 +179,21 @@ def test_onnx_external_data_inside_the_folder_loads(tmp_path):
     report = edgekit.export(str(path), eval=x, out=tmp_path / "b", measure_latency=False)
     assert report.passed
     np.testing.assert_allclose(ekr.load(tmp_path / "b").predict(x), x, atol=1e-6)
+
+
+def test_isolation_turns_a_parser_crash_into_a_clean_rejection(tmp_path, digits_bundle, digits_files,
+                                                               monkeypatch, capsys):
+    """A native parser that dies (simulated: onnxruntime aborts in the child) must not take the caller
+    with it: ekr.load(isolate=True) raises, and `edgekit verify` (isolated by default) reports it."""
+    from edgekit.cli.main import main
+    (tmp_path / "sitecustomize.py").write_text(
+        "import os\nimport onnxruntime\nonnxruntime.InferenceSession = lambda *a, **k: os.abort()\n")
+    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    bundle = digits_bundle[0]
+    with pytest.raises(ekr.ModelLoadError, match="crashed the loader"):
+        ekr.load(bundle / "model.onnx", isolate=True)
+    assert main(["verify", str(bundle), "--eval", str(digits_files["eval"]), "--artifact", "onnx-fp32"]) == 1
+    captured = capsys.readouterr()
+    assert "model rejected" in captured.out + captured.err
+    monkeypatch.undo()
+    assert ekr.load(bundle / "model.onnx", isolate=True).predict(np.zeros((1, 1, 8, 8), np.float32)).shape == (1, 10)

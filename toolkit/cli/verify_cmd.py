@@ -1,5 +1,7 @@
 """``edgekit verify DIR --eval DATA``: the CI gate on an existing bundle."""
 
+import argparse
+
 from ._common import Progress, add_common, add_tolerance, print_report
 
 
@@ -13,6 +15,9 @@ def register(sub):
     p.add_argument("--artifact", action="append", metavar="ID", help="only these artifacts (e.g. onnx-int8)")
     add_tolerance(p)
     p.add_argument("--latency", action="store_true", help="also measure batch-1 latency")
+    p.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=True,
+                   help="parse each model file in a child process first, so a crash in a native parser is a "
+                        "clean 'model rejected' failure (default: on)")
     p.add_argument("--junit", metavar="FILE", help="write a JUnit XML report (also on failure)")
     add_common(p)
     p.set_defaults(run=run)
@@ -54,7 +59,7 @@ def run(args) -> int:
     progress = Progress(len(args.artifact or []) or 1, quiet=True)
     try:
         report = verify(args.bundle, args.eval, tolerances=parse_tolerance_overrides(args.tol),
-                        artifacts=args.artifact, latency=args.latency, progress=progress)
+                        artifacts=args.artifact, latency=args.latency, progress=progress, isolate=args.isolate)
     except ParityError as exc:
         if exc.report is not None:
             print_report(exc.report, args)
