@@ -8,6 +8,7 @@ name) and under the source's names, and a dynamic batch axis with every other ax
 the source declares it.
 """
 
+import re
 import tempfile
 import warnings
 from pathlib import Path
@@ -92,8 +93,21 @@ def _finish(convert, source, out_path, route, notes=()) -> ConversionResult:
                             notes=tuple(notes), source=source)
 
 
+_AUTO_NAME = re.compile(r"^[A-Z][A-Za-z0-9]*_\d+$")
+
+
+def deterministic_names(model):
+    """OpenVINO names unnamed operations ``Type_N`` from a process-wide counter (and the model
+    ``ModelN``), so two identical exports differ in their XML. Rename those by position."""
+    model.set_friendly_name("model")
+    for index, op in enumerate(model.get_ordered_ops()):
+        if _AUTO_NAME.match(op.get_friendly_name()):
+            op.set_friendly_name(f"{op.get_type_name()}_{index}")
+
+
 def save(model, out_path, compress_to_fp16):
     import openvino as ov
+    deterministic_names(model)
     try:
         ov.save_model(model, str(out_path), compress_to_fp16=compress_to_fp16)
     except Exception as exc:

@@ -197,3 +197,14 @@ def test_isolation_turns_a_parser_crash_into_a_clean_rejection(tmp_path, digits_
     assert "model rejected" in captured.out + captured.err
     monkeypatch.undo()
     assert ekr.load(bundle / "model.onnx", isolate=True).predict(np.zeros((1, 1, 8, 8), np.float32)).shape == (1, 10)
+
+
+def test_two_exports_with_the_same_inputs_are_byte_identical(tmp_path, openvino_bundle, digits_files):
+    import json
+    edgekit.export(digits_files["factory"], weights=digits_files["weights"], calib=digits_files["calib"],
+                   eval=digits_files["eval"], targets=["openvino", "onnx"], int8=True, out=tmp_path / "again",
+                   measure_latency=False)
+    first = json.loads((openvino_bundle / "manifest.json").read_text())["artifacts"]
+    second = json.loads((tmp_path / "again" / "manifest.json").read_text())["artifacts"]
+    assert {a["id"]: (a["sha256"], [c["sha256"] for c in a.get("companions", [])]) for a in first} == \
+           {a["id"]: (a["sha256"], [c["sha256"] for c in a.get("companions", [])]) for a in second}
