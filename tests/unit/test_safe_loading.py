@@ -208,3 +208,30 @@ def test_two_exports_with_the_same_inputs_are_byte_identical(tmp_path, openvino_
     second = json.loads((tmp_path / "again" / "manifest.json").read_text())["artifacts"]
     assert {a["id"]: (a["sha256"], [c["sha256"] for c in a.get("companions", [])]) for a in first} == \
            {a["id"]: (a["sha256"], [c["sha256"] for c in a.get("companions", [])]) for a in second}
+
+
+@pytest.mark.parametrize("name, content, extra", [
+    ("m.onnx", b"", []), ("m.onnx", b"TFL3 not onnx" * 10, []), ("m.keras", b"", []),
+    ("m.keras", b"PK\x03\x04 truncated zip", []), ("m.h5", b"", []), ("m.h5", b"\x89HDF\r\n\x1a\n", []),
+    ("m.pt2", b"", ["--trust-model"]), ("m.ts", b"garbage", ["--trust-model"]),
+])
+def test_broken_source_model_files_are_usage_errors_without_output(tmp_path, digits_files, capsys, name, content,
+                                                                   extra):
+    from edgekit.cli.main import main
+    (tmp_path / name).write_bytes(content)
+    code = main(["export", str(tmp_path / name), "--eval", str(digits_files["eval"]), "--out", str(tmp_path / "b"),
+                 *extra])
+    assert code == 2, capsys.readouterr()
+    assert name in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
+
+
+def test_broken_weights_files_are_usage_errors(tmp_path, digits_files, capsys):
+    from edgekit.cli.main import main
+    good = (digits_files["weights"]).read_bytes()
+    for name, content in (("zero.pt", b""), ("half.pt", good[: len(good) // 2]), ("text.pt", b"not a checkpoint")):
+        (tmp_path / name).write_bytes(content)
+        assert main(["export", digits_files["factory"], "--weights", str(tmp_path / name), "--eval",
+                     str(digits_files["eval"]), "--out", str(tmp_path / "b")]) == 2
+        assert "weights_only=True" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
