@@ -258,3 +258,13 @@ def test_object_arrays_are_refused_and_too_few_samples_are_a_recorded_warning(tm
     assert main(args) == 0
     report = json.loads((tmp_path / "f" / "report.json").read_text())
     assert any("only 12 calibration samples (minimum 20)" in w for w in report["warnings"])
+
+
+def test_json_output_reports_failures_too(tmp_path, digits_files, capsys):
+    code = main(["export", digits_files["factory"], "--weights", str(tmp_path / "missing.pt"), "--eval",
+                 str(digits_files["eval"]), "--out", str(tmp_path / "b"), "--json"])
+    assert code == 2
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report == {"command": "export", "passed": False, "exit_code": 2,
+                      "error": {"type": "InputError", "message": report["error"]["message"]}}
+    assert "missing.pt does not exist" in report["error"]["message"]

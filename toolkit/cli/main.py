@@ -82,5 +82,10 @@ def main(argv=None) -> int:
             logging.getLogger("edgekit").debug("internal error", exc_info=True)
             print(f"edgekit: internal error: {type(exc).__name__}: {exc} (run with -v for the traceback)",
                   file=sys.stderr)
+        if getattr(args, "json", False) and not isinstance(exc, ParityError):
+            # --json callers parse stdout: they get a report on failure too.
+            import json
+            print(json.dumps({"command": args.command, "passed": False, "exit_code": code,
+                              "error": {"type": type(exc).__name__, "message": str(exc)}}))
         return code
 
