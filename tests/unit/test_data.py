@@ -99,3 +99,14 @@ def test_dataset_hash_changes_with_content():
     a = Dataset({"x": _x()})
     b = Dataset({"x": _x() + 1})
     assert a.sha256() == Dataset({"x": _x()}).sha256() != b.sha256()
+
+
+def test_image_folders_keep_the_decompression_bomb_limit(tmp_path, monkeypatch):
+    from PIL import Image
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    Image.new("RGB", (64, 64)).save(folder / "big.png")
+    # A limit this small makes a 64x64 image a "bomb" (Pillow errors above twice the limit).
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(InputError, match="decompression bomb"):
+        load_data(folder, preprocess=ImagePreprocess(size=(8, 8)))
