@@ -48,3 +48,23 @@ def convert(source, out_path, config, example=None) -> ConversionResult:
     rename_outputs(proto.graph, list(source.output_names))
     onnx.save_model(proto, str(out_path), save_as_external_data=False)
     return ConversionResult(out_path, f"tf2onnx {tf2onnx.__version__} opset {opset}", source=source)
+
+
+def convert_keras(source, out_path, config) -> ConversionResult:
+    """tf2onnx straight from a live tf_keras model (``from_keras``): the route for TF-MOT's
+    quantization-aware models, whose quantizer variables the SavedModel route leaves as graph
+    inputs; their FakeQuant operations become QuantizeLinear/DequantizeLinear."""
+    import onnx
+    import tensorflow as tf
+    import tf2onnx
+    opset = max(config.opset, MIN_OPSET)
+    signature = [tf.TensorSpec(list(s.shape), tf.as_dtype(s.dtype), name=s.name) for s in source.input_specs]
+    try:
+        with redirect_stdout(io.StringIO()):
+            proto, _ = tf2onnx.convert.from_keras(source.native, input_signature=signature, opset=opset)
+    except Exception as exc:
+        raise ConversionError(f"tf2onnx (from_keras) failed: {type(exc).__name__}: {exc}") from None
+    rename_inputs(proto.graph, [s.name for s in source.input_specs])
+    rename_outputs(proto.graph, list(source.output_names))
+    onnx.save_model(proto, str(out_path), save_as_external_data=False)
+    return ConversionResult(out_path, f"tf2onnx {tf2onnx.__version__} (from_keras) opset {opset}", source=source)

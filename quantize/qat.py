@@ -128,7 +128,11 @@ def export_int8(qat_source, fmt, out_path, config, example):
         raise UnsupportedError("litert-torch does not convert NNCF's fake-quantized modules; "
                                "TFLite int8 of a PyTorch model is post-training (PT2E) only")
     try:
-        result = CONVERTERS.get((framework, fmt))(qat_source, out_path, config, example=example)
+        if (framework, fmt) == ("tf", "onnx"):
+            from edgekit.export.tf_onnx import convert_keras
+            result = convert_keras(qat_source, out_path, config)
+        else:
+            result = CONVERTERS.get((framework, fmt))(qat_source, out_path, config, example=example)
     except ConversionError as exc:
         raise UnsupportedError(f"{fmt} from the QAT model: {exc}") from None
     if fmt == "onnx":

@@ -44,7 +44,7 @@ def test_qat_after_pruning_keeps_the_zeros(tmp_path, digits_files):
     assert _arts(report)["onnx-int8"]["contents"]["sparsity"] >= 0.49
 
 
-def test_tf_keras_qat_to_tflite_int8(tmp_path, keras_digits):
+def test_tf_keras_qat_to_tflite_onnx_and_ir_int8(tmp_path, keras_digits):
     import digits_keras
     import tf_keras
     layers = tf_keras.layers
@@ -52,10 +52,15 @@ def test_tf_keras_qat_to_tflite_int8(tmp_path, keras_digits):
     hidden = layers.Conv2D(16, 3, padding="same", activation="relu")(inp)
     model = tf_keras.Model(inp, layers.Dense(10)(layers.GlobalAveragePooling2D()(hidden)))
     digits_keras.fit(model, 300)
-    report = edgekit.export(model, calib=keras_digits["calib"], eval=keras_digits["eval"], targets=["tflite"],
-                            out=tmp_path / "t", measure_latency=False, qat=QATOptions(digits_keras.fit, steps=40))
-    int8 = _arts(report)["tflite-int8"]
+    report = edgekit.export(model, calib=keras_digits["calib"], eval=keras_digits["eval"],
+                            targets=["tflite", "onnx", "openvino"], out=tmp_path / "t", measure_latency=False,
+                            qat=QATOptions(digits_keras.fit, steps=40))
+    arts = _arts(report)
+    int8 = arts["tflite-int8"]
     assert int8["scheme"] == "w8a8-qat" and int8["contents"]["weight_elements_by_dtype"].get("int8", 0) > 100
+    assert arts["onnx-int8"]["contents"]["op_counts"].get("DequantizeLinear", 0) >= 2
+    assert arts["openvino-int8"]["contents"]["op_counts"].get("FakeQuantize", 0) >= 2
+    assert report.passed
     assert "quantize_model" in report.compression[-1]["recipe"]["scheme"]
 
 
