@@ -51,12 +51,17 @@ def latency_pair(bundle, x1, runs, fmt="onnx"):
     manifest = ekr.read_manifest(bundle)
     models = {e["precision"]: ekr.load(bundle, artifact=e["id"], threads=THREADS)
               for e in manifest["artifacts"] if e["format"] == fmt and e["precision"] in ("fp32", "int8")}
-    feeds = {p: _in_layout(m, x1) for p, m in models.items()}
-    rounds = {p: [] for p in models}
+    return interleaved_ms(models, x1, runs)
+
+
+def interleaved_ms(models: dict, x1: dict, runs: int) -> dict:
+    """Median batch-1 latency of each model, measured in 5 interleaved rounds."""
+    feeds = {key: _in_layout(model, x1) for key, model in models.items()}
+    rounds = {key: [] for key in models}
     for _ in range(5):
-        for precision, model in models.items():
-            rounds[precision].append(median_ms(lambda: model.run(feeds[precision]), max(runs // 5, 5), warmup=5))
-    return {p: statistics.median(v) for p, v in rounds.items()}
+        for key, model in models.items():
+            rounds[key].append(median_ms(lambda: model.run(feeds[key]), max(runs // 5, 5), warmup=5))
+    return {key: statistics.median(v) for key, v in rounds.items()}
 
 
 def _in_layout(model, x1):
@@ -268,12 +273,7 @@ def _compression_rows(name, model, weights, data, targets, options, x1, work, ru
         if int8 is None:
             continue
         models = {"fp32": _load_for_bench(work / f"{slug}-base", f"{fmt}-fp32"), "int8": _load_for_bench(bundle, int8["id"])}
-        feeds = {p: _in_layout(m, {m.inputs[0].key: x1}) for p, m in models.items()}
-        lat = {p: [] for p in models}
-        for _ in range(5):  # interleaved rounds, as in latency_pair
-            for p, m in models.items():
-                lat[p].append(median_ms(lambda m=m, f=feeds[p]: m.run(f), max(runs // 5, 5), warmup=5))
-        lat = {p: statistics.median(v) for p, v in lat.items()}
+        lat = interleaved_ms(models, {models["fp32"].inputs[0].key: x1}, runs)
         accuracy = int8["parity"].get("accuracy")
         rows.append({"model": name, "format": fmt,
                      "gzip_ratio_vs_fp32": int8["gzip_bytes"] / base_arts[fmt]["gzip_bytes"],

@@ -33,7 +33,7 @@ def describe(path: Path) -> dict:
     from onnx import numpy_helper
 
     from . import weight_sparsity
-    sparsity = weight_sparsity(numpy_helper.to_array(init) for init in model.graph.initializer if len(init.dims) >= 2)
+    sparsity = weight_sparsity(numpy_helper.to_array(init) for init in model.graph.initializer)
     return {"weight_elements_by_dtype": dict(weights), "op_counts": dict(sorted(ops.items())),
             "opset": opsets, "ir_version": model.ir_version, "sparsity": sparsity}
 

@@ -81,7 +81,7 @@ def describe(path: Path) -> dict:
         if kind == "Constant":
             shape = op.get_output_shape(0)
             weights[op.get_element_type().get_type_name()] += int(np.prod([d for d in shape])) if len(shape) else 1
-            if len(shape) >= 2 and op.get_element_type().get_type_name() in ("f32", "f16", "i8", "u8"):
+            if op.get_element_type().get_type_name() in ("f32", "f16", "i8", "u8"):
                 matrices.append(op.get_data())
     int8, floating = layer_precisions(model)
     description = {"weight_elements_by_dtype": dict(weights), "op_counts": dict(sorted(ops.items())),

@@ -13,7 +13,6 @@ MIN_OPSET = 17
 
 
 def convert(source, out_path, config, example=None) -> ConversionResult:
-    import onnx
     import tensorflow as tf
     import tf2onnx
 
@@ -44,17 +43,22 @@ def convert(source, out_path, config, example=None) -> ConversionResult:
             ordered = [kept[n] for n in order]
             del proto.graph.output[:]
             proto.graph.output.extend(ordered)
-    rename_inputs(proto.graph, names)
+    return _write(proto, source, out_path, f"tf2onnx {tf2onnx.__version__} opset {opset}")
+
+
+def _write(proto, source, out_path, tool) -> ConversionResult:
+    """The graph's inputs and outputs under the source's names, saved as one file."""
+    import onnx
+    rename_inputs(proto.graph, [s.name for s in source.input_specs])
     rename_outputs(proto.graph, list(source.output_names))
     onnx.save_model(proto, str(out_path), save_as_external_data=False)
-    return ConversionResult(out_path, f"tf2onnx {tf2onnx.__version__} opset {opset}", source=source)
+    return ConversionResult(out_path, tool, source=source)
 
 
 def convert_keras(source, out_path, config) -> ConversionResult:
     """tf2onnx straight from a live tf_keras model (``from_keras``): the route for TF-MOT's
     quantization-aware models, whose quantizer variables the SavedModel route leaves as graph
     inputs; their FakeQuant operations become QuantizeLinear/DequantizeLinear."""
-    import onnx
     import tensorflow as tf
     import tf2onnx
     opset = max(config.opset, MIN_OPSET)
@@ -64,7 +68,4 @@ def convert_keras(source, out_path, config) -> ConversionResult:
             proto, _ = tf2onnx.convert.from_keras(source.native, input_signature=signature, opset=opset)
     except Exception as exc:
         raise ConversionError(f"tf2onnx (from_keras) failed: {type(exc).__name__}: {exc}") from None
-    rename_inputs(proto.graph, [s.name for s in source.input_specs])
-    rename_outputs(proto.graph, list(source.output_names))
-    onnx.save_model(proto, str(out_path), save_as_external_data=False)
-    return ConversionResult(out_path, f"tf2onnx {tf2onnx.__version__} (from_keras) opset {opset}", source=source)
+    return _write(proto, source, out_path, f"tf2onnx {tf2onnx.__version__} (from_keras) opset {opset}")

@@ -36,7 +36,7 @@ def describe(path: Path) -> dict:
         except ValueError:
             continue
         weights[np.dtype(detail["dtype"]).name] += int(np.prod(detail["shape"])) if len(detail["shape"]) else 1
-        if value.ndim >= 2 and value.dtype.kind in "fi":
+        if value.dtype.kind in "fi":
             matrices.append(value)
     try:
         ops = Counter(op["op_name"] for op in interpreter._get_ops_details())

@@ -39,6 +39,10 @@ QUANTIZERS.register(("openvino", "fp16"), "edgekit.quantize.openvino_nncf:quanti
 PRUNERS = Registry("pruners")
 PRUNERS.register("torch", "edgekit.quantize.prune_torch:prune", requires=("torch",), extra="torch")
 PRUNERS.register("tf", "edgekit.quantize.prune_keras:prune", requires=("tensorflow",), extra="tf")
+# ... and quantization-aware training: framework -> qat(source, QATOptions, calibration, QuantizeOptions, pruned=).
+QAT = Registry("qat")
+QAT.register("torch", "edgekit.quantize.qat:qat_torch", requires=("torch", "nncf"), extra="nncf")
+QAT.register("tf", "edgekit.quantize.qat:qat_keras", requires=("tensorflow",), extra="tf")
 
 SCHEMES = {"int8": "w8a8-static", "fp16": "fp16", "dynamic": "w8a32-dynamic", "int16x8": "w8a16-static"}
 
@@ -58,4 +62,4 @@ class QuantizationResult:
     notes: tuple = ()
 
 
-__all__ = ["PRUNERS", "QUANTIZERS", "QuantizationResult", "SCHEMES", "quantizer_for"]
+__all__ = ["PRUNERS", "QAT", "QUANTIZERS", "QuantizationResult", "SCHEMES", "quantizer_for"]

@@ -63,8 +63,8 @@ def quantize_int8(conversion, out_path, calibration, options, evaluation=None) -
             if options.max_drop is None:
                 quantized = nncf.quantize(model, calibration_data, **kwargs)
             else:
-                metric = _Metric(options.metric, model, evaluation)
-                validation = nncf.Dataset(metric.items(names), lambda item: item[0])
+                metric = _Metric(options.metric, model, evaluation, names)
+                validation = nncf.Dataset(metric.items, lambda item: item[0])
                 quantized = nncf.quantize_with_accuracy_control(
                     model, calibration_data, validation, validation_fn=metric, max_drop=options.max_drop,
                     drop_type=nncf.DropType.ABSOLUTE, **kwargs)
@@ -97,7 +97,7 @@ class _Metric:
     any subset of them.
     """
 
-    def __init__(self, user_metric, model, evaluation):
+    def __init__(self, user_metric, model, evaluation, names):
         if evaluation is None:
             raise ConfigError("accuracy-controlled quantization (max_drop) needs eval data (--eval)")
         if user_metric is None and evaluation.labels is None:
@@ -105,13 +105,10 @@ class _Metric:
                               "(labels 'y' in the --eval file) or a metric (--metric file.py:metric)")
         self.user_metric = user_metric
         self.name = getattr(user_metric, "__name__", "metric") if user_metric else "accuracy (%)"
-        self.evaluation = evaluation
         self.output_names = [port.get_any_name() for port in model.outputs]
-
-    def items(self, names):
-        labels = self.evaluation.labels
-        return [(sample, None if labels is None else labels[i])
-                for i, sample in enumerate(_samples(self.evaluation, names, len(self.evaluation)))]
+        labels = evaluation.labels
+        self.items = [(sample, None if labels is None else labels[i])
+                      for i, sample in enumerate(_samples(evaluation, names, len(evaluation)))]
 
     def __call__(self, compiled, items):
         items = list(items)
@@ -128,4 +125,4 @@ class _Metric:
         return float(correct.mean()), list(correct)
 
     def score(self, compiled):
-        return self(compiled, self.items([port.get_any_name() for port in compiled.inputs]))[0]
+        return self(compiled, self.items)[0]

@@ -34,6 +34,31 @@ def step_budgets(options, rounds: int) -> list:
     return [base + (1 if i < extra else 0) for i in range(rounds)]
 
 
+def rounds(options) -> list:
+    """[(sparsity to reach, fine-tuning steps after it)]: the schedule when there is a training
+    hook to recover in between (2:4 is 50% at once), else one-shot to the target."""
+    targets = schedule(options) if options.train is not None and options.structure != "2:4" else [options.sparsity]
+    return list(zip(targets, step_budgets(options, len(targets)) if options.train is not None else [0] * len(targets)))
+
+
+def masks_for(weights: dict, sparsity: float, options, notes: list, output_axis: int) -> dict:
+    """Keep-masks for ``options.structure`` (unstructured or 2:4). For 2:4 every axis but the
+    output one is the reduction a group of 4 runs along; layers whose reduction is not a multiple
+    of 4 stay dense (noted)."""
+    if options.structure == "unstructured":
+        return magnitude_masks(weights, sparsity, options.scope)
+    masks = {}
+    for name, w in weights.items():
+        rows = np.moveaxis(w, output_axis, 0).reshape(w.shape[output_axis], -1)
+        mask = n_of_m_mask(rows, input_axis=1)
+        if mask is None:
+            notes.append(f"{name}: {rows.shape[1]} inputs per output is not a multiple of 4; left dense")
+            continue
+        moved_shape = np.moveaxis(w, output_axis, 0).shape
+        masks[name] = np.moveaxis(mask.reshape(moved_shape), 0, output_axis)
+    return masks
+
+
 def magnitude_masks(weights: dict, sparsity: float, scope: str) -> dict:
     """name -> boolean keep-mask zeroing the ``sparsity`` fraction of smallest |w|."""
     if scope == "layer":
@@ -98,11 +123,12 @@ def gzip_size(path) -> int:
 
 
 class PruneResult:
-    """The pruned framework model and the sparsity measured on its weights."""
+    """The pruned framework model and the sparsity measured on its weights (or, for channel
+    pruning, given: the fraction of parameters removed)."""
 
-    def __init__(self, model, per_layer: dict, notes=(), details=None):
+    def __init__(self, model, per_layer: dict, notes=(), details=None, sparsity=None):
         self.model = model
         self.per_layer = per_layer
-        self.sparsity = overall_sparsity(per_layer)
+        self.sparsity = overall_sparsity(per_layer) if sparsity is None else sparsity
         self.notes = tuple(notes)
         self.details = details or {}

@@ -18,7 +18,8 @@ import numpy as np
 
 from edgekit.errors import ConfigError
 
-from .prune import PruneResult, schedule, step_budgets
+from .prune import PruneResult, rounds
+from .prune_torch import fine_tune
 
 _PER_CHANNEL = ("BatchNorm1d", "BatchNorm2d", "PReLU")
 _PASS_MODULES = ("ReLU", "ReLU6", "LeakyReLU", "GELU", "SiLU", "Hardswish", "Hardsigmoid", "Sigmoid", "Tanh",
@@ -93,34 +94,20 @@ def _depthwise(layer) -> bool:
         and layer.groups == layer.in_channels == layer.out_channels
 
 
-def _set(module, name, new):
-    parent = module
-    *path, last = name.split(".")
-    for part in path:
-        parent = getattr(parent, part)
-    setattr(parent, last, new)
-
-
-def _get(module, name):
-    for part in name.split("."):
-        module = getattr(module, part)
-    return module
-
-
 def _shrink(module, producer_name, per_channel, consumer_name, consumer_kind, keep):
     import torch
     import torch.nn as nn
     idx = torch.as_tensor(keep, dtype=torch.long)
-    conv = _get(module, producer_name)
+    conv = module.get_submodule(producer_name)
     new = type(conv)(conv.in_channels, len(keep), conv.kernel_size, conv.stride, conv.padding, conv.dilation,
                      conv.groups, conv.bias is not None, conv.padding_mode)
     with torch.no_grad():
         new.weight.copy_(conv.weight[idx])
         if conv.bias is not None:
             new.bias.copy_(conv.bias[idx])
-    _set(module, producer_name, new)
+    module.set_submodule(producer_name, new)
     for name in per_channel:
-        layer = _get(module, name)
+        layer = module.get_submodule(name)
         if _depthwise(layer):
             smaller = type(layer)(len(keep), len(keep), layer.kernel_size, layer.stride, layer.padding,
                                   layer.dilation, len(keep), layer.bias is not None, layer.padding_mode)
@@ -142,8 +129,8 @@ def _shrink(module, producer_name, per_channel, consumer_name, consumer_kind, ke
                     smaller.running_mean.copy_(layer.running_mean[idx])
                     smaller.running_var.copy_(layer.running_var[idx])
                     smaller.num_batches_tracked.copy_(layer.num_batches_tracked)
-        _set(module, name, smaller)
-    consumer = _get(module, consumer_name)
+        module.set_submodule(name, smaller)
+    consumer = module.get_submodule(consumer_name)
     with torch.no_grad():
         if consumer_kind == "conv":
             smaller = type(consumer)(len(keep), consumer.out_channels, consumer.kernel_size, consumer.stride,
@@ -160,7 +147,7 @@ def _shrink(module, producer_name, per_channel, consumer_name, consumer_kind, ke
             smaller.weight.copy_(consumer.weight[:, features])
         if consumer.bias is not None:
             smaller.bias.copy_(consumer.bias)
-    _set(module, consumer_name, smaller)
+    module.set_submodule(consumer_name, smaller)
 
 
 def _kept(channels, sparsity, multiple=8) -> int:
@@ -186,30 +173,23 @@ def prune_channels(source, options) -> PruneResult:
                           + "; ".join(f"{k}: {v}" for k, v in skipped.items()) if skipped else
                           "channel pruning found no convolution it can shrink")
     for producer, *_ in plans:
-        original[producer] = _get(module, producer).out_channels
-    rounds = schedule(options) if options.train else [options.sparsity]
-    for target, steps in zip(rounds, step_budgets(options, len(rounds))):
+        original[producer] = module.get_submodule(producer).out_channels
+    for target, steps in rounds(options):
         for producer, per_channel, consumer, kind in plans:
-            conv = _get(module, producer)
+            conv = module.get_submodule(producer)
             keep_count = _kept(original[producer], target)
             if keep_count >= conv.out_channels:
                 continue
             norms = conv.weight.detach().abs().reshape(conv.out_channels, -1).sum(1).numpy()
             keep = np.sort(np.argsort(-norms, kind="stable")[:keep_count])
             _shrink(module, producer, per_channel, consumer, kind, keep)
-        if options.train is not None and steps:
-            module.train()
-            options.train(module, steps, [])
-            module.eval()
+        fine_tune(module, options, steps)
     after = _parameter_count(module)
-    per_layer = {name: {"sparsity": 1 - _get(module, name).out_channels / count, "params": count,
-                        "channels": f"{_get(module, name).out_channels}/{count}"}
+    per_layer = {name: {"sparsity": 1 - module.get_submodule(name).out_channels / count, "params": count,
+                        "channels": f"{module.get_submodule(name).out_channels}/{count}"}
                  for name, count in original.items()}
     notes = [f"{name}: left whole ({why})" for name, why in skipped.items()]
-    if options.train is None:
-        notes.append("no training hook (--train FILE.py:fit): pruned one-shot, without fine-tuning")
-    result = PruneResult(module, per_layer, notes, {
+    return PruneResult(module, per_layer, notes, {
         "framework": "torch", "method": "filter pruning by L1 norm (torch.fx dependency trace)",
-        "parameters_before": before, "parameters_after": after})
-    result.sparsity = 1 - after / before  # the fraction of parameters removed from the model
-    return result
+        "parameters_before": before, "parameters_after": after},
+        sparsity=1 - after / before)  # the fraction of parameters removed from the model

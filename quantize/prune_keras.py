@@ -15,7 +15,7 @@ import numpy as np
 
 from edgekit.errors import ConfigError, UnsupportedError
 
-from .prune import PruneResult, layer_sparsity, magnitude_masks, n_of_m_mask, schedule, step_budgets
+from .prune import PruneResult, layer_sparsity, masks_for, rounds
 
 
 def _prunable(model) -> dict:
@@ -30,20 +30,6 @@ def _prunable(model) -> dict:
 
 def _weights(layers) -> dict:
     return {name: np.asarray(layer.kernel.numpy()) for name, layer in layers.items()}
-
-
-def _masks(layers, sparsity, options, notes) -> dict:
-    weights = _weights(layers)
-    if options.structure == "unstructured":
-        return magnitude_masks(weights, sparsity, options.scope)
-    masks = {}
-    for name, w in weights.items():  # Keras kernels end with the output axis; the rest is the reduction
-        mask = n_of_m_mask(w.reshape(-1, w.shape[-1]), input_axis=0)
-        if mask is None:
-            notes.append(f"{name}: {int(np.prod(w.shape[:-1]))} inputs per output is not a multiple of 4; left dense")
-            continue
-        masks[name] = mask.reshape(w.shape)
-    return masks
 
 
 class _Masked:
@@ -71,17 +57,16 @@ def _prune_masked(model, options, notes):
     layers = _prunable(model)
     if not layers:
         raise ConfigError("the model has no Dense or Conv layers to prune")
-    rounds = schedule(options) if options.train and options.structure == "unstructured" else [options.sparsity]
     previous = {name: getattr(layer.kernel, "constraint", None) for name, layer in layers.items()}
     try:
-        for target, steps in zip(rounds, step_budgets(options, len(rounds))):
-            for name, mask in _masks(layers, target, options, notes).items():
+        for target, steps in rounds(options):  # Keras kernels end with the output axis
+            for name, mask in masks_for(_weights(layers), target, options, notes, output_axis=-1).items():
                 kernel = layers[name].kernel
                 mask = mask.astype(kernel.dtype if isinstance(kernel.dtype, str) else np.float32)
                 kernel.assign(kernel.numpy() * mask)
                 if options.train is not None:
                     kernel.constraint = _Masked(mask, previous[name])
-            if options.train is not None and steps:
+            if steps:
                 options.train(model, steps, [])
     finally:
         if options.train is not None:
@@ -124,6 +109,4 @@ def prune(source, options) -> PruneResult:
     else:
         layers = _prune_masked(model, options, notes)
         method = "magnitude masks held by kernel constraints"
-    if options.train is None:
-        notes.append("no training hook (--train FILE.py:fit): pruned one-shot, without fine-tuning")
     return PruneResult(model, layer_sparsity(_weights(layers)), notes, {"framework": source.kind, "method": method})

@@ -12,6 +12,7 @@ second time and what training learned is what ships.
 """
 
 import copy
+import dataclasses
 
 from edgekit.errors import ConfigError, ConversionError, UnsupportedError
 
@@ -76,9 +77,9 @@ def _zero_holder(module):
     """A callback for the training hook that keeps pruned weights at zero (call it after every
     optimizer step): QAT after pruning must not grow the pruned weights back."""
     import torch
-    held = [(m.weight, m.weight.detach() != 0) for m in module.modules()
-            if isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear))
-            and bool((m.weight == 0).any())]
+
+    from .prune_torch import prunable
+    held = [(m.weight, m.weight.detach() != 0) for m in prunable(module).values() if bool((m.weight == 0).any())]
 
     def hold():
         with torch.no_grad():
@@ -137,9 +138,8 @@ def export_int8(qat_source, fmt, out_path, config, example):
         raise UnsupportedError(f"{fmt} from the QAT model: {exc}") from None
     if fmt == "onnx":
         folded = fold_weight_quantizers(out_path)
-        result = type(result)(result.path, result.tool, result.notes + (
-            f"{folded} weight QuantizeLinear nodes folded into int8 initializers",), result.source,
-            result.input_layouts)
+        result = dataclasses.replace(result, notes=result.notes + (
+            f"{folded} weight QuantizeLinear nodes folded into int8 initializers",))
     return result
 
 

@@ -44,28 +44,24 @@ def load_splits(seed=SEED):
 
 
 def train(model, x, y, *, epochs=30, seed=SEED):
-    import torch
-
-    torch.manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    loss_fn = torch.nn.CrossEntropyLoss()
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    gen = torch.Generator().manual_seed(seed)
-    model.train()
-    for _ in range(epochs):
-        for idx in torch.randperm(len(xt), generator=gen).split(64):
-            opt.zero_grad()
-            loss_fn(model(xt[idx]), yt[idx]).backward()
-            opt.step()
+    steps = epochs * -(-len(x) // 64)  # whole epochs of batches of 64
+    _steps(model, x, y, steps, lr=3e-3, seed=seed)
     return model.eval()
 
 
 def fit(model, steps, callbacks=(), *, lr=1e-3, seed=SEED):
     """edgekit's training hook (``--train samples/digits.py:fit``): fine-tune ``model`` for ``steps``
     Adam steps on the digits training split. edgekit calls it while pruning or training QAT."""
+    (x, y), _, _ = load_splits()
+    _steps(model, x, y, steps, lr=lr, seed=seed, callbacks=callbacks)
+    model.eval()
+
+
+def _steps(model, x, y, steps, *, lr, seed, callbacks=()):
+    """``steps`` Adam steps on shuffled batches of 64 (a fresh shuffle every epoch); each callback
+    runs after every optimizer step."""
     import torch
 
-    (x, y), _, _ = load_splits()
     torch.manual_seed(seed)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
     loss_fn = torch.nn.CrossEntropyLoss()
@@ -83,7 +79,6 @@ def fit(model, steps, callbacks=(), *, lr=1e-3, seed=SEED):
             done += 1
             if done == steps:
                 break
-    model.eval()
 
 
 def prepare(work=WORK, *, force=False) -> dict:

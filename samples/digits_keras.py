@@ -42,12 +42,7 @@ def load_splits(seed=SEED):
 
 
 def train(model, x, y, *, epochs=40, seed=SEED):
-    import keras
-    keras.utils.set_random_seed(seed)
-    model.compile(optimizer=keras.optimizers.Adam(3e-3),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    model.fit(x, y, batch_size=64, epochs=epochs, verbose=0, shuffle=True)
-    return model
+    return _compile_fit(model, x, y, epochs=epochs, lr=3e-3, seed=seed)
 
 
 def fit(model, steps, callbacks=(), *, lr=1e-3, seed=SEED):
@@ -55,16 +50,19 @@ def fit(model, steps, callbacks=(), *, lr=1e-3, seed=SEED):
     about ``steps`` Adam steps on the digits training split, passing edgekit's ``callbacks`` on to
     ``model.fit`` (TensorFlow Model Optimization's pruning needs its UpdatePruningStep there). Works
     for Keras 3 and tf_keras models alike."""
-    import importlib
     import math
-    keras = importlib.import_module("tf_keras" if type(model).__module__.startswith("tf_keras") else "keras")
     (x, y), _, _ = load_splits()
+    epochs = max(1, math.ceil(steps / math.ceil(len(x) / 64)))
+    return _compile_fit(model, x, y, epochs=epochs, lr=lr, seed=seed, callbacks=callbacks)
+
+
+def _compile_fit(model, x, y, *, epochs, lr, seed, callbacks=()):
+    import importlib
+    keras = importlib.import_module("tf_keras" if type(model).__module__.startswith("tf_keras") else "keras")
     keras.utils.set_random_seed(seed)
     model.compile(optimizer=keras.optimizers.Adam(lr),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    per_epoch = math.ceil(len(x) / 64)
-    model.fit(x, y, batch_size=64, epochs=max(1, math.ceil(steps / per_epoch)), verbose=0, shuffle=True,
-              callbacks=list(callbacks))
+    model.fit(x, y, batch_size=64, epochs=epochs, verbose=0, shuffle=True, callbacks=list(callbacks))
     return model
 
 

@@ -52,6 +52,8 @@ def prune_stage(source, reference, evaluation, config, report, progress):
                                                    "steps": options.steps if options.train else 0,
                                                    **result.details}}]
     report.warnings += [f"prune: {note}" for note in result.notes]
+    if options.train is None:
+        report.warnings.append("prune: no training hook (--train FILE.py:fit): pruned one-shot, without fine-tuning")
     if options.structure == "2:4" and options.sparsity != 0.5:
         report.warnings.append(f"prune: 2:4 is 50% sparsity by construction; the requested {options.sparsity} "
                                "does not apply")
@@ -62,16 +64,14 @@ def qat_stage(source, original, calibration, evaluation, config, report, progres
     """Quantization-aware training of the (pruned) float model; returns (QAT source, its reference)."""
     import dataclasses
 
-    from edgekit.quantize import qat as Q
+    from edgekit.quantize import QAT
 
     from .parity import compare
-    if source.framework not in ("torch", "tf"):
+    if source.framework not in QAT.entries():
         raise ConfigError(f"QAT needs a PyTorch or Keras model; {source.description} is {source.framework}")
     with timed_step("quantization-aware training", report.stages, progress):
-        if source.framework == "torch":
-            result = Q.qat_torch(source, config.qat, calibration, config.quantize, pruned=config.prune is not None)
-        else:
-            result = Q.qat_keras(source, config.qat, calibration, config.quantize, pruned=config.prune is not None)
+        result = QAT.get(source.framework)(source, config.qat, calibration, config.quantize,
+                                           pruned=config.prune is not None)
     qat_source = source.with_model(result.model, " (QAT)")
     with timed_step(f"reference ({source.framework}, QAT)", report.stages, progress):
         qat_reference = dataclasses.replace(qat_source.reference(evaluation, config.reference_device),

@@ -193,8 +193,8 @@ def _qat_artifact(fmt, path, qat, checker, config, example, report, progress):
             result = export_int8(qat_source, fmt, path, config, example)
         except UnsupportedError as exc:
             report.warnings.append(f"{fmt} int8 from the QAT model: not supported, no artifact made ({exc})")
-            for leftover in [path, *getattr(checker, "companions", lambda _: [])(path)]:
-                Path(leftover).unlink(missing_ok=True)
+            for leftover in _files(checker, path):
+                leftover.unlink(missing_ok=True)
             return None
         checker.check(path)
     entry = _entry(fmt, Precision.INT8, path, qat_source, checker, result, {"qat": True}, result.notes,
@@ -203,10 +203,15 @@ def _qat_artifact(fmt, path, qat, checker, config, example, report, progress):
     return entry
 
 
+def _files(checker, path: Path) -> list:
+    """An artifact's files: the one the manifest names, then its companions (an IR's .bin)."""
+    return [Path(path), *getattr(checker, "companions", lambda _: [])(path)]
+
+
 def _entry(fmt, precision, path: Path, source, checker, conversion, quantization, notes, scheme=None) -> dict:
     engine = ekr.backends.backend_for(path)(path)  # the file's own view of its tensors
-    companions = [{"file": p.name, "sha256": ekr.sha256_file(p), "size_bytes": p.stat().st_size}
-                  for p in getattr(checker, "companions", lambda _: [])(path)]
+    files = _files(checker, path)
+    companions = [{"file": p.name, "sha256": ekr.sha256_file(p), "size_bytes": p.stat().st_size} for p in files[1:]]
     # Converters may rename tensors (matched to the source's by position) and change layouts.
     layouts = conversion.input_layouts
     inputs = [ekr.TensorInfo(t.name, t.shape, t.dtype, layouts.get(t.name, spec.layout), t.scale, t.zero_point,
@@ -219,8 +224,8 @@ def _entry(fmt, precision, path: Path, source, checker, conversion, quantization
         "id": f"{fmt}-{precision}", "format": fmt, "precision": str(precision),
         "scheme": scheme or ("fp32" if precision == Precision.FP32 else SCHEMES.get(str(precision))),
         "file": path.name, "sha256": ekr.sha256_file(path),
-        "size_bytes": path.stat().st_size + sum(c["size_bytes"] for c in companions),
-        "gzip_bytes": gzip_size(path) + sum(gzip_size(path.parent / c["file"]) for c in companions),
+        "size_bytes": sum(p.stat().st_size for p in files),
+        "gzip_bytes": sum(gzip_size(p) for p in files),
         **({"companions": companions} if companions else {}),
         "inputs": inputs, "outputs": outputs,
         "quantization": quantization, "contents": checker.describe(path),

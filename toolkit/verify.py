@@ -97,6 +97,7 @@ def verify(bundle, eval, *, tolerances=None, artifacts=None, latency=False, prog
     report = Report("verify", source=manifest.get("source", {}), reference=manifest["reference"],
                     output=str(bundle))
     entries = [e for e in manifest["artifacts"] if artifacts is None or e["id"] in artifacts]
+    references = {reference.file: reference}
     if not entries:
         raise NothingEvaluatedError(f"no artifact to verify in {bundle} (asked for {artifacts})")
     for entry in entries:
@@ -108,7 +109,9 @@ def verify(bundle, eval, *, tolerances=None, artifacts=None, latency=False, prog
                 entry["parity"] = {"passed": False, "failures": [f"cannot load: {exc}"]}
             else:
                 own = entry.get("reference")  # artifacts of a QAT model: that model's outputs
-                evaluate(model, entry, dataset, ReferenceOutputs.load(bundle, own) if own else reference,
+                if own and own["file"] not in references:
+                    references[own["file"]] = ReferenceOutputs.load(bundle, own)
+                evaluate(model, entry, dataset, references[own["file"]] if own else reference,
                          tolerances[Precision(entry["precision"])], specs, latency=latency)
         report.artifacts.append(entry)
     if not report.passed:

@@ -1,7 +1,7 @@
 """OpenVINO backend: IR (``.xml`` + ``.bin``) on the CPU plugin.
 
 One ``openvino.Core`` per process, and compiled models cached per process by (file,
-its size and mtime, settings): loading the same artifact twice compiles it once.
+size and mtime of the ``.xml`` and ``.bin``, settings): loading the same artifact twice compiles it once.
 
 Settings: ``threads`` (INFERENCE_NUM_THREADS), ``streams`` (NUM_STREAMS; default 1, the
 latency setting for batch-1 calls), ``inference_precision`` (default ``"f32"``). The CPU
@@ -82,8 +82,10 @@ class OpenVINOBackend:
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
         try:
-            stat = os.stat(path)
-            key = (os.path.realpath(path), stat.st_size, stat.st_mtime_ns, tuple(sorted(config.items())))
+            # The graph and its weights: a changed .bin must not be served from the cache.
+            stats = [os.stat(f) for f in (path, os.path.splitext(path)[0] + ".bin") if os.path.exists(f)]
+            key = (os.path.realpath(path), tuple((st.st_size, st.st_mtime_ns) for st in stats),
+                   tuple(sorted(config.items())))
             with _LOCK:
                 compiled = _COMPILED.get(key)
             if compiled is None:

@@ -161,8 +161,7 @@ def run(args) -> int:
         "fast_bias_correction": args.fast_bias_correction,
         "max_drop": args.max_drop, "metric": args.metric}.items() if v is not None}
     precisions = ["fp32"] + [name for flag, name in ((args.fp16, "fp16"), (args.dynamic_int8, "dynamic"),
-                                                     (args.int8 or args.qat, "int8"), (args.int16x8, "int16x8"))
-                             if flag]
+                                                     (args.int8, "int8"), (args.int16x8, "int16x8")) if flag]
     config = ExportConfig(targets=args.to, precisions=tuple(precisions),
                           quantize=QuantizeOptions(keep_fp32=tuple(args.keep_fp32), int8_io=args.int8_io, **quant),
                           tolerances=parse_tolerance_overrides(args.tol), reference_device=args.reference_device,

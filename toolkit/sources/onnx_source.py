@@ -104,7 +104,6 @@ class OnnxSource:
 
     @classmethod
     def load(cls, model, *, weights=None, input_specs=None, trust_model=False):
-        import onnx
         from ..errors import ConfigError
         if weights is not None:
             raise ConfigError("--weights does not apply to an ONNX model (its weights are inside the file)")
