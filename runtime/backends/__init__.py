@@ -2,8 +2,9 @@
 
 Each backend class takes ``(path, threads=None, **engine_options)`` and exposes ``inputs`` and
 ``outputs`` (lists of TensorInfo, as the file declares them) and
-``run(feeds: dict[str, ndarray]) -> list[ndarray]``. Adding an engine is one
-module and one line in ``_BACKENDS``.
+``run(feeds: dict[str, ndarray]) -> list[ndarray]``, which returns arrays the caller owns and may be
+called from several threads at once on one loaded backend (each module says how it keeps that promise).
+Adding an engine is one module and one line in ``_BACKENDS``.
 """
 
 import importlib
