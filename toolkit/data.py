@@ -3,7 +3,9 @@
 A data set is given as an ``.npz`` (array ``x`` or one array per input name,
 optional ``y`` labels), an ``.npy`` (inputs only), a folder of images with an
 ``ImagePreprocess``, a ``file.py:callable`` yielding batches, or in Python as an
-array, a tuple ``(x, y)``, a dict, or a ``Dataset``. Nothing is unpickled.
+array, a tuple ``(x, y)``, a dict, or a ``Dataset``. Nothing is unpickled, and numpy files
+are size-checked before they are read (``edgekit._npz``: at most ``EDGEKIT_MAX_ARRAY_BYTES``,
+default 2 GiB, of arrays per file).
 """
 
 import hashlib
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._npz import load_npy, load_npz
 from ._pyfile import is_pyfile_ref, load_attr
 from .errors import CalibrationError, ConfigError, InputError
 
@@ -103,17 +106,10 @@ def _from_path(path: Path, preprocess, role) -> Dataset:
     if path.is_dir():
         return _from_image_folder(path, preprocess or ImagePreprocess(), role)
     suffix = path.suffix.lower()
-    try:
-        if suffix == ".npz":
-            with np.load(path, allow_pickle=False) as archive:
-                return _from_mapping({k: archive[k] for k in archive.files}, str(path))
-        if suffix == ".npy":
-            return Dataset({SINGLE_INPUT_KEY: np.load(path, allow_pickle=False)}, origin=str(path))
-    except ValueError as exc:  # object arrays refuse to load without pickle
-        raise InputError(f"{role}: {path} cannot be read without unpickling ({exc}); "
-                         "save plain numeric arrays") from None
-    except (OSError, EOFError) as exc:
-        raise InputError(f"{role}: {path} is not a readable numpy file: {exc}") from None
+    if suffix == ".npz":
+        return _from_mapping(load_npz(path, role=role), str(path))
+    if suffix == ".npy":
+        return Dataset({SINGLE_INPUT_KEY: load_npy(path, role=role)}, origin=str(path))
     raise InputError(f"{role}: {path} has suffix {suffix!r}; expected .npz, .npy, an image folder "
                      "or FILE.py:CALLABLE")
 
@@ -150,9 +146,9 @@ def _from_image_folder(root: Path, pre: ImagePreprocess, role: str) -> Dataset:
     """A flat folder (no labels) or one sub-folder per class (labels = sorted class index)."""
     try:
         from PIL import Image
-    except ImportError:
+    except ImportError as exc:
         from .errors import MissingDependencyError
-        raise MissingDependencyError("image folders need Pillow: pip install 'edgekit[images]'") from None
+        raise MissingDependencyError("image folders need Pillow: pip install 'edgekit[images]'") from exc
     classes = sorted(p.name for p in root.iterdir() if p.is_dir())
     if classes:
         files = [(f, i) for i, c in enumerate(classes) for f in sorted((root / c).iterdir())
@@ -169,7 +165,7 @@ def _from_image_folder(root: Path, pre: ImagePreprocess, role: str) -> Dataset:
                     (pre.size[1], pre.size[0]), Image.BILINEAR)
                 images.append(np.asarray(img, dtype=np.float32) / 255.0)
         except (OSError, Image.DecompressionBombError) as exc:
-            raise InputError(f"{role}: cannot read image {path}: {exc}") from None
+            raise InputError(f"{role}: cannot read image {path}: {exc}") from exc
     x = np.stack(images)
     if x.ndim == 3:
         x = x[..., None]

@@ -4,7 +4,8 @@ Metrics per output: max/mean absolute error, cosine similarity (flattened per
 sample, then averaged), SQNR in dB. For classification outputs (2-D, several
 columns) also top-1 agreement with the reference, and with labels the task
 accuracy of both and the drop in points. ``judge`` collects every failure
-against the precision's Tolerance; a NaN/inf/all-zero output always fails.
+against the precision's Tolerance; a NaN/inf/all-zero output, a NaN/inf reference and a
+NaN metric always fail.
 """
 
 import math
@@ -54,8 +55,9 @@ def output_metrics(ref, out) -> dict:
     if out.shape != ref.shape:
         return {"shape_mismatch": f"reference {ref.shape}, artifact {out.shape}"}
     finite = bool(np.isfinite(out).all())
-    metrics = {"finite": finite, "all_zero": bool(out.size and not np.any(out))}
-    if not finite:
+    metrics = {"finite": finite, "reference_finite": bool(np.isfinite(ref).all()),
+               "all_zero": bool(out.size and not np.any(out))}
+    if not (finite and metrics["reference_finite"]):
         return metrics
     diff = np.abs(out.astype(np.float64) - ref.astype(np.float64))
     metrics.update(max_abs_error=float(diff.max()) if diff.size else 0.0,
@@ -87,26 +89,37 @@ def compare(reference: dict, outputs: dict, labels=None) -> ParityResult:
 
 
 def judge(result: ParityResult, tolerance) -> ParityResult:
-    """Fill ``result.failures`` with every violated limit (all of them, not the first)."""
+    """Fill ``result.failures`` with every violated limit (all of them, not the first).
+
+    Each limit is written as "fails unless the metric is within it", so a NaN metric fails.
+    """
     failures = []
     for name, m in result.per_output.items():
         if m.get("missing"):
             failures.append(f"{name}: output missing from the artifact")
         elif "shape_mismatch" in m:
             failures.append(f"{name}: shape mismatch ({m['shape_mismatch']})")
+        elif not m["reference_finite"]:
+            failures.append(f"{name}: the reference outputs hold NaN or inf (a corrupt reference: re-export)")
         elif not m["finite"]:
             failures.append(f"{name}: output holds NaN or inf")
         elif m["all_zero"]:
             failures.append(f"{name}: output is all zeros")
         else:
-            if m["cosine"] < tolerance.min_cosine:
-                failures.append(f"{name}: cosine {m['cosine']:.6f} < {tolerance.min_cosine}")
-            if tolerance.max_abs_error is not None and m["max_abs_error"] > tolerance.max_abs_error:
-                failures.append(f"{name}: max abs error {m['max_abs_error']:.3g} > {tolerance.max_abs_error}")
-            if "top1_agreement" in m and m["top1_agreement"] < tolerance.min_top1_agreement:
-                failures.append(f"{name}: top-1 agreement {m['top1_agreement']:.4f} < {tolerance.min_top1_agreement}")
+            failures += _limit_failures(name, m, tolerance)
     drop = result.metrics.get("accuracy_drop")
-    if drop is not None and drop > tolerance.max_accuracy_drop:
+    if drop is not None and not drop <= tolerance.max_accuracy_drop:
         failures.append(f"accuracy drop {drop:.2f} points > {tolerance.max_accuracy_drop}")
     result.failures = failures
     return result
+
+
+def _limit_failures(name, m, tolerance) -> list:
+    failures = []
+    if not m["cosine"] >= tolerance.min_cosine:
+        failures.append(f"{name}: cosine {m['cosine']:.6f} < {tolerance.min_cosine}")
+    if tolerance.max_abs_error is not None and not m["max_abs_error"] <= tolerance.max_abs_error:
+        failures.append(f"{name}: max abs error {m['max_abs_error']:.3g} > {tolerance.max_abs_error}")
+    if "top1_agreement" in m and not m["top1_agreement"] >= tolerance.min_top1_agreement:
+        failures.append(f"{name}: top-1 agreement {m['top1_agreement']:.4f} < {tolerance.min_top1_agreement}")
+    return failures

@@ -1,20 +1,35 @@
 """Reference outputs: the source model run in its own framework on the eval data.
 
 They are stored in the bundle as ``reference.npz`` (plain arrays, one per
-output, ``allow_pickle=False``) with their provenance in the manifest, so that
-``edgekit verify`` on a machine without the framework still compares against
-the reference computed at export time (on the GPU where there was one).
+output, ``allow_pickle=False``) with their provenance and the file's sha256 in
+the manifest, so that ``edgekit verify`` on a machine without the framework
+still compares against the reference computed at export time (on the GPU where
+there was one).
+
+A bundle may come from anyone, so loading checks what the gate will trust: the
+file is a regular file inside the bundle (a symlink out of it is refused), it
+matches the sha256 in the manifest, it passes the size checks of ``edgekit._npz``,
+and every value is finite (a NaN reference would make every comparison
+meaningless). Bundles exported before the sha256 was recorded load with a
+logged warning: the hash sits in the same unsigned manifest, so refusing them
+would protect against corruption only, at the cost of a re-export.
 """
 
+import hashlib
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from ._npz import open_array_file, read_npz
 from .errors import InputError
+
+log = logging.getLogger("edgekit.reference")
 
 REFERENCE_NAME = "reference.npz"
 _PREFIX = "output:"
+_ROLE = "reference outputs"
 
 
 @dataclass(frozen=True)
@@ -34,27 +49,70 @@ class ReferenceOutputs:
                 "eval_sha256": self.eval_sha256, "num_samples": self.num_samples,
                 "outputs": list(self.outputs)}
 
-    def save(self, directory: Path) -> Path:
+    def save(self, directory: Path) -> str:
+        """Write ``self.file`` into ``directory``; return its sha256, for the manifest."""
         path = Path(directory) / self.file
         with open(path, "wb") as fh:
             np.savez(fh, **{_PREFIX + k: v for k, v in self.outputs.items()})
-        return path
+        with open(path, "rb") as fh:
+            return _sha256(fh)
 
     @classmethod
     def load(cls, directory: Path, provenance: dict) -> "ReferenceOutputs":
-        name = provenance.get("file", REFERENCE_NAME)
-        if Path(name).name != name or name in ("", ".", ".."):
-            raise InputError(f"reference file {name!r}: expected a file name inside the bundle")
-        path = Path(directory) / name
-        try:
-            with np.load(path, allow_pickle=False) as archive:
-                outputs = {k[len(_PREFIX):]: archive[k] for k in archive.files if k.startswith(_PREFIX)}
-        except (OSError, ValueError, EOFError) as exc:
-            raise InputError(f"cannot read the bundle's reference outputs {path}: {exc}") from None
+        path = _inside_bundle(directory, provenance.get("file", REFERENCE_NAME))
+        with open_array_file(path, role=_ROLE) as fh:
+            _check_sha256(fh, path, provenance.get("sha256"))
+            arrays = read_npz(fh, path, role=_ROLE)
+        outputs = {k[len(_PREFIX):]: v for k, v in arrays.items() if k.startswith(_PREFIX)}
         order = provenance.get("outputs") or list(outputs)
-        if sorted(order) != sorted(outputs):
-            raise InputError(f"{path} holds outputs {sorted(outputs)}, the manifest names {order}")
+        if not outputs or sorted(order) != sorted(outputs):
+            raise InputError(f"{path} holds outputs {sorted(outputs)}, the manifest names {order}; "
+                             "expected the same non-empty set — re-export the bundle")
+        for name, array in outputs.items():
+            _check_values(path, name, array)
         return cls({k: outputs[k] for k in order}, provenance.get("framework", "?"),
                    provenance.get("device", "?"), provenance.get("device_name", ""),
                    provenance.get("versions", {}), provenance.get("eval_sha256", ""),
                    provenance.get("num_samples", 0), path.name)
+
+
+def _inside_bundle(directory, name) -> Path:
+    if Path(name).name != name or name in ("", ".", ".."):
+        raise InputError(f"reference file {name!r}: expected a file name inside the bundle")
+    try:
+        root = Path(directory).resolve()
+        path = (root / name).resolve()
+    except (OSError, RuntimeError, ValueError) as exc:  # a symlink loop (RuntimeError before 3.13), a NUL
+        raise InputError(f"reference file {name!r}: cannot resolve it in {directory}: {exc}") from exc
+    if root not in path.parents:
+        raise InputError(f"reference file {name!r} resolves to {path}, outside the bundle {directory}; "
+                         "expected a file inside the bundle (a symlink out of it is refused)")
+    return path
+
+
+def _sha256(fh) -> str:
+    digest = hashlib.sha256()
+    while block := fh.read(1 << 20):
+        digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_sha256(fh, path, expected):
+    if not (expected or "").strip():
+        log.warning("%s: the manifest records no sha256 for it (a bundle exported before edgekit recorded "
+                    "one), so it is used unchecked; re-export the bundle to record it", path)
+        return
+    if _sha256(fh) != expected.strip().lower():
+        raise InputError(f"{path.name} does not match the sha256 in the manifest (corrupted or modified "
+                         "after export); re-export the bundle")
+    fh.seek(0)
+
+
+def _check_values(path, name, array):
+    if array.dtype.kind not in "biuf" or array.ndim == 0:
+        raise InputError(f"{path}: output {name!r} is a {array.dtype} array of shape {array.shape}; expected "
+                         "real numbers with one row per eval sample — re-export the bundle")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        count = int(np.count_nonzero(~np.isfinite(array)))
+        raise InputError(f"{path}: output {name!r} holds {count} NaN/inf values; a reference must be finite "
+                         "(against NaN every comparison is meaningless) — re-export the bundle")
