@@ -52,22 +52,27 @@ def quantize_int8(conversion, out_path, calibration, options, evaluation=None) -
     count = min(len(calibration), options.max_calibration_samples)
     model_type = options.model_type if options.model_type != "auto" else detect_model_type(model)
     keep = matching_names((op.get_friendly_name() for op in model.get_ops()), options.keep_fp32, "OpenVINO")
+    # 7-bit weights in every layer (NNCF's overflow fix) where asked: oneDNN's int8 kernels on x86
+    # without VNNI sum u8*s8 pairs into saturating 16-bit lanes (see QuantizeOptions.reduce_range).
+    overflow_fix = nncf.OverflowFix.ENABLE if options.reduce_range else nncf.OverflowFix.FIRST_LAYER
     kwargs = dict(subset_size=count, fast_bias_correction=options.fast_bias_correction,
                   model_type=nncf.ModelType.TRANSFORMER if model_type == "transformer" else None,
                   ignored_scope=nncf.IgnoredScope(names=keep) if keep else None)
+    advanced = nncf.AdvancedQuantizationParameters(overflow_fix=overflow_fix)
     details = {"tool": f"nncf {nncf.__version__}", "calibration_samples": count, "model_type": model_type,
-               "fast_bias_correction": options.fast_bias_correction, "keep_fp32": keep}
+               "fast_bias_correction": options.fast_bias_correction, "keep_fp32": keep,
+               "overflow_fix": str(overflow_fix.value)}
     calibration_data = nncf.Dataset(_samples(calibration, names, count))
     try:
         with quiet_nncf():
             if options.max_drop is None:
-                quantized = nncf.quantize(model, calibration_data, **kwargs)
+                quantized = nncf.quantize(model, calibration_data, advanced_parameters=advanced, **kwargs)
             else:
                 metric = _Metric(options.metric, model, evaluation, names)
                 validation = nncf.Dataset(metric.items, lambda item: item[0])
                 quantized = nncf.quantize_with_accuracy_control(
                     model, calibration_data, validation, validation_fn=metric, max_drop=options.max_drop,
-                    drop_type=nncf.DropType.ABSOLUTE, **kwargs)
+                    drop_type=nncf.DropType.ABSOLUTE, advanced_quantization_parameters=advanced, **kwargs)
                 details["accuracy_control"] = {
                     "metric": metric.name, "max_drop": options.max_drop,
                     "fp32": metric.score(core().compile_model(model, "CPU", _F32)),

@@ -59,6 +59,10 @@ def test_tf_keras_qat_to_tflite_onnx_and_ir_int8(tmp_path, keras_digits):
     int8 = arts["tflite-int8"]
     assert int8["scheme"] == "w8a8-qat" and int8["contents"]["weight_elements_by_dtype"].get("int8", 0) > 100
     assert arts["onnx-int8"]["contents"]["op_counts"].get("DequantizeLinear", 0) >= 2
+    # The QAT grid is stored exactly (uint8, zero point 128: safe on x86 without VNNI), so that
+    # onnxruntime does not re-quantize float weights per tensor (cosine 0.990 before).
+    assert arts["onnx-int8"]["contents"]["weight_elements_by_dtype"].get("uint8", 0) >= 16 * 9 + 16 * 10
+    assert arts["onnx-int8"]["parity"]["cosine"] > 0.999
     assert arts["openvino-int8"]["contents"]["op_counts"].get("FakeQuantize", 0) >= 2
     assert report.passed
     assert "quantize_model" in report.compression[-1]["recipe"]["scheme"]
