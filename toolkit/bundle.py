@@ -1,77 +1,234 @@
 """Atomic bundle writing: build in a staging folder beside the target, then swap it in.
 
-A failed or interrupted export leaves the previous bundle intact (or nothing),
-never a half-written one: the staging folder lives in the same parent (so the
-final ``rename`` is atomic), is removed on any error, and the old bundle is only
-deleted after the new one is in place.
+The rules, each tested (tests/unit/test_bundle.py):
+
+- A failed or interrupted export leaves the previous bundle intact, never a half-written one.
+  The staging folder lives in the same parent, and the swap is one ``renameat2(RENAME_EXCHANGE)``
+  on Linux, so there is no moment at which ``--out`` holds no bundle. Elsewhere it is two renames,
+  and a run killed between them is repaired by the next one.
+- edgekit never deletes a file it did not write. A folder is replaced only when it is an edgekit
+  bundle (its ``manifest.json`` parses as one) holding nothing but the files its manifest owns;
+  anything else is refused before any work. After the swap the previous bundle's files are
+  removed by name, from its manifest, never by deleting the folder blindly.
+- One export at a time per output folder: a lock file beside it (``.NAME.edgekit-lock``, held
+  with ``flock`` for the whole export) turns a second export into a clear error.
 """
 
+import ctypes
+import ctypes.util
 import logging
 import os
+import re
 import shutil
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
-from edgekit.runtime import MANIFEST_NAME
+import edgekit.runtime as ekr
 
 from .errors import ConfigError
 
 log = logging.getLogger("edgekit.bundle")
 REJECTED_SUFFIX = ".rejected"
+REPORT_FILES = ("report.json", "report.md")
 
 
 def check_output_dir(out: Path) -> Path:
-    """Fail before any work if ``out`` cannot receive a bundle."""
-    out = Path(out)
-    if out.is_symlink():
-        raise ConfigError(f"--out {out} is a symlink (to {os.readlink(out)}); give a real folder path")
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST_NAME).is_file():
-        raise ConfigError(f"--out {out} is a non-empty folder that is not an edgekit bundle; "
-                          "refusing to replace it (choose another path or empty it)")
-    parent = out.absolute().parent
+    """Fail before any work if ``out`` (or ``out.rejected``) cannot receive a bundle."""
+    out = Path(out).absolute()
+    if not out.name or out.name in (".", ".."):
+        raise ConfigError(f"--out {out}: expected a folder with a name, not a file-system root")
+    parent = out.parent
     if not parent.is_dir():
         raise ConfigError(f"--out {out}: parent folder {parent} does not exist")
+    for path in (out, out.with_name(out.name + REJECTED_SUFFIX)):
+        _check_replaceable(path)
     return out
 
 
-def _fsync_tree(root: Path):
-    for path in root.rglob("*"):
-        if path.is_file():
-            with open(path, "rb") as fh:
-                os.fsync(fh.fileno())
+def _check_replaceable(path: Path):
+    if path.is_symlink():
+        raise ConfigError(f"--out {path} is a symlink (to {os.readlink(path)}); give a real folder path")
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{path} exists and is not a folder; refusing to replace it")
+    if path.is_dir():
+        foreign = foreign_files(path)
+        if foreign:
+            shown = ", ".join(foreign[:8]) + (f" and {len(foreign) - 8} more" if len(foreign) > 8 else "")
+            raise ConfigError(f"{path} holds files edgekit did not write ({shown}); refusing to replace it. "
+                              "Move them out (calibration/eval data and models belong outside the bundle) "
+                              "or choose another --out")
+
+
+def owned_files(bundle: Path) -> set | None:
+    """The names a bundle's manifest says edgekit wrote, or None when it is not an edgekit bundle."""
+    try:
+        manifest = ekr.read_manifest(bundle)
+    except ekr.ModelLoadError:
+        return None
+    names = {ekr.MANIFEST_NAME, *REPORT_FILES}
+    references = [manifest.get("reference")] + [a.get("reference") for a in manifest["artifacts"]]
+    names |= {r.get("file", "reference.npz") for r in references if isinstance(r, dict)}
+    for artifact in manifest["artifacts"]:
+        names.add(artifact.get("file"))
+        names |= {c.get("file") for c in artifact.get("companions", []) if isinstance(c, dict)}
+    return {n for n in names if isinstance(n, str) and n and Path(n).name == n}
+
+
+def foreign_files(folder: Path) -> list:
+    """Entries of ``folder`` that edgekit did not write (every entry, when it is not a bundle)."""
+    entries = sorted(p.name for p in folder.iterdir())
+    if not entries:
+        return []
+    owned = owned_files(folder)
+    if owned is None:
+        return entries
+    return [name for name in entries
+            if name not in owned or not (folder / name).is_file() or (folder / name).is_symlink()]
+
+
+# --- the swap ---------------------------------------------------------------------------------
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _renameat2():
+    """libc's ``renameat2`` (glibc >= 2.28), or None where the OS or libc has none."""
+    if not hasattr(os, "uname") or os.uname().sysname != "Linux":
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+def exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two existing paths; False where the OS or file system cannot."""
+    fn = _renameat2()
+    if fn is None:
+        return False
+    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (22, 38, 95):  # EINVAL / ENOSYS / EOPNOTSUPP: the file system has no exchange
+        return False
+    raise OSError(err, os.strerror(err), str(a), None, str(b))
 
 
 def _replace_dir(staging: Path, target: Path):
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.edgekit-old-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-        os.rename(target, old)
-    try:
+    """Put ``staging`` at ``target``; the previous bundle there loses only the files it owned."""
+    if not target.exists():
         os.rename(staging, target)
-    except BaseException:
-        if old is not None:
+        return
+    _check_replaceable(target)  # again: files may have appeared during the export
+    owned = owned_files(target) or set()
+    old = target.with_name(_temp_name(target, "old"))
+    if exchange(staging, target):
+        os.rename(staging, old)  # the previous bundle, now at the staging path
+    else:
+        os.rename(target, old)
+        try:
+            os.rename(staging, target)
+        except BaseException:
             os.rename(old, target)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+            raise
+    if not remove_owned(old, owned):
+        # Files appeared in the previous bundle during the swap: keep them under a visible name
+        # that no later cleanup touches.
+        kept = target.with_name(f"{target.name}.kept-{uuid.uuid4().hex[:8]}")
+        os.rename(old, kept)
+        log.warning("files edgekit did not write were found in the previous bundle; kept at %s", kept)
+
+
+def remove_owned(folder: Path, owned: set) -> bool:
+    """Delete the files edgekit wrote, then the folder if that emptied it; keep anything else.
+    Returns whether the folder is gone."""
+    for name in owned:
+        path = folder / name
+        if path.is_file() and not path.is_symlink():
+            path.unlink()
+    try:
+        folder.rmdir()
+        return True
+    except OSError:
+        return False
+
+
+# --- staging folders and their leftovers --------------------------------------------------------
+
+def _temp_name(out: Path, kind: str) -> str:
+    return f".{out.name}.edgekit-{kind}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
 def _remove_stale_staging(out: Path):
-    """Staging folders of runs that were killed (SIGKILL, power loss) cannot clean up after themselves."""
-    for path in out.parent.glob(f".{out.name}.edgekit-*-*-*"):
-        try:
-            pid = int(path.name.rsplit("-", 2)[-2])
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            if ".edgekit-old-" in path.name and not out.exists():
-                os.rename(path, out)  # killed between the two renames: put the previous bundle back
-            else:
-                shutil.rmtree(path, ignore_errors=True)
-        except (ValueError, PermissionError):
+    """Staging folders of runs that were killed (SIGKILL, power loss) cannot clean up after themselves.
+
+    Names are matched literally (a ``--out`` with ``*`` or ``[`` in it is not a pattern), and only
+    folders of processes that no longer exist are touched.
+    """
+    own = re.compile(re.escape(f".{out.name}.edgekit-") + r"(tmp|old)-(\d+)-[0-9a-f]{8}")
+    for path in out.parent.iterdir():
+        match = own.fullmatch(path.name)
+        if not match or path.is_symlink() or not path.is_dir():
             continue
+        try:
+            os.kill(int(match.group(2)), 0)
+            continue  # its export is still running
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        if match.group(1) == "old":
+            if not out.exists():
+                os.rename(path, out)  # killed between the two renames: put the previous bundle back
+            elif not remove_owned(path, owned_files(path) or set()):
+                log.warning("left %s: it holds files edgekit did not write", path)
+        else:
+            shutil.rmtree(path, ignore_errors=True)  # a staging folder: only edgekit writes there
+
+
+@contextmanager
+def output_lock(out: Path):
+    """Hold ``.NAME.edgekit-lock`` beside ``out`` for a whole export; a second export fails at once.
+
+    The lock file is removed (while still locked) when the export ends; a run that finds the file
+    replaced after locking it lost a race with that removal and tries again.
+    """
+    out = Path(out).absolute()
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock, the swap is still atomic
+        yield
+        return
+    path = out.with_name(f".{out.name}.edgekit-lock")
+    for _ in range(3):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ConfigError(f"another export is writing {out} (lock {path.name} is held); "
+                              "wait for it to finish or choose another --out") from None
+        try:
+            if os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    else:
+        raise ConfigError(f"cannot lock {path}: it keeps being replaced")
+    try:
+        yield
+    finally:
+        try:
+            os.unlink(path)
+        finally:
+            os.close(fd)
 
 
 @contextmanager
@@ -79,14 +236,21 @@ def staged_bundle(out: Path):
     """Yield a staging folder; on success the caller calls ``commit`` or ``reject`` on it."""
     out = Path(out).absolute()
     _remove_stale_staging(out)
-    staging = out.with_name(f".{out.name}.edgekit-tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    staging = out.with_name(_temp_name(out, "tmp"))
     staging.mkdir()
     handle = _Staged(staging, out)
     try:
         yield handle
     finally:
         if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+            shutil.rmtree(staging, ignore_errors=True)  # only edgekit wrote there
+
+
+def _fsync_tree(root: Path):
+    for path in root.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as fh:
+                os.fsync(fh.fileno())
 
 
 class _Staged:
