@@ -118,7 +118,7 @@ def _cli_export(args, out):
     """Run ``edgekit export`` in a child process: wall time and peak RSS of a real CLI run."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "edgekit", "export", *args, "--out", str(out), "-q"], check=True,
+    subprocess.run([sys.executable, "-I", "-m", "edgekit", "export", *args, "--out", str(out), "-q"], check=True,
                    stdout=subprocess.DEVNULL)
     seconds = time.perf_counter() - start
     peak_mb = max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024

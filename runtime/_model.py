@@ -54,36 +54,20 @@ def load_artifact(file, entry: dict, *, backend="auto", threads=None, manifest=N
     return Model(engine, inputs, outputs, artifact=entry, manifest=manifest)
 
 
-_PROBE = """
-import json, sys
-import edgekit.runtime as ekr
-try:
-    ekr.load(sys.argv[1], backend=sys.argv[2])
-except ekr.ModelLoadError as exc:
-    print(json.dumps({"error": str(exc)}))
-    sys.exit(3)
-"""
-
-
 def probe_isolated(path, backend="auto", timeout=600):
-    """Load ``path`` in a child Python first; its crash or refusal becomes a ModelLoadError here."""
-    import json
-    import subprocess
-    import sys
+    """Load ``path`` and run it once on zeros in an isolated child Python first; its crash, hang or
+    refusal becomes a ModelLoadError here (``_child`` says how the child is isolated)."""
+    from ._child import ChildFailure, spawn
     try:
-        result = subprocess.run([sys.executable, "-c", _PROBE, str(path), backend], capture_output=True, text=True,
-                                timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise ModelLoadError(f"model rejected: loading {path} took over {timeout} s in an isolated process") from None
-    if result.returncode == 0:
-        return
-    if result.returncode == 3 and result.stdout.strip():
-        raise ModelLoadError(json.loads(result.stdout.strip().splitlines()[-1])["error"])
-    if result.returncode < 0:
-        raise ModelLoadError(f"model rejected: parsing {path} crashed the loader (signal {-result.returncode}) "
-                             "in an isolated process; this process is unaffected")
-    tail = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else f"exit code {result.returncode}"
-    raise ModelLoadError(f"model rejected: loading {path} failed in an isolated process: {tail}")
+        spawn(["probe", path, backend], timeout=timeout, what=f"loading {path}")
+    except ChildFailure as exc:
+        raise ModelLoadError(f"model rejected: {exc}") from exc
+
+
+def trial_inputs(model) -> dict:
+    """One sample of zeros per input (dynamic axes of size 1): enough to make the engine read
+    every constant the graph uses."""
+    return {t.key: np.zeros(tuple(1 if d is None else d for d in t.shape), t.dtype) for t in model.inputs}
 
 
 def _engine(path, backend, threads, engine_options):

@@ -114,7 +114,7 @@ def main(argv=None):
     paths = prepare(work, force=args.retrain)
     if args.data_only:
         return 0
-    cmd = [sys.executable, "-m", "edgekit", "export", f"{Path(__file__).resolve()}:build_model",
+    cmd = [sys.executable, "-I", "-m", "edgekit", "export", f"{Path(__file__).resolve()}:build_model",
            "--weights", str(paths["weights"]), "--int8", "--to", "onnx,tflite,openvino",
            "--calib", str(paths["calib"]), "--eval", str(paths["eval"]), "--out", out]
     print("$ edgekit export samples/digits.py:build_model --weights ... --int8 --to onnx,tflite,openvino "

@@ -96,7 +96,7 @@ def main(argv=None):
     paths = prepare(work, force=args.retrain)
     if args.data_only:
         return 0
-    cmd = [sys.executable, "-m", "edgekit", "export", str(paths["model"]), "--int8", "--to", "tflite,onnx,openvino",
+    cmd = [sys.executable, "-I", "-m", "edgekit", "export", str(paths["model"]), "--int8", "--to", "tflite,onnx,openvino",
            "--calib", str(paths["calib"]), "--eval", str(paths["eval"]), "--out", out]
     print(f"$ edgekit export digits.keras --int8 --to tflite,onnx,openvino --calib calib_nhwc.npz --eval eval_nhwc.npz "
           f"--out {out}", file=sys.stderr)

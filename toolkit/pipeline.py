@@ -9,6 +9,7 @@ Each stage is a function of plain values; ``export`` only sequences them.
 
 import json
 import logging
+import math
 import platform
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,11 +22,11 @@ from edgekit.quantize import SCHEMES, quantizer_for
 from edgekit.quantize.prune import gzip_size
 
 from ._version import __version__
-from .bundle import check_output_dir, staged_bundle
+from .bundle import check_output_dir, output_lock, staged_bundle
 from .compress import prune_stage, qat_stage
 from .config import CALIBRATED, ExportConfig, Precision, QuantizeOptions
 from .data import Dataset, check_calibration, load_data, validate
-from .errors import ConfigError, ParityError, UnsupportedError
+from .errors import ConfigError, InputError, ParityError, UnsupportedError
 from .report import Report
 from .sources import load_source
 from .timing import timed_step
@@ -57,53 +58,57 @@ def export(model, example_inputs=None, *, calib=None, eval=None, targets=("onnx"
         if fmt not in FORMATS:
             raise ConfigError(f"target {fmt!r}: expected one of {sorted(FORMATS)}")
     out = check_output_dir(Path(out))
-    np.random.seed(config.seed)
-    report = Report("export", output=str(out))
+    with output_lock(out):  # one export per output folder; held until the bundle is in place
+        check_output_dir(out)  # again, now that no other export can change it
+        np.random.seed(config.seed)
+        report = Report("export", output=str(out))
 
-    with timed_step("load source", report.stages, progress):
-        source = load_source(model, weights=weights, input_specs=input_specs, trust_model=trust_model)
-    report.source = {"model": source.description, "framework": source.framework}
+        with timed_step("load source", report.stages, progress):
+            source = load_source(model, weights=weights, input_specs=input_specs, trust_model=trust_model)
+        report.source = {"model": source.description, "framework": source.framework}
 
-    with timed_step("load data", report.stages, progress):
-        calibration, evaluation = _load_datasets(source, example_inputs, calib, eval, preprocess, labels,
-                                                 config, report)
-        source.probe(evaluation)
+        with timed_step("load data", report.stages, progress):
+            calibration, evaluation = _load_datasets(source, example_inputs, calib, eval, preprocess, labels,
+                                                     config, report)
+            source.probe(evaluation, timeout=config.timeout)
 
-    with timed_step(f"reference ({source.framework})", report.stages, progress):
-        reference = source.reference(evaluation, config.reference_device)
-    report.reference = reference.provenance()
-    original = reference
-    if config.prune is not None:
-        source, reference = prune_stage(source, reference, evaluation, config, report, progress)
-    qat = None
-    if config.qat is not None:
-        qat = qat_stage(source, original, calibration, evaluation, config, report, progress)
+        with timed_step(f"reference ({source.framework})", report.stages, progress):
+            reference = source.reference(evaluation, config.reference_device, timeout=config.timeout)
+        report.reference = reference.provenance()
+        original = reference
+        if config.prune is not None:
+            source, reference = prune_stage(source, reference, evaluation, config, report, progress)
+        qat = None
+        if config.qat is not None:
+            qat = qat_stage(source, original, calibration, evaluation, config, report, progress)
 
-    with staged_bundle(out) as staging:
-        for fmt in config.targets:
-            for entry, model_obj in _artifacts_for(fmt, source, calibration, evaluation, config,
-                                                   staging.path, report, progress, qat):
-                own = qat[1] if entry.get("reference") else reference
-                with timed_step(f"verify {entry['id']}", report.stages, progress):
-                    tolerance = config.tolerances[Precision(entry["precision"])]
-                    evaluate(model_obj, entry, evaluation, own, tolerance, source.input_specs,
-                             latency=config.measure_latency)
-                report.artifacts.append(entry)
-        manifest = _manifest(source, reference, evaluation, config, report, preprocess, calibration)
-        reference.save(staging.path)
-        if qat is not None:
-            qat[1].save(staging.path)
-        (staging.path / ekr.MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
-        (staging.path / "report.json").write_text(report.to_json() + "\n")
-        (staging.path / "report.md").write_text(report.to_markdown())
-        if report.passed:
-            staging.commit()
-        else:
-            rejected = staging.reject()
-            report.output = str(rejected)
-            raise ParityError(f"parity failed (candidate kept at {rejected}): " + "; ".join(report.failures),
-                              report)
-    return report
+        with staged_bundle(out) as staging:
+            for fmt in config.targets:
+                for entry, model_obj in _artifacts_for(fmt, source, calibration, evaluation, config,
+                                                       staging.path, report, progress, qat):
+                    own = qat[1] if entry.get("reference") else reference
+                    with timed_step(f"verify {entry['id']}", report.stages, progress):
+                        tolerance = config.tolerances[Precision(entry["precision"])]
+                        evaluate(model_obj, entry, staging.path / entry["file"], evaluation, own, tolerance,
+                                 source.input_specs, latency=config.measure_latency, isolate=config.isolate,
+                                 timeout=config.timeout)
+                    report.artifacts.append(entry)
+            digests = {ref.file: ref.save(staging.path) for ref in [reference, *([qat[1]] if qat else [])]}
+            manifest = _manifest(source, reference, evaluation, config, report, preprocess, calibration)
+            qat_provenances = [a["reference"] for a in manifest["artifacts"] if "reference" in a]
+            for provenance in [manifest["reference"], *qat_provenances]:
+                provenance["sha256"] = digests[provenance["file"]]  # checked by ReferenceOutputs.load
+            (staging.path / ekr.MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
+            (staging.path / "report.json").write_text(report.to_json() + "\n")
+            (staging.path / "report.md").write_text(report.to_markdown())
+            if report.passed:
+                staging.commit()
+            else:
+                rejected = staging.reject()
+                report.output = str(rejected)
+                raise ParityError(f"parity failed (candidate kept at {rejected}): " + "; ".join(report.failures),
+                                  report)
+        return report
 
 
 def _load_datasets(source, example_inputs, calib, eval, preprocess, labels, config, report):
@@ -119,7 +124,7 @@ def _load_datasets(source, example_inputs, calib, eval, preprocess, labels, conf
             raise ConfigError("no data to verify with: pass eval= or calib= (CLI: --eval/--calib), "
                               "or example_inputs")
         loaded["random"] = _random_data(source.input_specs, config.seed)
-        report.warnings.append("no eval data given: parity checked on 64 random samples (no accuracy)")
+        report.warnings.append(f"no eval data given: parity checked on {RANDOM_SAMPLES} random samples (no accuracy)")
     if source.input_specs is None:
         # The eval set defines the shapes (it also feeds the reference); the others are checked against it.
         source.input_specs = source.specs_from_data(loaded.get("eval") or next(iter(loaded.values())))
@@ -137,11 +142,25 @@ def _load_datasets(source, example_inputs, calib, eval, preprocess, labels, conf
     return calibration, evaluation
 
 
+RANDOM_SAMPLES = 64
+MAX_RANDOM_BYTES = 1 << 30  # peak memory of synthesized eval data; a model that needs more needs real data
+
+
 def _random_data(specs, seed) -> Dataset:
+    shapes = {spec.name: (RANDOM_SAMPLES, *spec.shape[1:]) for spec in specs}
+    bad = {name: shape for name, shape in shapes.items() if any(d < 0 for d in shape)}
+    if bad:
+        raise InputError(f"the model declares input shapes {bad} with negative sizes; expected sizes >= 0")
+    # Each array is drawn as 8-byte values, then cast to the input's dtype.
+    peak = sum(math.prod(shapes[s.name]) * (8 + np.dtype(s.dtype).itemsize) for s in specs)
+    if peak > MAX_RANDOM_BYTES:
+        raise ConfigError(f"no eval data given, and {RANDOM_SAMPLES} random samples of the inputs {shapes} would take "
+                          f"{peak / (1 << 30):.1f} GiB to make (limit {MAX_RANDOM_BYTES / (1 << 30):.0f} GiB): "
+                          "pass eval= data (CLI: --eval DATA)")
     rng = np.random.default_rng(seed)
     inputs = {}
     for spec in specs:
-        shape = [64] + list(spec.shape[1:])
+        shape = shapes[spec.name]
         inputs[spec.name] = (rng.standard_normal(shape).astype(spec.dtype) if spec.dtype.kind == "f"
                              else rng.integers(0, 2, shape).astype(spec.dtype))
     return Dataset(inputs, origin="random")

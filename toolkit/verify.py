@@ -12,7 +12,10 @@ import numpy as np
 
 import edgekit.runtime as ekr
 
-from .config import DEFAULT_TOLERANCES, Precision
+from edgekit.runtime._child import ChildFailure, run_isolated
+from edgekit.runtime._manifest import artifact_path
+
+from .config import DEFAULT_TOLERANCES, VERIFY_TIMEOUT_S, Precision
 from .data import ImagePreprocess, load_data, validate
 from .errors import InputError, NothingEvaluatedError, ParityError
 from .parity import compare, judge
@@ -44,50 +47,71 @@ def _transpose(array, have, want):
     return array.transpose((0, 2, 3, 1) if (have, want) == ("nchw", "nhwc") else (0, 3, 1, 2))
 
 
-def in_artifact_layout(model, dataset, specs) -> dict:
+def in_artifact_layout(artifact_inputs, dataset, specs) -> dict:
     """The eval inputs in the layout each artifact input declares (a converter may make an NCHW
     model take NHWC, as the TFLite converter of PyTorch models does); explicit and recorded in the
     manifest, never guessed from shapes."""
     source_layouts = {s.name: s.layout for s in specs}
     return {t.key: np.ascontiguousarray(_transpose(dataset.inputs[t.key], source_layouts.get(t.key), t.layout))
-            for t in model.inputs}
+            for t in artifact_inputs}
 
 
-def evaluate(model, entry: dict, dataset, reference: ReferenceOutputs, tolerance, specs, *, latency=True) -> dict:
-    """Run one loaded artifact over the eval set, judge it, and fill ``entry['parity']``."""
+def _run_here(model, inputs, count) -> dict:
+    chunks = [model.run({k: v[i:i + EVAL_BATCH] for k, v in inputs.items()}) for i in range(0, count, EVAL_BATCH)]
+    return {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
+
+
+def evaluate(model, entry: dict, file, dataset, reference: ReferenceOutputs, tolerance, specs, *, latency=True,
+             isolate=True, timeout=VERIFY_TIMEOUT_S) -> dict:
+    """Run one artifact over the eval set, judge it, and fill ``entry['parity']``.
+
+    With ``isolate`` the artifact runs in a child process (a crash or a hang there fails this
+    artifact, within ``timeout`` seconds); otherwise through ``model``, loaded here. ``model`` (or,
+    when None, a load here once the isolated run passed) also measures latency.
+    """
+    artifact_inputs = [ekr.TensorInfo.from_dict(d) for d in entry["inputs"]]
+    inputs = in_artifact_layout(artifact_inputs, dataset, specs)
     try:
-        inputs = in_artifact_layout(model, dataset, specs)
-        chunks = [model.run({k: v[i:i + EVAL_BATCH] for k, v in inputs.items()})
-                  for i in range(0, len(dataset), EVAL_BATCH)]
-        outputs = {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
-    except Exception as exc:  # a broken artifact must fail the gate, not crash it
+        if isolate:
+            outputs = run_isolated(file, inputs, timeout=timeout, entry=entry, batch=EVAL_BATCH,
+                                   what=f"running {entry.get('id')}")
+        else:
+            outputs = _run_here(model or ekr.load_artifact(file, entry), inputs, len(dataset))
+    except (ChildFailure, ekr.ModelLoadError, ekr.RuntimeInputError, RuntimeError, ValueError) as exc:
+        # A broken artifact fails the gate, it does not crash it.
         entry["parity"] = {"passed": False, "failures": [f"runtime error: {type(exc).__name__}: {exc}"]}
         return entry
     result = judge(compare(reference.outputs, outputs, dataset.labels), tolerance)
     entry["parity"] = result.to_dict()
     entry["parity"]["tolerance"] = {k: v for k, v in vars(tolerance).items()}
     if latency:
+        model = model or ekr.load_artifact(file, entry)
         entry["latency_ms"] = median_latency_ms(model, {k: v[:1] for k, v in inputs.items()})
     return entry
 
 
-def verify(bundle, eval, *, tolerances=None, artifacts=None, latency=False, progress=None, isolate=True) -> Report:
+def verify(bundle, eval, *, tolerances=None, artifacts=None, latency=False, progress=None, isolate=True,
+           timeout=VERIFY_TIMEOUT_S) -> Report:
     """Re-run parity of an existing bundle on ``eval`` against its stored reference outputs.
 
+    Each artifact runs in an isolated child process (``isolate``), within ``timeout`` seconds.
     Raises ParityError (carrying the report) when an artifact fails, InputError when
     the eval data is not the data the reference was computed on.
     """
     bundle = Path(bundle)
     try:
-        manifest = ekr.read_manifest(bundle)
+        manifest = ekr.read_manifest(bundle)  # parsed once: every artifact is selected from it
     except ekr.ModelLoadError as exc:
-        raise InputError(str(exc)) from None
+        raise InputError(str(exc)) from exc
     specs = [ekr.TensorInfo.from_dict(d) for d in manifest["inputs"]]
     pre = manifest.get("preprocessing")
     preprocess = ImagePreprocess(**{k: tuple(v) if isinstance(v, list) else v for k, v in pre.items()
                                     if k != "scale"}) if pre else None
     dataset = validate(load_data(eval, preprocess=preprocess, role="eval"), specs, role="eval")
     reference = ReferenceOutputs.load(bundle, manifest["reference"])
+    unhashed = [] if manifest["reference"].get("sha256") else [
+        f"{reference.file} has no sha256 in the manifest (exported before edgekit recorded one): used "
+        "unchecked; re-export to record it"]
     if reference.eval_sha256 and dataset.sha256() != reference.eval_sha256:
         raise InputError(
             f"the eval data ({dataset.origin}, {len(dataset)} samples) is not the data the reference "
@@ -96,6 +120,7 @@ def verify(bundle, eval, *, tolerances=None, artifacts=None, latency=False, prog
     tolerances = tolerances or DEFAULT_TOLERANCES
     report = Report("verify", source=manifest.get("source", {}), reference=manifest["reference"],
                     output=str(bundle))
+    report.warnings += unhashed
     entries = [e for e in manifest["artifacts"] if artifacts is None or e["id"] in artifacts]
     references = {reference.file: reference}
     if not entries:
@@ -104,15 +129,17 @@ def verify(bundle, eval, *, tolerances=None, artifacts=None, latency=False, prog
         entry = dict(entry)
         with timed_step(f"verify {entry['id']}", report.stages, progress):
             try:
-                model = ekr.load(bundle, artifact=entry["id"], isolate=isolate)
+                file = artifact_path(bundle, entry, check_hash=True)
+                ekr.backends.backend_for(file)  # the engine is installed
             except (ekr.ModelLoadError, ekr.BackendUnavailableError) as exc:
                 entry["parity"] = {"passed": False, "failures": [f"cannot load: {exc}"]}
             else:
                 own = entry.get("reference")  # artifacts of a QAT model: that model's outputs
                 if own and own["file"] not in references:
                     references[own["file"]] = ReferenceOutputs.load(bundle, own)
-                evaluate(model, entry, dataset, references[own["file"]] if own else reference,
-                         tolerances[Precision(entry["precision"])], specs, latency=latency)
+                evaluate(None, entry, file, dataset, references[own["file"]] if own else reference,
+                         tolerances[Precision(entry["precision"])], specs, latency=latency, isolate=isolate,
+                         timeout=timeout)
         report.artifacts.append(entry)
     if not report.passed:
         raise ParityError("parity failed: " + "; ".join(report.failures), report)

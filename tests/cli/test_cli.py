@@ -133,11 +133,14 @@ def test_kill_during_export_keeps_previous_bundle(tmp_path, digits_files):
     args = [sys.executable, "-m", "edgekit", *_export_args(digits_files, out, "--int8")]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     # Kill once the staging folder exists, i.e. in the middle of writing artifacts.
+    seen = False
     for line in proc.stderr:
         if "export onnx fp32" in line:
+            seen = any(tmp_path.glob(".bundle.edgekit-tmp-*"))
             break
     proc.kill()
     proc.wait()
+    assert seen, "the export was not killed while its staging folder existed"
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert main(_export_args(digits_files, out)) == 0
     assert not list(tmp_path.glob(".bundle.edgekit-*"))

@@ -183,20 +183,38 @@ def test_onnx_external_data_inside_the_folder_loads(tmp_path):
 
 def test_isolation_turns_a_parser_crash_into_a_clean_rejection(tmp_path, digits_bundle, digits_files,
                                                                monkeypatch, capsys):
-    """A native parser that dies (simulated: onnxruntime aborts in the child) must not take the caller
-    with it: ekr.load(isolate=True) raises, and `edgekit verify` (isolated by default) reports it."""
+    """A native parser that dies (simulated: an onnxruntime that aborts, first on the child's import path)
+    must not take the caller with it: ekr.load(isolate=True) raises, and `edgekit verify` reports it."""
     from edgekit.cli.main import main
-    (tmp_path / "sitecustomize.py").write_text(
-        "import os\nimport onnxruntime\nonnxruntime.InferenceSession = lambda *a, **k: os.abort()\n")
-    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    from edgekit.runtime import _child
+    (tmp_path / "onnxruntime.py").write_text("import os\nos.abort()\n")
+    real_path = _child._import_path
+    monkeypatch.setattr(_child, "_import_path", lambda: [str(tmp_path), *real_path()])
     bundle = digits_bundle[0]
-    with pytest.raises(ekr.ModelLoadError, match="crashed the loader"):
+    with pytest.raises(ekr.ModelLoadError, match="crashed the isolated process"):
         ekr.load(bundle / "model.onnx", isolate=True)
     assert main(["verify", str(bundle), "--eval", str(digits_files["eval"]), "--artifact", "onnx-fp32"]) == 1
     captured = capsys.readouterr()
-    assert "model rejected" in captured.out + captured.err
+    assert "crashed the isolated process" in captured.out + captured.err
     monkeypatch.undo()
     assert ekr.load(bundle / "model.onnx", isolate=True).predict(np.zeros((1, 1, 8, 8), np.float32)).shape == (1, 10)
+
+
+def test_children_never_import_from_the_working_directory(tmp_path, digits_bundle, digits_files, monkeypatch):
+    """A json.py (or numpy.py, onnxruntime.py) where `edgekit verify` runs must not run in its children
+    (`python -c` would put the working directory first on sys.path), also with PYTHONPATH/user site set."""
+    from edgekit.cli.main import main
+    hostile = tmp_path / "checkout"
+    hostile.mkdir()
+    marker = tmp_path / "pwned"
+    for name in ("json", "numpy", "onnxruntime", "sitecustomize", "usercustomize"):
+        (hostile / f"{name}.py").write_text(f"open({str(marker)!r}, 'a').write({name!r})\n")
+    monkeypatch.chdir(hostile)
+    monkeypatch.setenv("PYTHONPATH", str(hostile))
+    monkeypatch.setenv("PYTHONSTARTUP", str(hostile / "json.py"))
+    assert main(["verify", str(digits_bundle[0]), "--eval", str(digits_files["eval"]), "--artifact", "onnx-fp32"]) == 0
+    ekr.load(digits_bundle[0], artifact="onnx-int8", isolate=True)
+    assert not marker.exists(), f"a module from the working directory ran in a child: {marker.read_text()}"
 
 
 def test_two_exports_with_the_same_inputs_are_byte_identical(tmp_path, openvino_bundle, digits_files):

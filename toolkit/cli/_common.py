@@ -17,6 +17,17 @@ def add_tolerance(parser):
                              "min_top1_agreement, max_abs_error)")
 
 
+def add_isolation(parser):
+    import argparse
+    from edgekit.config import VERIFY_TIMEOUT_S
+    parser.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=True,
+                        help="run each artifact in an isolated child process, so a crash or hang in an engine "
+                             "fails that artifact instead of killing the run (default: on)")
+    parser.add_argument("--timeout", type=float, default=VERIFY_TIMEOUT_S, metavar="SECONDS",
+                        help=f"time limit per artifact verification (default {VERIFY_TIMEOUT_S:g}); "
+                             "an artifact that takes longer fails")
+
+
 class Progress:
     """Stage progress on stderr: a live line with a bar on a terminal, plain log lines otherwise."""
 
@@ -45,12 +56,20 @@ class Progress:
         self.stream.flush()
 
 
+def printable(text) -> str:
+    """``text`` safe for a terminal: control and format characters (ANSI escapes, bidi overrides)
+    from a manifest or a model file are shown escaped, never interpreted. Newlines and tabs stay."""
+    import unicodedata
+    return "".join(c if c in "\n\t" or unicodedata.category(c) not in ("Cc", "Cf")
+                   else ascii(c)[1:-1] for c in str(text))
+
+
 def print_report(report, args):
     if args.json:
-        print(report.to_json())
+        print(report.to_json())  # JSON escapes control characters itself
         return
-    print(report.table())
+    print(printable(report.table()))
     for failure in report.failures:
-        print(f"FAIL {failure}")
+        print(printable(f"FAIL {failure}"))
     for warning in report.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+        print(printable(f"warning: {warning}"), file=sys.stderr)

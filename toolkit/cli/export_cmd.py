@@ -2,7 +2,7 @@
 
 import argparse
 
-from ._common import Progress, add_common, add_tolerance, print_report
+from ._common import Progress, add_common, add_isolation, add_tolerance, print_report
 
 
 def register(sub):
@@ -44,7 +44,9 @@ def register(sub):
     q.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=None,
                    help="per-channel weight scales (default: on)")
     q.add_argument("--reduce-range", action=argparse.BooleanOptionalAction, default=None,
-                   help="7-bit weights (avoids u8s8 saturation on CPUs without VNNI)")
+                   help="7-bit weights in every int8 layer, ONNX and OpenVINO IR (default: on, so that int8 artifacts "
+                        "hold on x86 CPUs without VNNI, whose u8*s8 kernels saturate; --no-reduce-range for "
+                        "VNNI or arm64 targets only)")
     q.add_argument("--keep-fp32", action="append", default=[], metavar="PATTERN",
                    help="keep nodes whose name matches this glob in float")
     q.add_argument("--model-type", choices=["auto", "cnn", "transformer"], default=None,
@@ -81,6 +83,7 @@ def register(sub):
                    help="where the source model runs for the reference outputs (auto: CUDA when present)")
     add_tolerance(v)
     v.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
+    add_isolation(v)
     p.add_argument("--opset", type=int, default=18)
     p.add_argument("--seed", type=int, default=0)
     add_common(p)
@@ -166,6 +169,7 @@ def run(args) -> int:
                           quantize=QuantizeOptions(keep_fp32=tuple(args.keep_fp32), int8_io=args.int8_io, **quant),
                           tolerances=parse_tolerance_overrides(args.tol), reference_device=args.reference_device,
                           opset=args.opset, seed=args.seed, measure_latency=not args.no_latency,
+                          isolate=args.isolate, timeout=args.timeout,
                           prune=_prune_options(args), qat=_qat_options(args))
     specs = [parse_input_spec(t, args.layout) for t in args.input] or None
     progress = Progress(3 + (2 if config.prune else 0) + (2 if config.qat else 0)

@@ -2,6 +2,8 @@
 
 import json
 
+from ._common import printable
+
 
 def register(sub):
     p = sub.add_parser("info", help="show a bundle's manifest")
@@ -16,6 +18,10 @@ def _shape(t):
     return "x".join("N" if d is None and i == 0 else "?" if d is None else str(d) for i, d in enumerate(t["shape"]))
 
 
+def print_line(text):
+    print(printable(text))
+
+
 def run(args) -> int:
     from edgekit.errors import InputError
     from edgekit.runtime import ModelLoadError
@@ -28,12 +34,12 @@ def run(args) -> int:
         print(json.dumps(manifest, indent=2))
         return 0
     ref = manifest.get("reference", {})
-    print(f"bundle      {args.bundle}  (schema {manifest['schema_version']}, edgekit {manifest.get('edgekit_version')})")
-    print(f"source      {manifest.get('source', {}).get('model')} ({manifest.get('source', {}).get('framework')})")
-    print(f"reference   {ref.get('framework')} on {ref.get('device')}, {ref.get('num_samples')} samples")
+    print_line(f"bundle      {args.bundle}  (schema {manifest['schema_version']}, edgekit {manifest.get('edgekit_version')})")
+    print_line(f"source      {manifest.get('source', {}).get('model')} ({manifest.get('source', {}).get('framework')})")
+    print_line(f"reference   {ref.get('framework')} on {ref.get('device')}, {ref.get('num_samples')} samples")
     for t in manifest.get("inputs", []):
-        print(f"input       {t['name']}  {_shape(t)}  {t['dtype']}  {t.get('layout') or ''}")
-    print(f"default     {manifest.get('default_artifact')}")
+        print_line(f"input       {t['name']}  {_shape(t)}  {t['dtype']}  {t.get('layout') or ''}")
+    print_line(f"default     {manifest.get('default_artifact')}")
     rows = [("id", "format", "precision", "scheme", "size", "latency", "accuracy", "cosine", "parity", "file")]
     for a in manifest["artifacts"]:
         p = a.get("parity", {})
@@ -45,5 +51,5 @@ def run(args) -> int:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     print()
     for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+        print_line("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
     return 0

@@ -18,6 +18,7 @@ import sys
 from edgekit._version import __version__
 
 from . import export_cmd, info_cmd, verify_cmd
+from ._common import printable
 
 EXIT_PASS, EXIT_REGRESSION, EXIT_USAGE, EXIT_INTERNAL, EXIT_NOTHING, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 COMMANDS = (export_cmd, verify_cmd, info_cmd)
@@ -77,10 +78,10 @@ def main(argv=None) -> int:
         if isinstance(exc, ParityError):
             pass  # the command already printed the table and the failures
         elif isinstance(exc, EdgekitError) or code == EXIT_USAGE:
-            print(f"edgekit: error: {exc}", file=sys.stderr)
+            print(printable(f"edgekit: error: {exc}"), file=sys.stderr)
         else:
             logging.getLogger("edgekit").debug("internal error", exc_info=True)
-            print(f"edgekit: internal error: {type(exc).__name__}: {exc} (run with -v for the traceback)",
+            print(printable(f"edgekit: internal error: {type(exc).__name__}: {exc} (run with -v for the traceback)"),
                   file=sys.stderr)
         if getattr(args, "json", False) and not isinstance(exc, ParityError):
             # --json callers parse stdout: they get a report on failure too.

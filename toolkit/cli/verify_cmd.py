@@ -1,8 +1,6 @@
 """``edgekit verify DIR --eval DATA``: the CI gate on an existing bundle."""
 
-import argparse
-
-from ._common import Progress, add_common, add_tolerance, print_report
+from ._common import Progress, add_common, add_isolation, add_tolerance, print_report
 
 
 def register(sub):
@@ -15,12 +13,17 @@ def register(sub):
     p.add_argument("--artifact", action="append", metavar="ID", help="only these artifacts (e.g. onnx-int8)")
     add_tolerance(p)
     p.add_argument("--latency", action="store_true", help="also measure batch-1 latency")
-    p.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=True,
-                   help="parse each model file in a child process first, so a crash in a native parser is a "
-                        "clean 'model rejected' failure (default: on)")
+    add_isolation(p)
     p.add_argument("--junit", metavar="FILE", help="write a JUnit XML report (also on failure)")
     add_common(p)
     p.set_defaults(run=run)
+
+
+def _xml_text(text) -> str:
+    """XML 1.0 cannot hold most control characters (an artifact id from a hostile manifest may
+    carry them): show them escaped so the JUnit file stays well-formed."""
+    return "".join(c if c in "\t\n\r" or (" " <= c <= "\ud7ff") or ("\ue000" <= c <= "\ufffd")
+                   or c >= "\U00010000" else ascii(c)[1:-1] for c in str(text))
 
 
 def write_junit(path, report=None, error=None):
@@ -30,21 +33,22 @@ def write_junit(path, report=None, error=None):
     failures = 0
     for entry in (report.artifacts if report else []):
         cases += 1
-        case = ET.SubElement(suite, "testcase", classname="edgekit.parity", name=entry["id"],
+        case = ET.SubElement(suite, "testcase", classname="edgekit.parity", name=_xml_text(entry["id"]),
                              time=str(entry.get("latency_ms", 0) / 1000))
         parity = entry["parity"]
         if not parity["passed"]:
             failures += 1
-            ET.SubElement(case, "failure", message="; ".join(parity["failures"])).text = "\n".join(parity["failures"])
+            failures_text = [_xml_text(f) for f in parity["failures"]]
+            ET.SubElement(case, "failure", message="; ".join(failures_text)).text = "\n".join(failures_text)
         else:
             metrics = {k: parity[k] for k in ("accuracy", "accuracy_drop", "cosine", "top1_agreement") if k in parity}
-            ET.SubElement(case, "system-out").text = str(metrics)
+            ET.SubElement(case, "system-out").text = _xml_text(metrics)
     errors = 0
     if error is not None:
         errors = 1
         cases += 1
         case = ET.SubElement(suite, "testcase", classname="edgekit.verify", name="verify")
-        ET.SubElement(case, "error", message=str(error), type=type(error).__name__).text = str(error)
+        ET.SubElement(case, "error", message=_xml_text(error), type=type(error).__name__).text = _xml_text(error)
     suite.set("tests", str(cases))
     suite.set("failures", str(failures))
     suite.set("errors", str(errors))
@@ -59,7 +63,8 @@ def run(args) -> int:
     progress = Progress(len(args.artifact or []) or 1, quiet=True)
     try:
         report = verify(args.bundle, args.eval, tolerances=parse_tolerance_overrides(args.tol),
-                        artifacts=args.artifact, latency=args.latency, progress=progress, isolate=args.isolate)
+                        artifacts=args.artifact, latency=args.latency, progress=progress, isolate=args.isolate,
+                        timeout=args.timeout)
     except ParityError as exc:
         if exc.report is not None:
             print_report(exc.report, args)

@@ -3,8 +3,10 @@
 A source class has a cheap ``accepts(model)`` (no framework import) and
 ``load(model, weights=, input_specs=)`` returning an object with ``framework``,
 ``description``, ``native``, ``input_specs``, ``output_names``,
-``probe(dataset)`` and ``reference(dataset, device)``. ``load_source`` asks the
-registered sources in order; adding a framework is one module and one line.
+``probe(dataset, *, timeout)`` and ``reference(dataset, device, *, timeout)``. ``timeout`` limits
+runs of model files from elsewhere (ONNX, run in an isolated child); a framework model built by
+the user's own code runs in-process and ignores it. ``load_source`` asks the registered sources
+in order; adding a framework is one module and one line.
 """
 
 import importlib

@@ -6,6 +6,7 @@ import numpy as np
 
 from edgekit.runtime import TensorInfo
 
+from ..config import VERIFY_TIMEOUT_S
 from ..errors import InputError
 from ..reference import ReferenceOutputs
 
@@ -38,41 +39,15 @@ def onnx_input_specs(model) -> list:
     return specs
 
 
-def _tensors(graph):
-    """Every TensorProto of a graph: initializers and tensor attributes, subgraphs included."""
-    yield from graph.initializer
-    for node in graph.node:
-        for attribute in node.attribute:
-            if attribute.HasField("t"):
-                yield attribute.t
-            yield from attribute.tensors
-            if attribute.HasField("g"):
-                yield from _tensors(attribute.g)
-            for subgraph in attribute.graphs:
-                yield from _tensors(subgraph)
-
-
-def check_external_data(model, folder: Path):
-    """An external-data ``location`` must be a plain relative path to a regular, singly linked file
-    inside the model's folder: not absolute, no ``..``, no symlink, no hard link, no escape."""
-    folder = folder.resolve()
-    for tensor in _tensors(model.graph):
-        if tensor.data_location != 1:  # TensorProto.EXTERNAL
-            continue
-        location = {entry.key: entry.value for entry in tensor.external_data}.get("location", "")
-        relative = Path(location)
-        if not location or relative.is_absolute() or ".." in relative.parts:
-            raise InputError(f"tensor {tensor.name!r}: external data location {location!r} is not a plain "
-                             "relative path inside the model's folder")
-        target = folder / relative
-        if target.is_symlink():
-            raise InputError(f"tensor {tensor.name!r}: external data {location!r} is a symbolic link; refused")
-        if not target.is_file():
-            raise InputError(f"tensor {tensor.name!r}: external data file {location!r} is missing")
-        if target.stat().st_nlink > 1:
-            raise InputError(f"tensor {tensor.name!r}: external data {location!r} is a hard link; refused")
-        if folder not in target.resolve().parents:
-            raise InputError(f"tensor {tensor.name!r}: external data {location!r} resolves outside {folder}")
+def check_external_data(path: Path):
+    """The runtime's rule for external data (``edgekit.runtime.backends._onnx_external``): a plain
+    relative path to a regular, singly linked file inside the model's folder; a usage error here."""
+    from edgekit.runtime import ModelLoadError
+    from edgekit.runtime.backends._onnx_external import check_external_data as check
+    try:
+        check(path)
+    except ModelLoadError as exc:
+        raise InputError(str(exc)) from exc
 
 
 def load_checked(path: Path):
@@ -80,16 +55,16 @@ def load_checked(path: Path):
     checker with full checks."""
     import onnx
     from onnx.external_data_helper import load_external_data_for_model
+    check_external_data(path)
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:
-        raise InputError(f"{path} is not a valid ONNX model: {type(exc).__name__}: {exc}") from None
-    check_external_data(model, path.parent)
+        raise InputError(f"{path} is not a valid ONNX model: {type(exc).__name__}: {exc}") from exc
     try:
         load_external_data_for_model(model, str(path.parent))
         onnx.checker.check_model(model, full_check=True)
     except Exception as exc:
-        raise InputError(f"{path} is not a valid ONNX model: {type(exc).__name__}: {exc}") from None
+        raise InputError(f"{path} is not a valid ONNX model: {type(exc).__name__}: {exc}") from exc
     return model
 
 
@@ -127,26 +102,28 @@ class OnnxSource:
     def specs_from_data(self, dataset):
         return self.input_specs
 
-    def probe(self, dataset):
-        self._model()
-        try:
-            self._session.run({s.name: dataset.inputs[s.name][:1] for s in self.input_specs})
-        except Exception as exc:
-            raise InputError(f"the ONNX model rejected the data: {exc}") from None
+    def probe(self, dataset, *, timeout=VERIFY_TIMEOUT_S):
+        self._run({s.name: dataset.inputs[s.name][:1] for s in self.input_specs}, timeout)
         return self.output_names
 
-    def _model(self):
-        if getattr(self, "_session", None) is None:
-            import tempfile
-            import edgekit.runtime as ekr
-            with tempfile.TemporaryDirectory() as tmp:
-                file = Path(tmp) / "model.onnx"
-                file.write_bytes(self.native.SerializeToString())
-                self._session = ekr.load(file)
-        return self._session
+    def _run(self, inputs, timeout) -> dict:
+        """The model over ``inputs`` in an isolated child: an ONNX file from elsewhere can crash
+        onnxruntime or never finish (a Loop with a 2^62 trip count); here that is a clean error."""
+        import tempfile
+        import edgekit.runtime as ekr
+        from edgekit.runtime._child import ChildFailure, run_isolated
+        with tempfile.TemporaryDirectory() as tmp:
+            file = Path(tmp) / "model.onnx"
+            file.write_bytes(self.native.SerializeToString())
+            try:
+                return run_isolated(file, inputs, timeout=timeout, what="running the source ONNX model")
+            except ChildFailure as exc:
+                raise InputError(f"the ONNX model failed on the data: {exc}") from exc
+            except ekr.ModelLoadError as exc:
+                raise InputError(f"onnxruntime cannot load the ONNX model: {exc}") from exc
 
-    def reference(self, dataset, device) -> ReferenceOutputs:
+    def reference(self, dataset, device, *, timeout=VERIFY_TIMEOUT_S) -> ReferenceOutputs:
         import onnxruntime
-        outputs = self._model().run({s.name: dataset.inputs[s.name] for s in self.input_specs})
+        outputs = self._run({s.name: dataset.inputs[s.name] for s in self.input_specs}, timeout)
         return ReferenceOutputs(outputs, "onnxruntime", "cpu", "cpu", {"onnxruntime": onnxruntime.__version__},
                                 dataset.sha256(), len(dataset))

@@ -133,7 +133,7 @@ class TFSource:
         values = [arrays[s.name] for s in self.input_specs]
         return flatten_outputs(self.native(values[0] if len(values) == 1 else values, training=False))
 
-    def probe(self, dataset):
+    def probe(self, dataset, *, timeout=None):
         try:
             outputs = self._call({s.name: dataset.inputs[s.name][:2] for s in self.input_specs})
         except Exception as exc:
@@ -143,7 +143,7 @@ class TFSource:
         self.output_names = list(outputs)
         return self.output_names
 
-    def reference(self, dataset, device) -> ReferenceOutputs:
+    def reference(self, dataset, device, *, timeout=None) -> ReferenceOutputs:
         import tensorflow as tf
         gpus = tf.config.list_physical_devices("GPU")
         tf_device = resolve_tf_device(device, gpus)

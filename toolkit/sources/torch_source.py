@@ -127,7 +127,7 @@ class TorchSource:
                                     dtype=np.dtype(dtype), layout=layout))
         return specs
 
-    def probe(self, dataset) -> list[str]:
+    def probe(self, dataset, *, timeout=None) -> list[str]:
         """Run two samples on the CPU: proves the data fits and learns the output names."""
         import torch
         feeds = [torch.from_numpy(np.ascontiguousarray(dataset.inputs[s.name][:2])) for s in self.input_specs]
@@ -145,7 +145,7 @@ class TorchSource:
         self.output_names = list(flatten_outputs(result))
         return self.output_names
 
-    def reference(self, dataset, device) -> ReferenceOutputs:
+    def reference(self, dataset, device, *, timeout=None) -> ReferenceOutputs:
         import torch
         torch_device = resolve_device(device, torch.cuda.is_available())
         module = self._module().to(torch_device)
