@@ -16,10 +16,12 @@ The rules, each tested (tests/unit/test_bundle.py):
 
 import ctypes
 import ctypes.util
+import hashlib
 import logging
 import os
 import re
 import shutil
+import stat
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -60,31 +62,42 @@ def _check_replaceable(path: Path):
                               "or choose another --out")
 
 
-def owned_files(bundle: Path) -> set | None:
-    """The names a bundle's manifest says edgekit wrote, or None when it is not an edgekit bundle."""
+def owned_files(bundle: Path) -> dict | None:
+    """The files a bundle's manifest says edgekit wrote, name -> sha256 (None for the manifest and
+    reports, which carry none), or None when it is not an edgekit bundle."""
     try:
         manifest = ekr.read_manifest(bundle)
     except ekr.ModelLoadError:
         return None
-    names = {ekr.MANIFEST_NAME, *REPORT_FILES}
-    references = [manifest.get("reference")] + [a.get("reference") for a in manifest["artifacts"]]
-    names |= {r.get("file", "reference.npz") for r in references if isinstance(r, dict)}
+    owned = {ekr.MANIFEST_NAME: None, **dict.fromkeys(REPORT_FILES)}
+    records = [manifest["reference"]] + [a["reference"] for a in manifest["artifacts"] if "reference" in a]
     for artifact in manifest["artifacts"]:
-        names.add(artifact.get("file"))
-        names |= {c.get("file") for c in artifact.get("companions", []) if isinstance(c, dict)}
-    return {n for n in names if isinstance(n, str) and n and Path(n).name == n}
+        records += [artifact, *artifact.get("companions", [])]
+    for record in records:
+        name = record.get("file")
+        if isinstance(name, str) and name and Path(name).name == name:
+            owned[name] = record.get("sha256") or None
+    return owned
+
+
+def _is_owned(folder: Path, name: str, owned: dict) -> bool:
+    """``name`` is a regular file edgekit wrote there, unchanged since (its sha256, where recorded)."""
+    path = folder / name
+    if name not in owned or path.is_symlink() or not path.is_file():
+        return False
+    return owned[name] is None or ekr.sha256_file(path) == owned[name]
 
 
 def foreign_files(folder: Path) -> list:
-    """Entries of ``folder`` that edgekit did not write (every entry, when it is not a bundle)."""
+    """Entries of ``folder`` that edgekit did not write or that changed since (every entry, when it
+    is not a bundle)."""
     entries = sorted(p.name for p in folder.iterdir())
     if not entries:
         return []
     owned = owned_files(folder)
     if owned is None:
         return entries
-    return [name for name in entries
-            if name not in owned or not (folder / name).is_file() or (folder / name).is_symlink()]
+    return [name for name in entries if not _is_owned(folder, name, owned)]
 
 
 # --- the swap ---------------------------------------------------------------------------------
@@ -126,37 +139,75 @@ def _replace_dir(staging: Path, target: Path):
         os.rename(staging, target)
         return
     _check_replaceable(target)  # again: files may have appeared during the export
-    owned = owned_files(target) or set()
+    owned = owned_files(target) or {}
     old = target.with_name(_temp_name(target, "old"))
-    if exchange(staging, target):
-        os.rename(staging, old)  # the previous bundle, now at the staging path
-    else:
-        os.rename(target, old)
-        try:
-            os.rename(staging, target)
-        except BaseException:
-            os.rename(old, target)
-            raise
+    with _signals_held():  # Ctrl-C between the two steps would leave the old bundle at the staging path
+        if exchange(staging, target):
+            os.rename(staging, old)  # the previous bundle, now at the staging path
+        else:
+            os.rename(target, old)
+            try:
+                os.rename(staging, target)
+            except BaseException:
+                os.rename(old, target)
+                raise
     if not remove_owned(old, owned):
-        # Files appeared in the previous bundle during the swap: keep them under a visible name
-        # that no later cleanup touches.
+        # Files appeared in (or replaced) the previous bundle during the swap: keep them under a
+        # visible name that no later cleanup touches.
         kept = target.with_name(f"{target.name}.kept-{uuid.uuid4().hex[:8]}")
         os.rename(old, kept)
         log.warning("files edgekit did not write were found in the previous bundle; kept at %s", kept)
 
 
-def remove_owned(folder: Path, owned: set) -> bool:
-    """Delete the files edgekit wrote, then the folder if that emptied it; keep anything else.
-    Returns whether the folder is gone."""
-    for name in owned:
-        path = folder / name
-        if path.is_file() and not path.is_symlink():
-            path.unlink()
+@contextmanager
+def _signals_held():
+    """Defer SIGINT/SIGTERM for a few system calls (main thread, POSIX); elsewhere a no-op."""
+    import signal
+    import threading
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def remove_owned(folder: Path, owned: dict) -> bool:
+    """Delete the files edgekit wrote (unchanged, by their sha256), then the folder if that emptied
+    it; keep anything else. Works through a descriptor of the folder opened without following a
+    symlink, so a folder swapped for a link never has its target's files deleted. Returns whether
+    the folder is gone."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        return False  # not a real folder (a symlink put in its place): touch nothing
+    try:
+        for name, digest in owned.items():
+            try:
+                info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            if stat.S_ISREG(info.st_mode) and (digest is None or _sha256_at(fd, name) == digest):
+                os.unlink(name, dir_fd=fd)
+    finally:
+        os.close(fd)
     try:
         folder.rmdir()
         return True
     except OSError:
         return False
+
+
+def _sha256_at(dir_fd, name) -> str:
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dir_fd)
+    digest = hashlib.sha256()
+    with os.fdopen(fd, "rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 # --- staging folders and their leftovers --------------------------------------------------------
@@ -179,17 +230,17 @@ def _remove_stale_staging(out: Path):
         try:
             os.kill(int(match.group(2)), 0)
             continue  # its export is still running
-        except ProcessLookupError:
+        except (ProcessLookupError, OverflowError):
             pass
         except PermissionError:
             continue
-        if match.group(1) == "old":
-            if not out.exists():
-                os.rename(path, out)  # killed between the two renames: put the previous bundle back
-            elif not remove_owned(path, owned_files(path) or set()):
-                log.warning("left %s: it holds files edgekit did not write", path)
-        else:
-            shutil.rmtree(path, ignore_errors=True)  # a staging folder: only edgekit writes there
+        owned = owned_files(path)
+        if match.group(1) == "old" and not out.exists():
+            os.rename(path, out)  # killed between the two renames: put the previous bundle back
+        elif owned is None and match.group(1) == "tmp":
+            shutil.rmtree(path, ignore_errors=True)  # a staging folder without a manifest: only edgekit wrote it
+        elif not remove_owned(path, owned or {}):
+            log.warning("left %s: it holds files edgekit did not write", path)
 
 
 @contextmanager
@@ -227,6 +278,8 @@ def output_lock(out: Path):
     finally:
         try:
             os.unlink(path)
+        except FileNotFoundError:
+            pass  # removed by hand meanwhile: nothing to clean
         finally:
             os.close(fd)
 
@@ -267,5 +320,7 @@ class _Staged:
     def reject(self) -> Path:
         """Keep a failing candidate for inspection beside the bundle, never in its place."""
         target = self.out.with_name(self.out.name + REJECTED_SUFFIX)
-        _replace_dir(self.path, target)
+        with output_lock(target):  # an export whose --out is DIR.rejected may be writing it
+            _remove_stale_staging(target)
+            _replace_dir(self.path, target)
         return target

@@ -5,6 +5,7 @@ import os
 
 import pytest
 
+import edgekit.runtime as ekr
 from edgekit import bundle
 from edgekit.bundle import check_output_dir, output_lock, staged_bundle
 from edgekit.errors import ConfigError
@@ -12,24 +13,25 @@ from edgekit.errors import ConfigError
 DEAD_PID = 2 ** 22 + 12345  # above the default pid_max: no such process
 
 
-def _manifest(text, files=()):
-    """A minimal manifest that parses as an edgekit manifest (hashes are not checked here)."""
+def _manifest(folder, text, files=()):
+    """A minimal manifest that parses as an edgekit manifest, with the files' real hashes."""
     tensor = {"name": "x", "shape": [None, 4], "dtype": "float32", "layout": None}
+    digest = {name: ekr.sha256_file(folder / name) for name in [*files, "reference.npz"]}
     return json.dumps({
         "schema_version": 1, "v": text, "inputs": [tensor], "outputs": ["x"],
         "default_artifact": None,
-        "reference": {"file": "reference.npz", "outputs": ["x"], "sha256": "0" * 64},
+        "reference": {"file": "reference.npz", "outputs": ["x"], "sha256": digest["reference.npz"]},
         "artifacts": [{"id": f"a{i}", "format": "onnx", "precision": "fp32", "scheme": "fp32", "file": f,
-                       "sha256": "0" * 64, "size_bytes": 1, "inputs": [tensor], "outputs": [tensor],
+                       "sha256": digest[f], "size_bytes": 1, "inputs": [tensor], "outputs": [tensor],
                        "parity": {"passed": True, "failures": []}}
                       for i, f in enumerate(files)]})
 
 
 def _write(folder, text, files=("model.onnx",)):
-    (folder / "manifest.json").write_text(_manifest(text, files))
     for name in files:
         (folder / name).write_text(text)
     (folder / "reference.npz").write_text(text)
+    (folder / "manifest.json").write_text(_manifest(folder, text, files))
 
 
 def _export(out, text, files=("model.onnx",)):
@@ -189,3 +191,60 @@ def test_a_second_export_to_the_same_folder_is_a_clear_error(tmp_path):
                 pass
     with output_lock(out):  # released
         pass
+
+
+def test_a_file_edited_inside_the_bundle_is_not_owned_any_more(tmp_path):
+    out = tmp_path / "b"
+    _export(out, "one")
+    (out / "model.onnx").write_text("my hand-tuned model")
+    with pytest.raises(ConfigError, match=r"did not write \(model.onnx\)"):
+        check_output_dir(out)
+    assert (out / "model.onnx").read_text() == "my hand-tuned model"
+
+
+def test_a_folder_swapped_for_a_symlink_during_the_swap_never_loses_the_targets_files(tmp_path, monkeypatch):
+    """OUT replaced by a link to a user folder between the last check and the swap: the link is moved,
+    the files behind it stay."""
+    out = tmp_path / "b"
+    _export(out, "one")
+    user = tmp_path / "user"
+    user.mkdir()
+    _write(user, "user files")  # even files that look like a bundle's
+    real_exchange = bundle.exchange
+
+    def swap_then_exchange(a, b):
+        os.rename(out, tmp_path / "moved-away")
+        os.symlink(user, out)
+        return real_exchange(a, b)
+    monkeypatch.setattr(bundle, "exchange", swap_then_exchange)
+    with staged_bundle(out) as staging:
+        _write(staging.path, "two")
+        staging.commit()
+    assert (user / "model.onnx").read_text() == "user files" and (user / "manifest.json").is_file()
+
+
+def test_the_two_rename_fallback_replaces_and_keeps_late_files(tmp_path, monkeypatch):
+    """Where the OS has no atomic exchange; files that appear in the old bundle at the last moment
+    are kept under OUT.kept-*, not deleted."""
+    out = tmp_path / "b"
+    _export(out, "one")
+    monkeypatch.setattr(bundle, "exchange", lambda a, b: False)
+    real_check = bundle._check_replaceable
+
+    def check_then_late_file(path):
+        real_check(path)
+        if path == out:
+            (out / "late.txt").write_text("written during the swap")
+    monkeypatch.setattr(bundle, "_check_replaceable", check_then_late_file)
+    with staged_bundle(out) as staging:
+        _write(staging.path, "two")
+        staging.commit()
+    assert json.loads((out / "manifest.json").read_text())["v"] == "two"
+    kept = [p for p in tmp_path.iterdir() if p.name.startswith("b.kept-")]
+    assert len(kept) == 1 and sorted(p.name for p in kept[0].iterdir()) == ["late.txt"]
+
+
+def test_leftovers_with_absurd_pids_do_not_break_exports(tmp_path):
+    (tmp_path / ".b.edgekit-tmp-99999999999999999999-abcd1234").mkdir()
+    _export(tmp_path / "b", "one")
+    assert not (tmp_path / ".b.edgekit-tmp-99999999999999999999-abcd1234").exists()
