@@ -1,5 +1,6 @@
 """``load()`` and the ``Model`` it returns."""
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +60,7 @@ def probe_isolated(path, backend="auto", timeout=600):
     refusal becomes a ModelLoadError here (``_child`` says how the child is isolated)."""
     from ._child import ChildFailure, spawn
     try:
-        spawn(["probe", path, backend], timeout=timeout, what=f"loading {path}")
+        spawn(["probe", os.path.abspath(path), backend], timeout=timeout, what=f"loading {path}")
     except ChildFailure as exc:
         raise ModelLoadError(f"model rejected: {exc}") from exc
 
@@ -76,8 +77,8 @@ def _engine(path, backend, threads, engine_options):
         import inspect
         try:
             inspect.signature(cls).bind(path, threads=threads, **engine_options)
-        except TypeError:
-            raise ModelLoadError(f"backend {cls.name!r} does not take the options {sorted(engine_options)}") from None
+        except TypeError as exc:
+            raise ModelLoadError(f"backend {cls.name!r} does not take the options {sorted(engine_options)}") from exc
     return cls(path, threads=threads, **engine_options)
 
 
@@ -142,6 +143,13 @@ class Model:
                 value = dequantize(value, info.scale, info.zero_point)
             out[info.key] = value[0] if added_batch else value
         return out
+
+    def run_batched(self, inputs: dict, batch_size: int) -> dict:
+        """``run`` over a whole data set (arrays by input name, batch axis first), ``batch_size``
+        samples per call; every output concatenated."""
+        count = len(next(iter(inputs.values())))
+        chunks = [self.run({k: v[i:i + batch_size] for k, v in inputs.items()}) for i in range(0, count, batch_size)]
+        return {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
 
     def _run_per_sample(self, feeds):
         count = next(iter(feeds.values())).shape[0]

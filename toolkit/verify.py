@@ -5,6 +5,7 @@ measured any other way would prove nothing about what ships.
 """
 
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from edgekit.runtime._manifest import artifact_path
 
 from .config import DEFAULT_TOLERANCES, VERIFY_TIMEOUT_S, Precision
 from .data import ImagePreprocess, load_data, validate
-from .errors import InputError, NothingEvaluatedError, ParityError
+from .errors import ConfigError, InputError, NothingEvaluatedError, ParityError
 from .parity import compare, judge
 from .reference import ReferenceOutputs
 from .report import Report
@@ -56,11 +57,6 @@ def in_artifact_layout(artifact_inputs, dataset, specs) -> dict:
             for t in artifact_inputs}
 
 
-def _run_here(model, inputs, count) -> dict:
-    chunks = [model.run({k: v[i:i + EVAL_BATCH] for k, v in inputs.items()}) for i in range(0, count, EVAL_BATCH)]
-    return {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
-
-
 def evaluate(model, entry: dict, file, dataset, reference: ReferenceOutputs, tolerance, specs, *, latency=True,
              isolate=True, timeout=VERIFY_TIMEOUT_S) -> dict:
     """Run one artifact over the eval set, judge it, and fill ``entry['parity']``.
@@ -70,13 +66,19 @@ def evaluate(model, entry: dict, file, dataset, reference: ReferenceOutputs, tol
     when None, a load here once the isolated run passed) also measures latency.
     """
     artifact_inputs = [ekr.TensorInfo.from_dict(d) for d in entry["inputs"]]
-    inputs = in_artifact_layout(artifact_inputs, dataset, specs)
+    try:
+        inputs = in_artifact_layout(artifact_inputs, dataset, specs)
+    except KeyError:
+        entry["parity"] = {"passed": False, "failures": [
+            f"the artifact's inputs {[t.key for t in artifact_inputs]} are not the model's inputs "
+            f"{[s.name for s in specs]} (a damaged or hand-edited manifest)"]}
+        return entry
     try:
         if isolate:
             outputs = run_isolated(file, inputs, timeout=timeout, entry=entry, batch=EVAL_BATCH,
                                    what=f"running {entry.get('id')}")
         else:
-            outputs = _run_here(model or ekr.load_artifact(file, entry), inputs, len(dataset))
+            outputs = (model or ekr.load_artifact(file, entry)).run_batched(inputs, EVAL_BATCH)
     except (ChildFailure, ekr.ModelLoadError, ekr.RuntimeInputError, RuntimeError, ValueError) as exc:
         # A broken artifact fails the gate, it does not crash it.
         entry["parity"] = {"passed": False, "failures": [f"runtime error: {type(exc).__name__}: {exc}"]}
@@ -98,6 +100,8 @@ def verify(bundle, eval, *, tolerances=None, artifacts=None, latency=False, prog
     Raises ParityError (carrying the report) when an artifact fails, InputError when
     the eval data is not the data the reference was computed on.
     """
+    if not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
+        raise ConfigError(f"timeout: expected a number of seconds > 0, got {timeout!r}")
     bundle = Path(bundle)
     try:
         manifest = ekr.read_manifest(bundle)  # parsed once: every artifact is selected from it

@@ -50,4 +50,9 @@ class OnnxRuntimeBackend:
         self._run = self._session.run
 
     def run(self, feeds):
-        return self._run(None, feeds)
+        try:
+            return self._run(None, feeds)
+        except Exception as exc:  # onnxruntime's own exception types derive from Exception only
+            if isinstance(exc, (RuntimeError, ValueError)):
+                raise
+            raise RuntimeError(f"onnxruntime: {engine_message(exc)}") from exc

@@ -87,3 +87,43 @@ def test_a_hanging_artifact_fails_within_the_time_limit(tmp_path, capsys):
     with pytest.raises(edgekit.errors.InputError, match="did not finish within 3 s"):
         edgekit.export(str(bundle / "model.onnx"), eval=x, out=tmp_path / "e", timeout=3, measure_latency=False)
     assert not (tmp_path / "e").exists()
+
+
+def _conv_any_size(path):
+    """A 3x3 convolution over an image of any size: a trial run on 1x1 zeros cannot work."""
+    weight = helper.make_tensor("w", TensorProto.FLOAT, [1, 1, 3, 3], [0.1] * 9)
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"])], "conv",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, "H", "W"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1, "H2", "W2"])],
+                              initializer=[weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+
+
+def test_isolated_loading_takes_relative_paths_and_models_zeros_do_not_fit(tmp_path, monkeypatch):
+    _conv_any_size(tmp_path / "conv.onnx")
+    monkeypatch.chdir(tmp_path)
+    model = ekr.load("conv.onnx", isolate=True)
+    assert model.predict(np.ones((1, 1, 5, 5), np.float32)).shape == (1, 1, 3, 3)
+
+
+def test_tensor_names_that_are_numpy_keywords_survive_the_child(tmp_path):
+    """Arrays cross the process boundary by position: names like `file` or `allow_pickle` are data."""
+    graph = helper.make_graph([helper.make_node("Add", ["file", "one"], ["allow_pickle"])], "names",
+                              [helper.make_tensor_value_info("file", TensorProto.FLOAT, ["N", 2])],
+                              [helper.make_tensor_value_info("allow_pickle", TensorProto.FLOAT, ["N", 2])],
+                              initializer=[helper.make_tensor("one", TensorProto.FLOAT, [2], [1.0, 1.0])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "names.onnx")
+    x = np.arange(8, dtype=np.float32).reshape(4, 2)
+    report = edgekit.export(str(tmp_path / "names.onnx"), eval=x, out=tmp_path / "b", measure_latency=False)
+    assert report.passed
+    np.testing.assert_allclose(ekr.load(tmp_path / "b").predict(x), x + 1)
+
+
+@pytest.mark.parametrize("value", ["-1", "0", "inf", "nan", "soon"])
+def test_the_time_limit_must_be_a_positive_finite_number(tmp_path, value, capsys):
+    assert main(["verify", str(tmp_path), "--eval", "x.npz", "--timeout", value]) == 2
+    assert "expected a number of seconds > 0" in capsys.readouterr().err

@@ -2,9 +2,7 @@
 declared input would make export synthesize gigabytes; NaN in parity metrics. Each is a clean error that
 says what came, what was expected and what to do, and nothing is inflated or allocated first."""
 
-import contextlib
 import io
-import signal
 import struct
 import tracemalloc
 import zipfile
@@ -19,20 +17,9 @@ from edgekit.parity import ParityResult, compare, judge
 from edgekit.reference import ReferenceOutputs
 from edgekit.runtime import TensorInfo
 
+from ..timeouts import deadline
+
 CAP_ENV = "EDGEKIT_MAX_ARRAY_BYTES"
-
-
-@contextlib.contextmanager
-def deadline(seconds):
-    def expire(signum, frame):
-        raise TimeoutError(f"still running after {seconds} s: a hang")
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def _npy_header(shape, descr="<f4") -> bytes:

@@ -2,14 +2,12 @@
 and corrupt reference outputs. Each must end in a clean error (exit 2 or 1), never a raw exception,
 a hang, or a pass. The bundle is a tiny torch model exported here to ONNX and OpenVINO IR."""
 
-import contextlib
 import hashlib
 import io
 import json
 import os
 import random
 import shutil
-import signal
 
 import numpy as np
 import pytest
@@ -18,6 +16,8 @@ import edgekit.runtime as ekr
 from edgekit.cli.main import main
 from edgekit.errors import InputError, ParityError
 from edgekit.verify import verify
+
+from ..timeouts import deadline
 
 CLEAN = (ekr.ModelLoadError, InputError, ParityError)
 
@@ -35,20 +35,6 @@ def bundle(tmp_path_factory):
     np.savez(work / "eval.npz", x=x)
     edgekit.export(model, calib=x, eval=x, targets=["onnx", "openvino"], out=work / "b", measure_latency=False)
     return work / "b", work / "eval.npz"
-
-
-@contextlib.contextmanager
-def deadline(seconds):
-    """Turn a hang (a blocking open of a FIFO) into a test failure instead of a stuck test run."""
-    def expire(signum, frame):
-        raise TimeoutError(f"still running after {seconds} s: a hang")
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def _copy(bundle, tmp_path):
@@ -85,7 +71,7 @@ def _cli_verify(copy, eval_path):
 
 def test_runtime_precisions_are_the_toolkits():
     from edgekit.config import Precision
-    from edgekit.runtime._manifest import PRECISIONS
+    from edgekit.runtime._schema import PRECISIONS
     assert sorted(PRECISIONS) == sorted(str(p) for p in Precision)
 
 
@@ -170,7 +156,7 @@ def test_unparseable_manifests_are_clean_errors(bundle, tmp_path, text, match):
 
 
 def test_an_oversized_manifest_is_refused_before_it_is_read(bundle, tmp_path):
-    from edgekit.runtime._manifest import MAX_MANIFEST_BYTES
+    from edgekit.runtime._schema import MAX_MANIFEST_BYTES
     copy = _copy(bundle, tmp_path)
     manifest = _manifest(copy)
     manifest["padding"] = "x" * MAX_MANIFEST_BYTES

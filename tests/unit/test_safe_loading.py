@@ -210,8 +210,8 @@ def test_children_never_import_from_the_working_directory(tmp_path, digits_bundl
     for name in ("json", "numpy", "onnxruntime", "sitecustomize", "usercustomize"):
         (hostile / f"{name}.py").write_text(f"open({str(marker)!r}, 'a').write({name!r})\n")
     monkeypatch.chdir(hostile)
+    monkeypatch.syspath_prepend(str(hostile))  # as `python -m edgekit` run there would have it
     monkeypatch.setenv("PYTHONPATH", str(hostile))
-    monkeypatch.setenv("PYTHONSTARTUP", str(hostile / "json.py"))
     assert main(["verify", str(digits_bundle[0]), "--eval", str(digits_files["eval"]), "--artifact", "onnx-fp32"]) == 0
     ekr.load(digits_bundle[0], artifact="onnx-int8", isolate=True)
     assert not marker.exists(), f"a module from the working directory ran in a child: {marker.read_text()}"

@@ -17,13 +17,25 @@ def add_tolerance(parser):
                              "min_top1_agreement, max_abs_error)")
 
 
+def _seconds(text) -> float:
+    import argparse
+    import math
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
+    return value
+
+
 def add_isolation(parser):
     import argparse
     from edgekit.config import VERIFY_TIMEOUT_S
     parser.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=True,
                         help="run each artifact in an isolated child process, so a crash or hang in an engine "
                              "fails that artifact instead of killing the run (default: on)")
-    parser.add_argument("--timeout", type=float, default=VERIFY_TIMEOUT_S, metavar="SECONDS",
+    parser.add_argument("--timeout", type=_seconds, default=VERIFY_TIMEOUT_S, metavar="SECONDS",
                         help=f"time limit per artifact verification (default {VERIFY_TIMEOUT_S:g}); "
                              "an artifact that takes longer fails")
 
