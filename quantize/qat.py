@@ -13,6 +13,7 @@ second time and what training learned is what ships.
 
 import copy
 import dataclasses
+import os
 
 from edgekit.errors import ConfigError, ConversionError, UnsupportedError
 
@@ -33,6 +34,9 @@ def _torch_samples(source, calibration, count):
 
 
 def qat_torch(source, options, calibration, quantize_options, pruned=False) -> QATResult:
+    # NNCF compiles its C++ quantizer extension on first use and gives up after 60 s: a 2-vCPU CI
+    # runner under load took longer (ExtensionLoaderTimeoutException). The user's value wins.
+    os.environ.setdefault("NNCF_EXTENSION_LOAD_TIMEOUT", "600")
     import nncf
     import torch
 
@@ -73,7 +77,7 @@ def qat_torch(source, options, calibration, quantize_options, pruned=False) -> Q
         raise
     except Exception as exc:
         raise UnsupportedError(f"NNCF quantization-aware training failed: {type(exc).__name__}: "
-                               f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from None
+                               f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from exc
     return QATResult(stripped.eval(), {"tool": f"nncf {nncf.__version__}", "calibration_samples": count,
                                        "steps": options.steps, "overflow_fix": str(overflow_fix.value)})
 
@@ -111,7 +115,7 @@ def qat_keras(source, options, calibration, quantize_options, pruned=False) -> Q
             scheme = "quantize_model (default 8-bit scheme)"
     except Exception as exc:
         raise UnsupportedError(f"TensorFlow Model Optimization cannot quantize this model: {type(exc).__name__}: "
-                               f"{exc}") from None
+                               f"{exc}") from exc
     options.train(model, options.steps, [])
     return QATResult(model, {"tool": "tensorflow_model_optimization", "scheme": scheme, "steps": options.steps})
 
@@ -140,7 +144,7 @@ def export_int8(qat_source, fmt, out_path, config, example):
         else:
             result = CONVERTERS.get((framework, fmt))(qat_source, out_path, config, example=example)
     except ConversionError as exc:
-        raise UnsupportedError(f"{fmt} from the QAT model: {exc}") from None
+        raise UnsupportedError(f"{fmt} from the QAT model: {exc}") from exc
     if fmt == "onnx":
         # TF-MOT trains weights on the whole int8 grid (no 7-bit option), which u8*s8 kernels on x86
         # without VNNI overflow: store them as uint8. NNCF's were trained 7-bit (overflow fix).
