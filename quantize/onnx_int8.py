@@ -82,13 +82,15 @@ def quantize(conversion, out_path, calibration, options, evaluation=None) -> Qua
                 str(prepared), str(out_path), _Reader(calibration, count, batch),
                 quant_format=QuantFormat.QDQ, per_channel=options.per_channel,
                 reduce_range=options.reduce_range, activation_type=QuantType.QUInt8,
-                weight_type=QuantType.QInt8, nodes_to_exclude=excluded or None,
+                weight_type=QuantType.QUInt8 if options.weight_type == "u8" else QuantType.QInt8,
+                nodes_to_exclude=excluded or None,
                 calibrate_method=_method(options.calibration_method), extra_options=extra,
                 calibration_providers=["CPUExecutionProvider"])
         except Exception as exc:
             raise QuantizationError(f"onnxruntime static quantization failed: {type(exc).__name__}: {exc}") from None
     details = {"tool": "onnxruntime.quantization.quantize_static", "format": "QDQ",
-               "activations": "uint8 asymmetric", "weights": "int8 symmetric", "bias": "float32",
+               "activations": "uint8 asymmetric",
+               "weights": "uint8 asymmetric" if options.weight_type == "u8" else "int8 symmetric", "bias": "float32",
                "per_channel": options.per_channel, "reduce_range": options.reduce_range,
                "calibration_method": str(options.calibration_method),
                "calibration_samples": count, "nodes_kept_fp32": excluded}

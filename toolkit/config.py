@@ -119,6 +119,11 @@ class QuantizeOptions:
     # or the units of ``metric``); layers are reverted to float until the drop is within it.
     max_drop: float | None = None
     metric: object = None          # callable(predictions, labels) -> float, higher is better, or "file.py:name"
+    weight_type: str = "s8"        # ONNX int8 weights: "s8" (fast u8*s8 kernels) or "u8" (u8*u8, never saturates)
+    # Recipe search (edgekit.quantize.recipes): try the format's ladder of recipes until one passes
+    # the gate, at most ``search_budget`` of them; off = exactly the options above.
+    search: bool = True
+    search_budget: int = 3
 
     def __post_init__(self):
         object.__setattr__(self, "calibration_method",
@@ -127,6 +132,10 @@ class QuantizeOptions:
             raise ConfigError(f"max_calibration_samples: expected >= 1, got {self.max_calibration_samples}")
         if self.min_calibration_samples < 1:
             raise ConfigError(f"min_calibration_samples: expected >= 1, got {self.min_calibration_samples}")
+        if self.weight_type not in ("s8", "u8"):
+            raise ConfigError(f"weight_type: expected 's8' or 'u8', got {self.weight_type!r}")
+        if not isinstance(self.search_budget, int) or isinstance(self.search_budget, bool) or self.search_budget < 1:
+            raise ConfigError(f"search_budget: expected an integer >= 1, got {self.search_budget!r}")
         if self.model_type not in ("auto", "cnn", "transformer"):
             raise ConfigError(f"model_type: expected 'auto', 'cnn' or 'transformer', got {self.model_type!r}")
         if self.max_drop is not None and (not isinstance(self.max_drop, (int, float)) or not self.max_drop >= 0):
@@ -217,7 +226,7 @@ class ExportConfig:
     timeout: float = VERIFY_TIMEOUT_S
 
     def __post_init__(self):
-        if not isinstance(self.timeout, (int, float)) or not self.timeout > 0:
+        if not isinstance(self.timeout, (int, float)) or not 0 < self.timeout < math.inf:
             raise ConfigError(f"timeout: expected a number of seconds > 0, got {self.timeout!r}")
         if isinstance(self.prune, (int, float)) and not isinstance(self.prune, bool):
             object.__setattr__(self, "prune", PruneOptions(float(self.prune)))

@@ -20,6 +20,7 @@ import edgekit.runtime as ekr
 from edgekit.export import CONVERTERS, FORMATS, format_module
 from edgekit.quantize import SCHEMES, quantizer_for
 from edgekit.quantize.prune import gzip_size
+from edgekit.quantize.recipes import candidates, summary
 
 from ._version import __version__
 from .bundle import check_output_dir, output_lock, staged_bundle
@@ -53,7 +54,7 @@ def export(model, example_inputs=None, *, calib=None, eval=None, targets=("onnx"
             config = ExportConfig(targets=tuple(targets) if not isinstance(targets, str) else targets,
                                   precisions=tuple(precisions), quantize=quantize or QuantizeOptions(), **options)
         except TypeError as exc:
-            raise ConfigError(f"unknown export option: {exc}") from None
+            raise ConfigError(f"unknown export option: {exc}") from exc
     for fmt in config.targets:
         if fmt not in FORMATS:
             raise ConfigError(f"target {fmt!r}: expected one of {sorted(FORMATS)}")
@@ -83,16 +84,19 @@ def export(model, example_inputs=None, *, calib=None, eval=None, targets=("onnx"
             qat = qat_stage(source, original, calibration, evaluation, config, report, progress)
 
         with staged_bundle(out) as staging:
+            def judge(entry, model_obj):
+                """Verify one artifact through the runtime; fills ``entry["parity"]``."""
+                own = qat[1] if entry.get("reference") else reference
+                with timed_step(f"verify {entry['id']}", report.stages, progress):
+                    evaluate(model_obj, entry, staging.path / entry["file"], evaluation, own,
+                             config.tolerances[Precision(entry["precision"])], source.input_specs,
+                             latency=config.measure_latency, isolate=config.isolate, timeout=config.timeout)
+                return entry
+
             for fmt in config.targets:
-                for entry, model_obj in _artifacts_for(fmt, source, calibration, evaluation, config,
-                                                       staging.path, report, progress, qat):
-                    own = qat[1] if entry.get("reference") else reference
-                    with timed_step(f"verify {entry['id']}", report.stages, progress):
-                        tolerance = config.tolerances[Precision(entry["precision"])]
-                        evaluate(model_obj, entry, staging.path / entry["file"], evaluation, own, tolerance,
-                                 source.input_specs, latency=config.measure_latency, isolate=config.isolate,
-                                 timeout=config.timeout)
-                    report.artifacts.append(entry)
+                report.artifacts += _artifacts_for(fmt, source, calibration, evaluation, config, staging.path,
+                                                   report, progress, judge, qat)
+            report.warnings += _slower_than_fp32(report.artifacts)
             digests = {ref.file: ref.save(staging.path) for ref in [reference, *([qat[1]] if qat else [])]}
             manifest = _manifest(source, reference, evaluation, config, report, preprocess, calibration)
             qat_provenances = [a["reference"] for a in manifest["artifacts"] if "reference" in a]
@@ -166,9 +170,11 @@ def _random_data(specs, seed) -> Dataset:
     return Dataset(inputs, origin="random")
 
 
-def _artifacts_for(fmt, source, calibration, evaluation, config, staging: Path, report, progress, qat=None):
-    """Yield (manifest entry, loaded runtime model) for fp32 and each quantized precision of ``fmt``;
-    with ``qat`` (QAT source, its reference) the int8 artifact is converted from the QAT model."""
+def _artifacts_for(fmt, source, calibration, evaluation, config, staging: Path, report, progress, judge, qat=None):
+    """Yield the verified manifest entry of fp32 and of each quantized precision of ``fmt``; with
+    ``qat`` (QAT source, its reference) the int8 artifact is converted from the QAT model.
+    ``judge(entry, model)`` verifies an artifact; a precision with a recipe ladder
+    (``edgekit.quantize.recipes``) tries its recipes until one passes."""
     suffix = FORMATS[fmt][0]
     checker = format_module(fmt)
     convert = CONVERTERS.get((source.framework, fmt))
@@ -177,7 +183,7 @@ def _artifacts_for(fmt, source, calibration, evaluation, config, staging: Path, 
         result = convert(source, fp32_path, config, example=calibration or evaluation)
         checker.check(fp32_path)
     entry = _entry(fmt, Precision.FP32, fp32_path, source, checker, result, {}, result.notes)
-    yield entry, ekr.load_artifact(fp32_path, entry)
+    yield judge(entry, ekr.load_artifact(fp32_path, entry))
     for precision in config.precisions:
         if precision == Precision.FP32:
             continue
@@ -185,23 +191,71 @@ def _artifacts_for(fmt, source, calibration, evaluation, config, staging: Path, 
         if qat is not None and precision == Precision.INT8:
             entry = _qat_artifact(fmt, path, qat, checker, config, calibration or evaluation, report, progress)
             if entry is not None:
-                yield entry, ekr.load_artifact(path, entry)
+                yield judge(entry, ekr.load_artifact(path, entry))
             continue
+        entry = _search(fmt, precision, path, source, checker, result, calibration, evaluation, config, report,
+                        progress, judge)
+        if entry is not None:
+            yield entry
+
+
+def _slower_than_fp32(artifacts) -> list:
+    """Say so when a quantized artifact runs slower than its format's fp32 one on this CPU (tiny
+    models, where per-call overhead dominates, and CPUs without fast int8 kernels)."""
+    fp32 = {a["format"]: a.get("latency_ms") for a in artifacts if a["precision"] == "fp32"}
+    return [f"{a['id']} is slower than {a['format']}-fp32 on this CPU ({a['latency_ms']:.3f} vs "
+            f"{fp32[a['format']]:.3f} ms per batch-1 call, {_cpu_class()}): it gains size, not speed, here"
+            for a in artifacts if a["precision"] != "fp32" and a.get("latency_ms") is not None
+            and fp32.get(a["format"]) is not None and a["latency_ms"] > fp32[a["format"]]]
+
+
+def _cpu_class() -> str:
+    flags = _cpu_flags()
+    vnni = [f for f in ("avx512_vnni", "avx_vnni", "asimddp") if f in flags]
+    return f"{platform.machine()} with {', '.join(vnni) or 'no int8 dot-product instructions (no VNNI)'}"
+
+
+def _search(fmt, precision, path, source, checker, conversion, calibration, evaluation, config, report, progress,
+            judge):
+    """Quantize with each recipe of the ladder in turn until one passes the gate; return the entry of
+    the one that passed (else of the last tried), with every recipe tried in ``quantization.search``."""
+    ladder = candidates(fmt, precision, config.quantize)
+    tried, entry = [], None
+    for recipe, options in ladder:
         try:
-            quantizer = quantizer_for(source.framework, fmt, precision)
+            quantizer = quantizer_for(source.framework, fmt, recipe.precision)
         except UnsupportedError:
-            report.warnings.append(f"{fmt} {precision} from {source.framework}: not supported, no artifact made")
+            if recipe.precision == str(precision):
+                report.warnings.append(f"{fmt} {precision} from {source.framework}: not supported, no artifact made")
+                return None
             continue
-        with timed_step(f"quantize {fmt} {precision}", report.stages, progress):
-            qresult = quantizer(result, path, calibration, config.quantize, evaluation=evaluation)
+        for stale in _files(checker, path):
+            stale.unlink(missing_ok=True)
+        label = f"quantize {fmt} {precision}" + (f" ({recipe.name})" if len(ladder) > 1 else "")
+        with timed_step(label, report.stages, progress):
+            qresult = quantizer(conversion, path, calibration, options, evaluation=evaluation)
             checker.check(path)
-        if precision == Precision.INT8 and config.quantize.max_drop is not None and fmt != "openvino":
-            report.warnings.append(f"{fmt}-int8: accuracy-controlled quantization (max_drop) is OpenVINO's; "
-                                   "this artifact is plain post-training int8, judged by the gate")
-        report.warnings += [f"{fmt}-{precision}: {note}" for note in qresult.notes]
-        entry = _entry(fmt, precision, path, source, checker, result, qresult.details, qresult.notes,
+        entry = _entry(fmt, precision, path, source, checker, conversion, qresult.details, qresult.notes,
                        scheme=qresult.scheme)
-        yield entry, ekr.load_artifact(path, entry)
+        judge(entry, ekr.load_artifact(path, entry))
+        tried.append(summary(recipe, entry))
+        if entry["parity"]["passed"]:
+            break
+    if entry is None:
+        return None
+    if len(ladder) > 1:
+        entry["quantization"]["search"] = tried
+        if entry["parity"]["passed"] and len(tried) > 1:
+            report.warnings.append(f"{entry['id']}: recipe {tried[-1]['recipe']!r} shipped after "
+                                   + "; ".join(f"{t['recipe']!r} failed ({t['failures'][0]})" for t in tried[:-1]))
+        elif not entry["parity"]["passed"]:
+            entry["parity"]["failures"].append(
+                f"every recipe tried failed ({', '.join(t['recipe'] for t in tried)}; see quantization.search)")
+    if precision == Precision.INT8 and config.quantize.max_drop is not None and fmt != "openvino":
+        report.warnings.append(f"{fmt}-int8: accuracy-controlled quantization (max_drop) is OpenVINO's; "
+                               "this artifact is plain post-training int8, judged by the gate")
+    report.warnings += [f"{fmt}-{precision}: {note}" for note in entry["notes"]]
+    return entry
 
 
 def _qat_artifact(fmt, path, qat, checker, config, example, report, progress):

@@ -47,6 +47,14 @@ def register(sub):
                    help="7-bit weights in every int8 layer, ONNX and OpenVINO IR (default: on, so that int8 artifacts "
                         "hold on x86 CPUs without VNNI, whose u8*s8 kernels saturate; --no-reduce-range for "
                         "VNNI or arm64 targets only)")
+    q.add_argument("--weight-type", choices=["s8", "u8"], default=None,
+                   help="ONNX int8 weight type: s8 (fast u8*s8 kernels; default) or u8 (u8*u8, never saturates, "
+                        "slower on VNNI CPUs)")
+    q.add_argument("--search", action=argparse.BooleanOptionalAction, default=None,
+                   help="try the format's int8 recipes in turn until one passes the gate (default: on, unless a "
+                        "recipe flag such as --reduce-range, --weight-type, --keep-fp32 pins the recipe)")
+    q.add_argument("--search-budget", type=int, default=None, metavar="N",
+                   help="try at most N recipes per int8 artifact (default 3)")
     q.add_argument("--keep-fp32", action="append", default=[], metavar="PATTERN",
                    help="keep nodes whose name matches this glob in float")
     q.add_argument("--model-type", choices=["auto", "cnn", "transformer"], default=None,
@@ -157,16 +165,21 @@ def run(args) -> int:
     from edgekit.errors import ParityError
     from edgekit.pipeline import export
 
-    quant = {k: v for k, v in {
+    recipe = {k: v for k, v in {
         "calibration_method": args.calibration_method, "per_channel": args.per_channel,
-        "reduce_range": args.reduce_range, "max_calibration_samples": args.max_calib_samples,
-        "min_calibration_samples": args.min_calib_samples, "model_type": args.model_type,
-        "fast_bias_correction": args.fast_bias_correction,
-        "max_drop": args.max_drop, "metric": args.metric}.items() if v is not None}
+        "reduce_range": args.reduce_range, "weight_type": args.weight_type, "model_type": args.model_type,
+        "fast_bias_correction": args.fast_bias_correction, "max_drop": args.max_drop}.items() if v is not None}
+    if args.keep_fp32:
+        recipe["keep_fp32"] = tuple(args.keep_fp32)
+    # A recipe flag pins the recipe: the search would otherwise replace what was asked for.
+    search = args.search if args.search is not None else not recipe
+    quant = {**recipe, **{k: v for k, v in {
+        "max_calibration_samples": args.max_calib_samples, "min_calibration_samples": args.min_calib_samples,
+        "metric": args.metric, "search_budget": args.search_budget}.items() if v is not None}}
     precisions = ["fp32"] + [name for flag, name in ((args.fp16, "fp16"), (args.dynamic_int8, "dynamic"),
                                                      (args.int8, "int8"), (args.int16x8, "int16x8")) if flag]
     config = ExportConfig(targets=args.to, precisions=tuple(precisions),
-                          quantize=QuantizeOptions(keep_fp32=tuple(args.keep_fp32), int8_io=args.int8_io, **quant),
+                          quantize=QuantizeOptions(int8_io=args.int8_io, search=search, **quant),
                           tolerances=parse_tolerance_overrides(args.tol), reference_device=args.reference_device,
                           opset=args.opset, seed=args.seed, measure_latency=not args.no_latency,
                           isolate=args.isolate, timeout=args.timeout,

@@ -1,0 +1,63 @@
+"""The int8 recipe search: per (format, precision), an ordered ladder of recipes to try.
+
+A single int8 recipe is a guess that fails on some models and CPUs (issue 12's survey, on an
+AVX2-only x86 CPU: a subclassed Keras CNN lost 18.2 points with 8-bit u8*s8, 2.7 with 7-bit weights,
+0.67 with u8*u8; a sentence-embedding transformer kept cosine 0.35 with any static int8 and 0.991
+with dynamic int8; NNCF's fast bias correction gave 0.995 where its full one gave 0.965). The
+pipeline quantizes with the first rung, verifies it through the runtime, and goes down the ladder
+while the gate fails: the first recipe that passes ships, and the manifest lists every recipe
+tried, with its figures and why it failed.
+
+Rungs are ordered by expected speed on x86: u8 activations with s8 weights are onnxruntime's fast
+kernels (7-bit weights so that they cannot saturate without VNNI), u8*u8 is exact on every CPU but
+measured at 0.97 of fp32 latency on MobileNetV2 (VNNI) against 0.52, dynamic int8 quantizes only
+weights ahead of time. Each rung is a set of QuantizeOptions changes; a rung may use another
+quantizer (``dynamic``), whose scheme the manifest records.
+
+An explicit recipe option (a pinned recipe: ``QuantizeOptions(search=False)``, which the CLI sets
+when a recipe flag such as ``--reduce-range`` is given) skips the search.
+"""
+
+from dataclasses import dataclass, replace
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    precision: str          # which quantizer of the format runs it: "int8" or "dynamic"
+    changes: tuple = ()     # (QuantizeOptions field, value) pairs applied to the user's options
+
+
+LADDERS = {
+    ("onnx", "int8"): (
+        Recipe("as configured (u8s8, 7-bit weights by default)", "int8"),
+        Recipe("u8u8", "int8", (("weight_type", "u8"), ("reduce_range", False))),
+        Recipe("dynamic int8 (weights only)", "dynamic"),
+    ),
+    ("openvino", "int8"): (
+        Recipe("as configured (full bias correction by default)", "int8"),
+        Recipe("fast bias correction", "int8", (("fast_bias_correction", True),)),
+    ),
+}
+
+
+def candidates(fmt: str, precision, options) -> list:
+    """(recipe, options) pairs to try for ``fmt``/``precision``, at most ``options.search_budget``;
+    one pair (the user's options) when the recipe is pinned or the format has no ladder."""
+    ladder = LADDERS.get((fmt, str(precision)))
+    if not options.search or ladder is None:
+        return [(Recipe("as configured", str(precision)), options)]
+    chosen = []
+    for recipe in ladder:
+        tuned = replace(options, **dict(recipe.changes))
+        if (recipe.precision, tuned) not in [(r.precision, o) for r, o in chosen]:  # the user's options may
+            chosen.append((recipe, tuned))                                          # already be a later rung
+    return chosen[:options.search_budget]
+
+
+def summary(recipe: Recipe, entry: dict) -> dict:
+    """What the manifest keeps of one tried recipe: its name, scheme, figures and failures."""
+    parity = entry.get("parity", {})
+    kept = ("cosine", "accuracy_drop", "top1_agreement")
+    return {"recipe": recipe.name, "scheme": entry.get("scheme"), "passed": bool(parity.get("passed")),
+            **{k: parity[k] for k in kept if k in parity}, "failures": list(parity.get("failures", []))}

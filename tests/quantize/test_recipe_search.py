@@ -1,0 +1,95 @@
+"""The int8 recipe search: the first recipe that passes ships; every recipe tried is recorded."""
+
+import numpy as np
+import pytest
+import torch
+
+import edgekit
+from edgekit.config import QuantizeOptions, parse_tolerance_overrides
+from edgekit.errors import ParityError
+
+
+def _mlp():
+    torch.manual_seed(3)
+    return torch.nn.Sequential(torch.nn.Linear(12, 48), torch.nn.ReLU(), torch.nn.Linear(48, 48), torch.nn.ReLU(),
+                               torch.nn.Linear(48, 6)).eval()
+
+
+@pytest.fixture(scope="module")
+def data():
+    return np.random.default_rng(0).standard_normal((96, 12)).astype(np.float32)
+
+
+def _export(tmp_path, data, name, min_cosine, **quantize):
+    return edgekit.export(_mlp(), calib=data, eval=data, targets=["onnx"], int8=True, out=tmp_path / name,
+                          measure_latency=False, quantize=QuantizeOptions(**quantize),
+                          tolerances=parse_tolerance_overrides([f"int8.min_cosine={min_cosine}",
+                                                                "int8.min_top1_agreement=0"]))
+
+
+def _int8(report):
+    return next(a for a in report.artifacts if a["id"] == "onnx-int8")
+
+
+def test_the_ladder_ships_the_first_recipe_that_passes(tmp_path, data):
+    # An impossible tolerance: every recipe fails, and each is listed with its figures and failure.
+    with pytest.raises(ParityError, match="every recipe tried failed") as failed:
+        _export(tmp_path, data, "all-fail", 1)
+    tried = _int8(failed.value.report)["quantization"]["search"]
+    assert [t["recipe"].split(" (")[0] for t in tried] == ["as configured", "u8u8", "dynamic int8"]
+    assert [t["scheme"] for t in tried] == ["w8a8-static", "w8a8-static", "w8a32-dynamic"]
+    assert all(not t["passed"] and "cosine" in t["failures"][0] for t in tried)
+    cosines = [t["cosine"] for t in tried]
+    # Dynamic int8 leaves this MLP's outputs in float, so it is the most accurate recipe here; a
+    # tolerance only it meets makes the search go down to it (measured on this CPU, not assumed).
+    best = int(np.argmax(cosines))
+    assert best > 0, f"the first recipe was already the most accurate: {cosines}"
+    report = _export(tmp_path, data, "search", cosines[best] - 1e-9)
+    shipped = _int8(report)
+    assert report.passed and shipped["parity"]["passed"]
+    assert [t["passed"] for t in shipped["quantization"]["search"]] == [False] * best + [True]
+    assert shipped["scheme"] == tried[best]["scheme"]
+    assert any("shipped after" in w for w in report.warnings)
+    # The bundle holds the shipped recipe's file, not a leftover of an earlier one.
+    import edgekit.runtime as ekr
+    out = ekr.load(tmp_path / "search", artifact="onnx-int8").predict(data)
+    assert out.shape == (96, 6)
+
+
+def test_a_pinned_recipe_is_not_searched(tmp_path, data):
+    with pytest.raises(ParityError) as failed:
+        _export(tmp_path, data, "pinned", 1, search=False)
+    assert "search" not in _int8(failed.value.report)["quantization"]
+    with pytest.raises(ParityError) as budget:
+        _export(tmp_path, data, "budget", 1, search_budget=2)
+    assert len(_int8(budget.value.report)["quantization"]["search"]) == 2
+
+
+def test_recipe_flags_pin_the_recipe_on_the_cli(monkeypatch, tmp_path):
+    from edgekit.cli.main import main
+    seen = []
+    monkeypatch.setattr("edgekit.pipeline.export", lambda *a, config, **k: seen.append(config.quantize) or _Passed())
+    base = ["export", "m.onnx", "--out", str(tmp_path / "o"), "--int8", "--calib", "c.npz", "-q"]
+    assert main(base) == 0 and seen[-1].search
+    assert main(base + ["--reduce-range"]) == 0 and not seen[-1].search
+    assert main(base + ["--weight-type", "u8"]) == 0 and not seen[-1].search and seen[-1].weight_type == "u8"
+    assert main(base + ["--keep-fp32", "x*", "--search"]) == 0 and seen[-1].search
+    assert main(base + ["--search-budget", "0"]) == 2
+
+
+class _Passed:
+    passed = True
+    failures = warnings = []
+
+    def table(self):
+        return ""
+
+
+def test_an_int8_artifact_slower_than_fp32_is_reported():
+    from edgekit.pipeline import _slower_than_fp32
+    artifacts = [{"id": "onnx-fp32", "format": "onnx", "precision": "fp32", "latency_ms": 0.020},
+                 {"id": "onnx-int8", "format": "onnx", "precision": "int8", "latency_ms": 0.031},
+                 {"id": "tflite-fp32", "format": "tflite", "precision": "fp32", "latency_ms": 0.040},
+                 {"id": "tflite-int8", "format": "tflite", "precision": "int8", "latency_ms": 0.010}]
+    warnings = _slower_than_fp32(artifacts)
+    assert len(warnings) == 1 and warnings[0].startswith("onnx-int8 is slower than onnx-fp32 on this CPU (0.031 vs")
