@@ -141,6 +141,15 @@ def _quantization_fits(tensor, where):
                              f"{' or '.join(QUANTIZED_DTYPES)}, got {tensor['dtype']!r}")
 
 
+OUTPUT_KINDS = ("classification", "regression", "embedding", "detection")  # edgekit.parity.OUTPUT_KINDS
+
+
+def _kinds_known(kinds, where):
+    for name, kind in kinds.items():
+        if kind not in OUTPUT_KINDS:
+            raise ModelLoadError(f"{_join(where, name)}: expected one of {list(OUTPUT_KINDS)}, got {_shown(kind)}")
+
+
 def _ids_unique(manifest, where):
     seen = {}
     for index, entry in enumerate(manifest["artifacts"]):
@@ -214,5 +223,7 @@ MANIFEST = _Object("an edgekit manifest, a JSON object", required={
     "preprocessing": _Nullable(_PREPROCESSING),
     "labels": _Nullable(_ListOf(_TEXT, "a list of class names")),
     "source": _MAPPING,
+    "output_kinds": _Object("an object from output name to its kind", check=lambda value, where: _kinds_known(
+        value, where)),
     "edgekit_version": _TEXT,
 }, check=_ids_unique)

@@ -8,8 +8,10 @@ The rules, each tested (tests/unit/test_bundle.py):
   and a run killed between them is repaired by the next one.
 - edgekit never deletes a file it did not write. A folder is replaced only when it is an edgekit
   bundle (its ``manifest.json`` parses as one) holding nothing but the files its manifest owns;
-  anything else is refused before any work. After the swap the previous bundle's files are
-  removed by name, from its manifest, never by deleting the folder blindly.
+  anything else (a file added, or one changed since: its sha256) is refused before any work and
+  checked again just before the swap. After the swap the previous bundle's files are removed by
+  name from its manifest, unchanged ones only, through a folder descriptor opened without
+  following symlinks; anything left is kept under ``OUT.kept-*``, never deleted.
 - One export at a time per output folder: a lock file beside it (``.NAME.edgekit-lock``, held
   with ``flock`` for the whole export) turns a second export into a clear error.
 """

@@ -224,8 +224,15 @@ class ExportConfig:
     # that artifact, not the export) within ``timeout`` seconds.
     isolate: bool = True
     timeout: float = VERIFY_TIMEOUT_S
+    # Output name -> "classification" | "regression" | "embedding" | "detection": how each output is
+    # judged (top-1 agreement only for class scores); undeclared outputs are inferred (parity.output_kinds).
+    output_kinds: dict = field(default_factory=dict)
 
     def __post_init__(self):
+        from .parity import OUTPUT_KINDS
+        for name, kind in dict(self.output_kinds).items():
+            if kind not in OUTPUT_KINDS:
+                raise ConfigError(f"output_kinds[{name!r}]: expected one of {list(OUTPUT_KINDS)}, got {kind!r}")
         if not isinstance(self.timeout, (int, float)) or not 0 < self.timeout < math.inf:
             raise ConfigError(f"timeout: expected a number of seconds > 0, got {self.timeout!r}")
         if isinstance(self.prune, (int, float)) and not isinstance(self.prune, bool):

@@ -1,9 +1,10 @@
 """Parity of one artifact's outputs against the reference outputs.
 
-Metrics per output: max/mean absolute error, cosine similarity (flattened per
-sample, then averaged), SQNR in dB. For classification outputs (2-D, several
-columns) also top-1 agreement with the reference, and with labels the task
-accuracy of both and the drop in points. ``judge`` collects every failure
+Metrics per output: max/mean absolute error, relative error, cosine similarity (flattened per
+sample; mean and minimum over samples), SQNR in dB. Outputs that are class scores (declared,
+labelled, or inferred conservatively: ``output_kinds``) also get top-1 agreement with the
+reference, and with labels the task accuracy of both and the drop in points; a box, landmark or
+embedding output is never judged by its argmax. ``judge`` collects every failure
 against the precision's Tolerance; a NaN/inf/all-zero output, a NaN/inf reference and a
 NaN metric always fail.
 """
@@ -29,14 +30,14 @@ class ParityResult:
                 "per_output": self.per_output}
 
 
-def _cosine(a, b) -> float:
+def _cosines(a, b):
+    """Cosine similarity of each sample (flattened); 1 where both are all zeros."""
     a = a.reshape(len(a), -1).astype(np.float64)
     b = b.reshape(len(b), -1).astype(np.float64)
     norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
     dots = (a * b).sum(axis=1)
     both_zero = norms == 0
-    cos = np.where(both_zero, np.where((a == b).all(axis=1), 1.0, 0.0), dots / np.where(both_zero, 1, norms))
-    return float(cos.mean())
+    return np.where(both_zero, np.where((a == b).all(axis=1), 1.0, 0.0), dots / np.where(both_zero, 1, norms))
 
 
 def _sqnr(ref, out) -> float:
@@ -47,40 +48,82 @@ def _sqnr(ref, out) -> float:
     return 10 * math.log10(signal / noise) if signal > 0 else -math.inf
 
 
+OUTPUT_KINDS = ("classification", "regression", "embedding", "detection")  # the runtime's schema checks the same
+# Output names that say "class scores" (a box, landmark or embedding head says none of these).
+_CLASS_WORDS = ("logit", "prob", "score", "class", "cls", "softmax")
+
+
 def is_classification(array) -> bool:
+    """Shaped like class scores: one row of several columns per sample."""
     return array.ndim == 2 and array.shape[1] > 1
 
 
-def output_metrics(ref, out) -> dict:
+def output_kinds(reference: dict, labels=None, declared=None) -> dict:
+    """Each output's kind, which decides how it is judged. Declared kinds win; else the primary
+    output is class scores when labels come with the data; else an output counts as class scores
+    only when it is shaped like them and its name says so (logits, probs, scores, class) or its
+    rows are probability distributions. Everything else — a box, a landmark or an embedding head —
+    is "regression": judged by cosine (mean and per-sample minimum), relative error and SQNR, never
+    by the argmax of its coordinates."""
+    declared = dict(declared or {})
+    kinds = {}
+    for index, (name, ref) in enumerate(reference.items()):
+        ref = np.asarray(ref)
+        if name in declared:
+            kinds[name] = declared[name]
+        elif not is_classification(ref):
+            kinds[name] = "regression"
+        elif (index == 0 and labels is not None) or any(w in name.lower() for w in _CLASS_WORDS) \
+                or _probability_rows(ref):
+            kinds[name] = "classification"
+        else:
+            kinds[name] = "regression"
+    return kinds
+
+
+def _probability_rows(ref) -> bool:
+    if not np.isfinite(ref).all() or ref.min() < 0 or ref.max() > 1:
+        return False
+    return bool(np.allclose(ref.sum(axis=1), 1.0, atol=1e-3))
+
+
+def output_metrics(ref, out, kind="regression") -> dict:
     if out.shape != ref.shape:
         return {"shape_mismatch": f"reference {ref.shape}, artifact {out.shape}"}
     finite = bool(np.isfinite(out).all())
-    metrics = {"finite": finite, "reference_finite": bool(np.isfinite(ref).all()),
+    metrics = {"kind": kind, "finite": finite, "reference_finite": bool(np.isfinite(ref).all()),
                "all_zero": bool(out.size and not np.any(out))}
     if not (finite and metrics["reference_finite"]):
         return metrics
     diff = np.abs(out.astype(np.float64) - ref.astype(np.float64))
+    per_sample = _cosines(ref, out)
+    reference_norm = float(np.linalg.norm(ref.astype(np.float64)))
     metrics.update(max_abs_error=float(diff.max()) if diff.size else 0.0,
                    mean_abs_error=float(diff.mean()) if diff.size else 0.0,
-                   cosine=_cosine(ref, out), sqnr_db=_sqnr(ref, out))
-    if is_classification(ref):
+                   cosine=float(per_sample.mean()), cosine_min=float(per_sample.min()),
+                   relative_error=float(np.linalg.norm(diff) / reference_norm) if reference_norm else 0.0,
+                   sqnr_db=_sqnr(ref, out))
+    if kind == "classification" and is_classification(ref):
         metrics["top1_agreement"] = float((ref.argmax(1) == out.argmax(1)).mean())
     return metrics
 
 
-def compare(reference: dict, outputs: dict, labels=None) -> ParityResult:
+def compare(reference: dict, outputs: dict, labels=None, kinds=None) -> ParityResult:
+    """Metrics of every output (judged by its kind: ``output_kinds``), plus task accuracy of the
+    primary output when it is class scores and labels are given."""
+    kinds = output_kinds(reference, labels, kinds)
     per_output = {}
     for name, ref in reference.items():
         if name not in outputs:
             per_output[name] = {"missing": True}
             continue
-        per_output[name] = output_metrics(np.asarray(ref), np.asarray(outputs[name]))
+        per_output[name] = output_metrics(np.asarray(ref), np.asarray(outputs[name]), kinds[name])
     primary_name = next(iter(reference))
     metrics = {"primary_output": primary_name, "samples": int(len(reference[primary_name])),
                **{k: v for k, v in per_output[primary_name].items()}}
     ref = np.asarray(reference[primary_name])
-    if labels is not None and is_classification(ref) and primary_name in outputs \
-            and per_output[primary_name].get("finite"):
+    if labels is not None and kinds[primary_name] == "classification" and is_classification(ref) \
+            and primary_name in outputs and per_output[primary_name].get("finite"):
         labels = np.asarray(labels)
         metrics["reference_accuracy"] = float((ref.argmax(1) == labels).mean() * 100)
         metrics["accuracy"] = float((np.asarray(outputs[primary_name]).argmax(1) == labels).mean() * 100)

@@ -28,6 +28,7 @@ from .compress import prune_stage, qat_stage
 from .config import CALIBRATED, ExportConfig, Precision, QuantizeOptions
 from .data import Dataset, check_calibration, load_data, validate
 from .errors import ConfigError, InputError, ParityError, UnsupportedError
+from .parity import output_kinds
 from .report import Report
 from .sources import load_source
 from .timing import timed_step
@@ -76,6 +77,10 @@ def export(model, example_inputs=None, *, calib=None, eval=None, targets=("onnx"
         with timed_step(f"reference ({source.framework})", report.stages, progress):
             reference = source.reference(evaluation, config.reference_device, timeout=config.timeout)
         report.reference = reference.provenance()
+        unknown = sorted(set(config.output_kinds) - set(reference.outputs))
+        if unknown:
+            raise ConfigError(f"output kinds given for {unknown}; the model's outputs are {list(reference.outputs)}")
+        kinds = output_kinds(reference.outputs, evaluation.labels, config.output_kinds)
         original = reference
         if config.prune is not None:
             source, reference = prune_stage(source, reference, evaluation, config, report, progress)
@@ -90,7 +95,8 @@ def export(model, example_inputs=None, *, calib=None, eval=None, targets=("onnx"
                 with timed_step(f"verify {entry['id']}", report.stages, progress):
                     evaluate(model_obj, entry, staging.path / entry["file"], evaluation, own,
                              config.tolerances[Precision(entry["precision"])], source.input_specs,
-                             latency=config.measure_latency, isolate=config.isolate, timeout=config.timeout)
+                             latency=config.measure_latency, isolate=config.isolate, timeout=config.timeout,
+                             kinds=kinds)
                 return entry
 
             for fmt in config.targets:
@@ -99,6 +105,7 @@ def export(model, example_inputs=None, *, calib=None, eval=None, targets=("onnx"
             report.warnings += _slower_than_fp32(report.artifacts)
             digests = {ref.file: ref.save(staging.path) for ref in [reference, *([qat[1]] if qat else [])]}
             manifest = _manifest(source, reference, evaluation, config, report, preprocess, calibration)
+            manifest["output_kinds"] = kinds  # verify judges each output as the export did
             qat_provenances = [a["reference"] for a in manifest["artifacts"] if "reference" in a]
             for provenance in [manifest["reference"], *qat_provenances]:
                 provenance["sha256"] = digests[provenance["file"]]  # checked by ReferenceOutputs.load

@@ -38,8 +38,10 @@ class Report:
     def rows(self) -> list:
         rows = [_row(c["stage"], "fp32", c.get("size_bytes"), None, c, c.get("sparsity"), None)
                 for c in self.compression]
-        rows += [_row(a["id"], a["precision"], a.get("size_bytes"), a.get("latency_ms"), a["parity"],
-                      a.get("contents", {}).get("sparsity"), a.get("gzip_bytes")) for a in self.artifacts]
+        for a in self.artifacts:
+            rows.append(_row(a["id"], a["precision"], a.get("size_bytes"), a.get("latency_ms"), a["parity"],
+                             a.get("contents", {}).get("sparsity"), a.get("gzip_bytes")))
+            rows += _output_rows(a["parity"])
         if not self.compression:  # sparsity and compressed size matter once a pruning stage ran
             for r in rows:
                 del r["sparsity"], r["gzip"]
@@ -94,6 +96,20 @@ def _row(name, precision, size, latency, p, sparsity, gzip_size) -> dict:
         "sparsity": f"{sparsity * 100:.1f}%" if sparsity is not None else "-",
         "result": "PASS" if p.get("passed", True) else "FAIL",
     }
+
+
+def _output_rows(parity) -> list:
+    """One sub-row per output when an artifact has several: each is judged on its own."""
+    per_output = parity.get("per_output", {})
+    if len(per_output) < 2:
+        return []
+    rows = []
+    for name, metrics in per_output.items():
+        failed = any(f.startswith(f"{name}: ") for f in parity.get("failures", []))
+        row = _row(f"  {name} ({metrics.get('kind', '?')})", "", None, None, {**metrics, "passed": not failed},
+                   None, None)
+        rows.append({**row, "latency": "", "size": "", "gzip": "", "sparsity": ""})
+    return rows
 
 
 def _size(n):

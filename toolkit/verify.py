@@ -58,12 +58,13 @@ def in_artifact_layout(artifact_inputs, dataset, specs) -> dict:
 
 
 def evaluate(model, entry: dict, file, dataset, reference: ReferenceOutputs, tolerance, specs, *, latency=True,
-             isolate=True, timeout=VERIFY_TIMEOUT_S) -> dict:
+             isolate=True, timeout=VERIFY_TIMEOUT_S, kinds=None) -> dict:
     """Run one artifact over the eval set, judge it, and fill ``entry['parity']``.
 
     With ``isolate`` the artifact runs in a child process (a crash or a hang there fails this
     artifact, within ``timeout`` seconds); otherwise through ``model``, loaded here. ``model`` (or,
-    when None, a load here once the isolated run passed) also measures latency.
+    when None, a load here once the isolated run passed) also measures latency. ``kinds``: how each
+    output is judged (``parity.output_kinds``).
     """
     artifact_inputs = [ekr.TensorInfo.from_dict(d) for d in entry["inputs"]]
     try:
@@ -83,7 +84,7 @@ def evaluate(model, entry: dict, file, dataset, reference: ReferenceOutputs, tol
         # A broken artifact fails the gate, it does not crash it.
         entry["parity"] = {"passed": False, "failures": [f"runtime error: {type(exc).__name__}: {exc}"]}
         return entry
-    result = judge(compare(reference.outputs, outputs, dataset.labels), tolerance)
+    result = judge(compare(reference.outputs, outputs, dataset.labels, kinds), tolerance)
     entry["parity"] = result.to_dict()
     entry["parity"]["tolerance"] = {k: v for k, v in vars(tolerance).items()}
     if latency:
@@ -143,7 +144,7 @@ def verify(bundle, eval, *, tolerances=None, artifacts=None, latency=False, prog
                     references[own["file"]] = ReferenceOutputs.load(bundle, own)
                 evaluate(None, entry, file, dataset, references[own["file"]] if own else reference,
                          tolerances[Precision(entry["precision"])], specs, latency=latency, isolate=isolate,
-                         timeout=timeout)
+                         timeout=timeout, kinds=manifest.get("output_kinds"))
         report.artifacts.append(entry)
     if not report.passed:
         raise ParityError("parity failed: " + "; ".join(report.failures), report)

@@ -90,6 +90,10 @@ def register(sub):
     v.add_argument("--reference-device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="where the source model runs for the reference outputs (auto: CUDA when present)")
     add_tolerance(v)
+    v.add_argument("--output", action="append", default=[], metavar="NAME:KIND", dest="output_kinds",
+                   help="how output NAME is judged: classification (top-1 agreement, accuracy), regression, "
+                        "embedding or detection (cosine mean and minimum, relative error, SQNR); undeclared "
+                        "outputs are inferred (class scores only when named or shaped so)")
     v.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
     add_isolation(v)
     p.add_argument("--opset", type=int, default=18)
@@ -160,6 +164,17 @@ def _qat_options(args):
     return QATOptions(args.train, steps=args.train_steps)
 
 
+def _output_kinds(items) -> dict:
+    from edgekit.errors import ConfigError
+    kinds = {}
+    for item in items:
+        name, sep, kind = item.rpartition(":")
+        if not sep or not name:
+            raise ConfigError(f"--output {item!r}: expected NAME:KIND, e.g. boxes:regression")
+        kinds[name] = kind
+    return kinds
+
+
 def run(args) -> int:
     from edgekit.config import ExportConfig, QuantizeOptions, parse_tolerance_overrides
     from edgekit.errors import ParityError
@@ -182,7 +197,7 @@ def run(args) -> int:
                           quantize=QuantizeOptions(int8_io=args.int8_io, search=search, **quant),
                           tolerances=parse_tolerance_overrides(args.tol), reference_device=args.reference_device,
                           opset=args.opset, seed=args.seed, measure_latency=not args.no_latency,
-                          isolate=args.isolate, timeout=args.timeout,
+                          isolate=args.isolate, timeout=args.timeout, output_kinds=_output_kinds(args.output_kinds),
                           prune=_prune_options(args), qat=_qat_options(args))
     specs = [parse_input_spec(t, args.layout) for t in args.input] or None
     progress = Progress(3 + (2 if config.prune else 0) + (2 if config.qat else 0)
