@@ -50,8 +50,9 @@ def candidates(fmt: str, precision, options) -> list:
     chosen = []
     for recipe in ladder:
         tuned = replace(options, **dict(recipe.changes))
-        if (recipe.precision, tuned) not in [(r.precision, o) for r, o in chosen]:  # the user's options may
-            chosen.append((recipe, tuned))                                          # already be a later rung
+        # The user's own options may already be a later rung (fast bias correction asked for): once.
+        if (recipe.precision, tuned) not in [(r.precision, o) for r, o in chosen]:
+            chosen.append((recipe, tuned))
     return chosen[:options.search_budget]
 
 

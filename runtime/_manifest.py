@@ -25,19 +25,22 @@ MANIFEST_NAME = "manifest.json"
 OPENED_BESIDE = {".xml": (".bin",)}
 
 
-def sha256_file(path, chunk=1 << 20) -> str:
-    digest = hashlib.sha256()
-    with _open_regular(path) as fh:
-        while block := fh.read(chunk):
+def sha256_file(file, chunk=1 << 20) -> str:
+    """sha256 of a regular file: a path, or a binary file already open (read from where it is)."""
+    if hasattr(file, "read"):
+        digest = hashlib.sha256()
+        while block := file.read(chunk):
             digest.update(block)
-    return digest.hexdigest()
+        return digest.hexdigest()
+    with open_regular(file) as fh:
+        return sha256_file(fh, chunk)
 
 
 def read_manifest(bundle_dir: Path) -> dict:
     path = Path(bundle_dir) / MANIFEST_NAME
     if not os.path.lexists(path):
         raise ModelLoadError(f"{bundle_dir} is not an edgekit bundle: no {MANIFEST_NAME} in it")
-    manifest = _parse(path, _read_capped(_bundle_file(bundle_dir, MANIFEST_NAME, "the bundle's manifest"),
+    manifest = _parse(path, _read_capped(bundle_file(bundle_dir, MANIFEST_NAME, "the bundle's manifest"),
                                          MAX_MANIFEST_BYTES))
     if not isinstance(manifest, dict):
         raise ModelLoadError(f"{path}: expected a JSON object (an edgekit manifest), got {_shown(manifest)}")
@@ -59,7 +62,7 @@ def _read_capped(path: Path, limit: int) -> bytes:
         size = path.stat().st_size
         if size > limit:
             raise ModelLoadError(f"{path} is {size} bytes; expected at most {limit} (an export writes a few KiB)")
-        with _open_regular(path) as fh:
+        with open_regular(path) as fh:
             data = fh.read(limit + 1)
     except OSError as exc:
         raise ModelLoadError(f"cannot read {path}: {exc}") from exc
@@ -147,7 +150,7 @@ def artifact_path(bundle_dir: Path, entry: dict, *, check_hash: bool) -> Path:
     return main
 
 
-def _bundle_file(bundle_dir, name: str, owner: str) -> Path:
+def bundle_file(bundle_dir, name: str, owner: str) -> Path:
     """``name`` resolved (symlinks followed), after checking it is a regular file inside the bundle."""
     root = _resolved(Path(bundle_dir))
     path = _resolved(root / name)
@@ -167,7 +170,7 @@ def _bundle_file(bundle_dir, name: str, owner: str) -> Path:
 
 
 def _checked_file(bundle_dir, owner, name, sha256, check_hash) -> Path:
-    path = _bundle_file(bundle_dir, name, owner)
+    path = bundle_file(bundle_dir, name, owner)
     if not check_hash:
         return path
     if not (sha256 or "").strip():
@@ -192,7 +195,7 @@ def _resolved(path: Path) -> Path:
         raise ModelLoadError(f"cannot resolve {path}: {exc}") from exc
 
 
-def _open_regular(path):
+def open_regular(path):
     """Open ``path`` for reading if it is a regular file. O_NONBLOCK keeps a FIFO swapped in after
     a check from blocking the open, and fstat checks what was actually opened."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
@@ -207,10 +210,3 @@ def _file_kind(mode) -> str:
     kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
              (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
     return next((name for test, name in kinds if test(mode)), "not a plain file")
-
-
-# --- the schema --------------------------------------------------------------------------------
-# Each node is called as node(value, where) and raises ModelLoadError("WHERE: expected ..., got
-# ...") when the value does not fit; ``expected`` is the text that says what fits. Objects accept
-# keys the schema does not name (written by newer exports or for people), unless ``closed``.
-

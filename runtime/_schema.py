@@ -1,6 +1,11 @@
 """The schema of ``manifest.json``: every key the runtime, ``edgekit verify`` and ``edgekit info``
 read, with what each must hold. ``MANIFEST(manifest, "")`` raises ModelLoadError naming the key
-(``artifacts[2].inputs[0].shape``), what was expected and what came."""
+(``artifacts[2].inputs[0].shape``), what was expected and what came.
+
+Each node is called as node(value, where) and raises ModelLoadError("WHERE: expected ..., got
+...") when the value does not fit; ``expected`` is the text that says what fits. Objects accept
+keys the schema does not name (written by newer exports or for people), unless ``closed``.
+"""
 
 import json
 
@@ -141,7 +146,7 @@ def _quantization_fits(tensor, where):
                              f"{' or '.join(QUANTIZED_DTYPES)}, got {tensor['dtype']!r}")
 
 
-OUTPUT_KINDS = ("classification", "regression", "embedding", "detection")  # edgekit.parity.OUTPUT_KINDS
+OUTPUT_KINDS = ("classification", "regression", "embedding", "detection")  # edgekit.config.OUTPUT_KINDS
 
 
 def _kinds_known(kinds, where):

@@ -17,7 +17,6 @@ Every refusal is an InputError naming the file, the sizes, the cap and what to d
 
 import math
 import os
-import stat
 import zipfile
 import zlib
 from pathlib import Path
@@ -63,33 +62,25 @@ def load_npy(path, *, role: str) -> np.ndarray:
 
 
 def open_array_file(path, *, role: str):
-    """Open ``path`` for reading once it is known to be a regular file within the cap. The mode is
-    checked before opening, and again on what was opened (O_NONBLOCK: a FIFO swapped in meanwhile
-    must not block the open)."""
+    """Open ``path`` for reading once it is known to be a regular file within the cap (the runtime's
+    ``open_regular``: O_NONBLOCK, so a FIFO cannot block the open, then fstat of what was opened)."""
+    from edgekit.runtime import ModelLoadError
+    from edgekit.runtime._manifest import open_regular
     path = Path(path)
     try:
-        _check_regular(path, os.stat(path), role)
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+        fh = open_regular(path)
     except FileNotFoundError as exc:
         raise InputError(f"{role}: {path} does not exist") from exc
+    except ModelLoadError as exc:
+        raise InputError(f"{role}: {exc}; expected a .npz or .npy file") from exc
     except OSError as exc:
         raise InputError(f"{role}: cannot open {path}: {exc}") from exc
-    try:
-        _check_regular(path, os.fstat(fd), role)
-    except InputError:
-        os.close(fd)
-        raise
-    return os.fdopen(fd, "rb")
-
-
-def _check_regular(path, status, role):
-    if not stat.S_ISREG(status.st_mode):
-        raise InputError(f"{role}: {path} is not a regular file (a directory, FIFO, socket or device); "
-                         "expected a .npz or .npy file")
-    cap = max_array_bytes()
-    if status.st_size > cap:
-        raise InputError(f"{role}: {path} is {_size(status.st_size)}, more than the {_size(cap)} cap on array "
+    size, cap = os.fstat(fh.fileno()).st_size, max_array_bytes()
+    if size > cap:
+        fh.close()
+        raise InputError(f"{role}: {path} is {_size(size)}, more than the {_size(cap)} cap on array "
                          f"data ({MAX_BYTES_ENV}); pass a smaller file or raise the cap")
+    return fh
 
 
 def read_npz(fh, origin, *, role: str) -> dict:

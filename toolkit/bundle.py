@@ -18,7 +18,6 @@ The rules, each tested (tests/unit/test_bundle.py):
 
 import ctypes
 import ctypes.util
-import hashlib
 import logging
 import os
 import re
@@ -204,12 +203,8 @@ def remove_owned(folder: Path, owned: dict) -> bool:
 
 
 def _sha256_at(dir_fd, name) -> str:
-    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dir_fd)
-    digest = hashlib.sha256()
-    with os.fdopen(fd, "rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
+    with os.fdopen(os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dir_fd), "rb") as fh:
+        return ekr.sha256_file(fh)
 
 
 # --- staging folders and their leftovers --------------------------------------------------------

@@ -74,6 +74,8 @@ DEFAULT_TOLERANCES = {
     Precision.INT16X8: Tolerance(min_cosine=0.999, max_accuracy_drop=0.5, min_top1_agreement=0.99),
 }
 CALIBRATED = (Precision.INT8, Precision.INT16X8)
+# How an output is judged (edgekit.parity.output_kinds); the runtime's manifest schema checks the same.
+OUTPUT_KINDS = ("classification", "regression", "embedding", "detection")
 
 
 def parse_tolerance_overrides(items, base=None) -> dict:
@@ -206,6 +208,12 @@ class QATOptions:
 VERIFY_TIMEOUT_S = 900.0
 
 
+def check_timeout(value):
+    """A verification time limit: a finite number of seconds > 0 (``inf`` would overflow the child's wait)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise ConfigError(f"timeout: expected a number of seconds > 0, got {value!r}")
+
+
 @dataclass(frozen=True, kw_only=True)
 class ExportConfig:
     """Everything the pipeline needs besides the model and the data."""
@@ -229,12 +237,10 @@ class ExportConfig:
     output_kinds: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        from .parity import OUTPUT_KINDS
         for name, kind in dict(self.output_kinds).items():
             if kind not in OUTPUT_KINDS:
                 raise ConfigError(f"output_kinds[{name!r}]: expected one of {list(OUTPUT_KINDS)}, got {kind!r}")
-        if not isinstance(self.timeout, (int, float)) or not 0 < self.timeout < math.inf:
-            raise ConfigError(f"timeout: expected a number of seconds > 0, got {self.timeout!r}")
+        check_timeout(self.timeout)
         if isinstance(self.prune, (int, float)) and not isinstance(self.prune, bool):
             object.__setattr__(self, "prune", PruneOptions(float(self.prune)))
         if self.prune is not None and not isinstance(self.prune, PruneOptions):

@@ -48,7 +48,6 @@ def _sqnr(ref, out) -> float:
     return 10 * math.log10(signal / noise) if signal > 0 else -math.inf
 
 
-OUTPUT_KINDS = ("classification", "regression", "embedding", "detection")  # the runtime's schema checks the same
 # Output names that say "class scores" (a box, landmark or embedding head says none of these).
 _CLASS_WORDS = ("logit", "prob", "score", "class", "cls", "softmax")
 

@@ -89,11 +89,12 @@ def export(model, example_inputs=None, *, calib=None, eval=None, targets=("onnx"
             qat = qat_stage(source, original, calibration, evaluation, config, report, progress)
 
         with staged_bundle(out) as staging:
-            def judge(entry, model_obj):
-                """Verify one artifact through the runtime; fills ``entry["parity"]``."""
+            def judge(entry):
+                """Verify one artifact through the runtime (in a child when isolated, loaded here only
+                to measure latency); fills ``entry["parity"]``."""
                 own = qat[1] if entry.get("reference") else reference
                 with timed_step(f"verify {entry['id']}", report.stages, progress):
-                    evaluate(model_obj, entry, staging.path / entry["file"], evaluation, own,
+                    evaluate(entry, staging.path / entry["file"], evaluation, own,
                              config.tolerances[Precision(entry["precision"])], source.input_specs,
                              latency=config.measure_latency, isolate=config.isolate, timeout=config.timeout,
                              kinds=kinds)
@@ -180,7 +181,7 @@ def _random_data(specs, seed) -> Dataset:
 def _artifacts_for(fmt, source, calibration, evaluation, config, staging: Path, report, progress, judge, qat=None):
     """Yield the verified manifest entry of fp32 and of each quantized precision of ``fmt``; with
     ``qat`` (QAT source, its reference) the int8 artifact is converted from the QAT model.
-    ``judge(entry, model)`` verifies an artifact; a precision with a recipe ladder
+    ``judge(entry)`` verifies an artifact; a precision with a recipe ladder
     (``edgekit.quantize.recipes``) tries its recipes until one passes."""
     suffix = FORMATS[fmt][0]
     checker = format_module(fmt)
@@ -190,7 +191,7 @@ def _artifacts_for(fmt, source, calibration, evaluation, config, staging: Path, 
         result = convert(source, fp32_path, config, example=calibration or evaluation)
         checker.check(fp32_path)
     entry = _entry(fmt, Precision.FP32, fp32_path, source, checker, result, {}, result.notes)
-    yield judge(entry, ekr.load_artifact(fp32_path, entry))
+    yield judge(entry)
     for precision in config.precisions:
         if precision == Precision.FP32:
             continue
@@ -198,7 +199,7 @@ def _artifacts_for(fmt, source, calibration, evaluation, config, staging: Path, 
         if qat is not None and precision == Precision.INT8:
             entry = _qat_artifact(fmt, path, qat, checker, config, calibration or evaluation, report, progress)
             if entry is not None:
-                yield judge(entry, ekr.load_artifact(path, entry))
+                yield judge(entry)
             continue
         entry = _search(fmt, precision, path, source, checker, result, calibration, evaluation, config, report,
                         progress, judge)
@@ -210,8 +211,9 @@ def _slower_than_fp32(artifacts) -> list:
     """Say so when a quantized artifact runs slower than its format's fp32 one on this CPU (tiny
     models, where per-call overhead dominates, and CPUs without fast int8 kernels)."""
     fp32 = {a["format"]: a.get("latency_ms") for a in artifacts if a["precision"] == "fp32"}
+    cpu = _cpu_class()
     return [f"{a['id']} is slower than {a['format']}-fp32 on this CPU ({a['latency_ms']:.3f} vs "
-            f"{fp32[a['format']]:.3f} ms per batch-1 call, {_cpu_class()}): it gains size, not speed, here"
+            f"{fp32[a['format']]:.3f} ms per batch-1 call, {cpu}): it gains size, not speed, here"
             for a in artifacts if a["precision"] != "fp32" and a.get("latency_ms") is not None
             and fp32.get(a["format"]) is not None and a["latency_ms"] > fp32[a["format"]]]
 
@@ -244,7 +246,7 @@ def _search(fmt, precision, path, source, checker, conversion, calibration, eval
             checker.check(path)
         entry = _entry(fmt, precision, path, source, checker, conversion, qresult.details, qresult.notes,
                        scheme=qresult.scheme)
-        judge(entry, ekr.load_artifact(path, entry))
+        judge(entry)
         tried.append(summary(recipe, entry))
         if entry["parity"]["passed"]:
             break

@@ -15,12 +15,13 @@ logged warning: the hash sits in the same unsigned manifest, so refusing them
 would protect against corruption only, at the cost of a re-export.
 """
 
-import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from edgekit.runtime import sha256_file
 
 from ._npz import open_array_file, read_npz
 from .errors import InputError
@@ -54,8 +55,7 @@ class ReferenceOutputs:
         path = Path(directory) / self.file
         with open(path, "wb") as fh:
             np.savez(fh, **{_PREFIX + k: v for k, v in self.outputs.items()})
-        with open(path, "rb") as fh:
-            return _sha256(fh)
+        return sha256_file(path)
 
     @classmethod
     def load(cls, directory: Path, provenance: dict) -> "ReferenceOutputs":
@@ -77,24 +77,13 @@ class ReferenceOutputs:
 
 
 def _inside_bundle(directory, name) -> Path:
-    if Path(name).name != name or name in ("", ".", ".."):
-        raise InputError(f"reference file {name!r}: expected a file name inside the bundle")
+    """The runtime's rule for any file of a bundle: a regular file inside it, symlinks resolved."""
+    from edgekit.runtime import ModelLoadError
+    from edgekit.runtime._manifest import bundle_file
     try:
-        root = Path(directory).resolve()
-        path = (root / name).resolve()
-    except (OSError, RuntimeError, ValueError) as exc:  # a symlink loop (RuntimeError before 3.13), a NUL
-        raise InputError(f"reference file {name!r}: cannot resolve it in {directory}: {exc}") from exc
-    if root not in path.parents:
-        raise InputError(f"reference file {name!r} resolves to {path}, outside the bundle {directory}; "
-                         "expected a file inside the bundle (a symlink out of it is refused)")
-    return path
-
-
-def _sha256(fh) -> str:
-    digest = hashlib.sha256()
-    while block := fh.read(1 << 20):
-        digest.update(block)
-    return digest.hexdigest()
+        return bundle_file(directory, name, "the reference outputs")
+    except ModelLoadError as exc:
+        raise InputError(str(exc)) from exc
 
 
 def _check_sha256(fh, path, expected):
@@ -102,7 +91,7 @@ def _check_sha256(fh, path, expected):
         log.warning("%s: the manifest records no sha256 for it (a bundle exported before edgekit recorded "
                     "one), so it is used unchecked; re-export the bundle to record it", path)
         return
-    if _sha256(fh) != expected.strip().lower():
+    if sha256_file(fh) != expected.strip().lower():
         raise InputError(f"{path.name} does not match the sha256 in the manifest (corrupted or modified "
                          "after export); re-export the bundle")
     fh.seek(0)

@@ -5,7 +5,6 @@ measured any other way would prove nothing about what ships.
 """
 
 import logging
-import math
 import time
 from pathlib import Path
 
@@ -16,9 +15,9 @@ import edgekit.runtime as ekr
 from edgekit.runtime._child import ChildFailure, run_isolated
 from edgekit.runtime._manifest import artifact_path
 
-from .config import DEFAULT_TOLERANCES, VERIFY_TIMEOUT_S, Precision
+from .config import DEFAULT_TOLERANCES, VERIFY_TIMEOUT_S, Precision, check_timeout
 from .data import ImagePreprocess, load_data, validate
-from .errors import ConfigError, InputError, NothingEvaluatedError, ParityError
+from .errors import InputError, NothingEvaluatedError, ParityError
 from .parity import compare, judge
 from .reference import ReferenceOutputs
 from .report import Report
@@ -57,14 +56,13 @@ def in_artifact_layout(artifact_inputs, dataset, specs) -> dict:
             for t in artifact_inputs}
 
 
-def evaluate(model, entry: dict, file, dataset, reference: ReferenceOutputs, tolerance, specs, *, latency=True,
+def evaluate(entry: dict, file, dataset, reference: ReferenceOutputs, tolerance, specs, *, latency=True,
              isolate=True, timeout=VERIFY_TIMEOUT_S, kinds=None) -> dict:
     """Run one artifact over the eval set, judge it, and fill ``entry['parity']``.
 
     With ``isolate`` the artifact runs in a child process (a crash or a hang there fails this
-    artifact, within ``timeout`` seconds); otherwise through ``model``, loaded here. ``model`` (or,
-    when None, a load here once the isolated run passed) also measures latency. ``kinds``: how each
-    output is judged (``parity.output_kinds``).
+    artifact, within ``timeout`` seconds); otherwise it is loaded and run here. Latency is measured
+    here, once the artifact has run. ``kinds``: how each output is judged (``parity.output_kinds``).
     """
     artifact_inputs = [ekr.TensorInfo.from_dict(d) for d in entry["inputs"]]
     try:
@@ -74,12 +72,14 @@ def evaluate(model, entry: dict, file, dataset, reference: ReferenceOutputs, tol
             f"the artifact's inputs {[t.key for t in artifact_inputs]} are not the model's inputs "
             f"{[s.name for s in specs]} (a damaged or hand-edited manifest)"]}
         return entry
+    model = None
     try:
         if isolate:
             outputs = run_isolated(file, inputs, timeout=timeout, entry=entry, batch=EVAL_BATCH,
                                    what=f"running {entry.get('id')}")
         else:
-            outputs = (model or ekr.load_artifact(file, entry)).run_batched(inputs, EVAL_BATCH)
+            model = ekr.load_artifact(file, entry)
+            outputs = model.run_batched(inputs, EVAL_BATCH)
     except (ChildFailure, ekr.ModelLoadError, ekr.RuntimeInputError, RuntimeError, ValueError) as exc:
         # A broken artifact fails the gate, it does not crash it.
         entry["parity"] = {"passed": False, "failures": [f"runtime error: {type(exc).__name__}: {exc}"]}
@@ -101,8 +101,7 @@ def verify(bundle, eval, *, tolerances=None, artifacts=None, latency=False, prog
     Raises ParityError (carrying the report) when an artifact fails, InputError when
     the eval data is not the data the reference was computed on.
     """
-    if not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
-        raise ConfigError(f"timeout: expected a number of seconds > 0, got {timeout!r}")
+    check_timeout(timeout)
     bundle = Path(bundle)
     try:
         manifest = ekr.read_manifest(bundle)  # parsed once: every artifact is selected from it
@@ -142,7 +141,7 @@ def verify(bundle, eval, *, tolerances=None, artifacts=None, latency=False, prog
                 own = entry.get("reference")  # artifacts of a QAT model: that model's outputs
                 if own and own["file"] not in references:
                     references[own["file"]] = ReferenceOutputs.load(bundle, own)
-                evaluate(None, entry, file, dataset, references[own["file"]] if own else reference,
+                evaluate(entry, file, dataset, references[own["file"]] if own else reference,
                          tolerances[Precision(entry["precision"])], specs, latency=latency, isolate=isolate,
                          timeout=timeout, kinds=manifest.get("output_kinds"))
         report.artifacts.append(entry)

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 import edgekit
-from edgekit.config import DEFAULT_TOLERANCES, Precision
+from edgekit.config import DEFAULT_TOLERANCES, OUTPUT_KINDS, Precision
 from edgekit.errors import ConfigError
-from edgekit.parity import OUTPUT_KINDS, compare, judge, output_kinds
+from edgekit.parity import compare, judge, output_kinds
 
 INT8 = DEFAULT_TOLERANCES[Precision.INT8]
 rng = np.random.default_rng(0)

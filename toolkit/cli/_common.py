@@ -19,13 +19,13 @@ def add_tolerance(parser):
 
 def _seconds(text) -> float:
     import argparse
-    import math
+    from edgekit.config import check_timeout
+    from edgekit.errors import ConfigError
     try:
         value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
+        check_timeout(value)
+    except (ValueError, ConfigError) as exc:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}") from exc
     return value
 
 
