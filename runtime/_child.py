@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 
 from ._errors import ModelLoadError
 
@@ -37,7 +38,26 @@ def _import_path() -> list:
     return [p for p in sys.path if p and os.path.realpath(p) != cwd]
 
 
-def spawn(args, *, timeout, what, workdir=None) -> dict:
+@dataclass(frozen=True)
+class Launcher:
+    """How a child Python starts: behind an emulator's command (``prefix``, e.g. ``qemu-x86_64 -cpu
+    Haswell-v4``), with which interpreter and import path (default: this one's, minus the working
+    directory), and which of its stderr lines are the emulator's chatter (``noise``)."""
+
+    prefix: tuple = ()
+    python: str | None = None
+    path: tuple | None = None
+    noise: str | None = None
+
+    def command(self) -> list:
+        path = list(self.path) if self.path is not None else _import_path()
+        return [*self.prefix, self.python or sys.executable, "-I", "-c", _BOOTSTRAP, json.dumps(path)]
+
+
+NATIVE = Launcher()
+
+
+def spawn(args, *, timeout, what, workdir=None, launcher=NATIVE) -> dict:
     """Run ``main([answer_file, *args])`` in an isolated child; return its JSON answer or raise.
 
     ModelLoadError when the child refused the file, ChildFailure for a crash, a
@@ -45,8 +65,7 @@ def spawn(args, *, timeout, what, workdir=None) -> dict:
     """
     with tempfile.TemporaryDirectory(prefix="edgekit-child-") as empty:
         answer_file = os.path.join(workdir or empty, "answer.json")
-        command = [sys.executable, "-I", "-c", _BOOTSTRAP, json.dumps(_import_path()), answer_file,
-                   *map(str, args)]
+        command = [*launcher.command(), answer_file, *map(str, args)]
         try:
             result = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout,
                                     cwd=empty, stdin=subprocess.DEVNULL)
@@ -63,8 +82,9 @@ def spawn(args, *, timeout, what, workdir=None) -> dict:
     if result.returncode < 0:
         raise ChildFailure(f"{what} crashed the isolated process (signal {-result.returncode}); "
                            "this process is unaffected")
-    stderr = result.stderr.decode("utf-8", errors="replace").strip()[-_STDERR_TAIL:]
-    tail = stderr.splitlines()[-1] if stderr else f"exit code {result.returncode}"
+    lines = [line for line in result.stderr.decode("utf-8", errors="replace")[-100 * _STDERR_TAIL:].splitlines()
+             if line.strip() and not (launcher.noise and line.startswith(launcher.noise))]
+    tail = lines[-1][-_STDERR_TAIL:] if lines else f"exit code {result.returncode}"
     raise ChildFailure(f"{what} failed in an isolated process: {tail}")
 
 
@@ -77,9 +97,10 @@ def _answer(path):
     return answer if isinstance(answer, dict) else None
 
 
-def run_isolated(file, inputs: dict, *, timeout, entry=None, batch=64, what=None) -> dict:
+def run_isolated(file, inputs: dict, *, timeout, entry=None, batch=64, what=None, launcher=NATIVE) -> dict:
     """Run model ``file`` (described by manifest ``entry``, or bare) over ``inputs`` in batches in
-    an isolated child; return its outputs by name. Raises as ``spawn`` does."""
+    an isolated child (started by ``launcher``: natively, or in an emulated CPU); return its outputs
+    by name. Raises as ``spawn`` does."""
     import numpy as np
     with tempfile.TemporaryDirectory(prefix="edgekit-run-") as tmp:
         request = os.path.join(tmp, "request.json")
@@ -88,7 +109,7 @@ def run_isolated(file, inputs: dict, *, timeout, entry=None, batch=64, what=None
         inputs_npz, outputs_npz = os.path.join(tmp, "inputs.npz"), os.path.join(tmp, "outputs.npz")
         _save(inputs_npz, list(inputs.values()))
         answer = spawn(["run", os.path.abspath(file), request, inputs_npz, outputs_npz], timeout=timeout,
-                       what=what or f"running {os.path.basename(file)}", workdir=tmp)
+                       what=what or f"running {os.path.basename(file)}", workdir=tmp, launcher=launcher)
         with np.load(outputs_npz, allow_pickle=False) as archive:
             return {name: archive[f"a{i}"] for i, name in enumerate(answer["outputs"])}
 

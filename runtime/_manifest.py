@@ -101,10 +101,16 @@ def _check_nesting(manifest):
                      if isinstance(child, (dict, list)))
 
 
-def select_artifact(manifest: dict, *, artifact=None, precision=None, fmt=None) -> dict:
+def verified_profiles(entry: dict) -> list:
+    """The CPU profiles an artifact passed parity on (``[]`` for bundles that do not record them)."""
+    return [v.get("profile") for v in entry.get("verified_on", []) if v.get("passed")]
+
+
+def select_artifact(manifest: dict, *, artifact=None, precision=None, fmt=None, cpu=None) -> dict:
     """Pick one artifact entry: by id, else by precision/format (the bundle's default when it is
     among the candidates, else the fastest measured that takes the source's layout), else the
-    bundle's default."""
+    bundle's default. With ``cpu`` (a profile name), artifacts verified on that profile are
+    preferred over those that were not."""
     entries = manifest["artifacts"]
     if artifact is not None:
         found = [e for e in entries if e.get("id") == artifact]
@@ -119,6 +125,8 @@ def select_artifact(manifest: dict, *, artifact=None, precision=None, fmt=None) 
         have = [(e.get("format"), e.get("precision")) for e in entries]
         raise ModelLoadError(
             f"no artifact with format={fmt!r} precision={precision!r} in this bundle; it holds {have}")
+    verified_here = [e for e in candidates if cpu is not None and cpu in verified_profiles(e)]
+    candidates = verified_here or candidates
     default = manifest.get("default_artifact")
     for entry in candidates:
         if entry.get("id") == default:

@@ -1,12 +1,14 @@
 """``load()`` and the ``Model`` it returns."""
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 
+from ._cpu import describe_host, host_profile
 from ._errors import ModelLoadError, RuntimeInputError
-from ._manifest import artifact_path, read_manifest, select_artifact
+from ._manifest import artifact_path, read_manifest, select_artifact, verified_profiles
 from ._quant import dequantize, quantize
 from ._tensor import TensorInfo
 from .backends import backend_for
@@ -30,7 +32,8 @@ def load(path, backend="auto", *, artifact=None, precision=None, threads=None,
     if path.is_dir():
         manifest = read_manifest(path)
         fmt = None if backend == "auto" else _format_of_backend(backend)
-        entry = select_artifact(manifest, artifact=artifact, precision=precision, fmt=fmt)
+        entry = select_artifact(manifest, artifact=artifact, precision=precision, fmt=fmt, cpu=host_profile())
+        _warn_if_unverified(entry)
         file = artifact_path(path, entry, check_hash=check_hash)
         if isolate:
             probe_isolated(file, backend)
@@ -53,6 +56,20 @@ def load_artifact(file, entry: dict, *, backend="auto", threads=None, manifest=N
     outputs = [TensorInfo.from_dict(d) for d in entry["outputs"]]
     _check_against_file(entry, inputs, engine.inputs, outputs, engine.outputs)
     return Model(engine, inputs, outputs, artifact=entry, manifest=manifest)
+
+
+def _warn_if_unverified(entry):
+    """A RuntimeWarning when this CPU belongs to no profile the artifact was verified on: its int8
+    kernels may differ from every CPU that checked it (bundles that record no profiles: silent)."""
+    if "verified_on" not in entry:
+        return
+    verified = verified_profiles(entry)
+    host = host_profile()
+    if host not in verified:
+        warnings.warn(f"artifact {entry.get('id')!r} was verified on {verified or 'no CPU profile'}; this CPU is "
+                      f"{describe_host()}, which it was not verified on: its accuracy here is unchecked "
+                      f"(re-export with --target-cpu {host or 'host'} on such a machine, or verify it here)",
+                      RuntimeWarning, stacklevel=3)
 
 
 def probe_isolated(path, backend="auto", timeout=600):

@@ -207,6 +207,10 @@ _ARTIFACT = _Object("an artifact entry, an object", required={
     "contents": _Object("an object", optional={"sparsity": _Nullable(_NUMBER)}),
     "parity": _Object("an object", optional={"passed": _FLAG, "accuracy": _NUMBER, "cosine": _NUMBER}),
     "reference": _REFERENCE,
+    "verified_on": _ListOf(_Object("a verification record, an object with 'profile', 'how' and 'passed'",
+                                   required={"profile": _NAME, "how": _TEXT, "passed": _FLAG}),
+                           "a list of verification records"),
+    "not_verified": _Object("an object from profile name to the reason it was not verified"),
 })
 _PREPROCESSING = _Object("the image preprocessing, an object", closed=True, optional={
     "size": _ListOf(_Is("an integer >= 1", lambda v: _is_int(v) and v >= 1), "[height, width]", lengths=(2,)),
@@ -231,4 +235,7 @@ MANIFEST = _Object("an edgekit manifest, a JSON object", required={
     "output_kinds": _Object("an object from output name to its kind", check=lambda value, where: _kinds_known(
         value, where)),
     "edgekit_version": _TEXT,
+    "target_cpu": _Object("the target CPU profiles, an object", optional={
+        "requested": _ListOf(_TEXT, "a list of profile names"),
+        "not_verified": _Object("an object from profile name to the reason it was not verified")}),
 }, check=_ids_unique)

@@ -214,6 +214,11 @@ def check_timeout(value):
         raise ConfigError(f"timeout: expected a number of seconds > 0, got {value!r}")
 
 
+def _profiles():
+    from . import profiles
+    return profiles
+
+
 @dataclass(frozen=True, kw_only=True)
 class ExportConfig:
     """Everything the pipeline needs besides the model and the data."""
@@ -235,8 +240,21 @@ class ExportConfig:
     # Output name -> "classification" | "regression" | "embedding" | "detection": how each output is
     # judged (top-1 agreement only for class scores); undeclared outputs are inferred (parity.output_kinds).
     output_kinds: dict = field(default_factory=dict)
+    # The CPU classes whose parity every artifact must hold on (edgekit.profiles): "host", "x86-avx2",
+    # "x86-vnni", "arm64" or "all"; measured natively where this machine matches, else emulated
+    # (``emulation``: auto | always | never). Default: $EDGEKIT_TARGET_CPU, else host + x86-avx2.
+    target_cpu: tuple = field(default_factory=lambda: _profiles().default_targets())
+    emulation: str = "auto"
+    # Ship the artifacts that passed when others fail (the export still reports the failure).
+    allow_partial: bool = False
 
     def __post_init__(self):
+        if isinstance(self.target_cpu, str):
+            object.__setattr__(self, "target_cpu", tuple(t.strip() for t in self.target_cpu.split(",") if t.strip()))
+        _profiles().resolve(self.target_cpu)  # unknown names fail here, before any work
+        if self.emulation not in _profiles().EMULATION_MODES:
+            raise ConfigError(f"emulation: expected one of {list(_profiles().EMULATION_MODES)}, "
+                              f"got {self.emulation!r}")
         for name, kind in dict(self.output_kinds).items():
             if kind not in OUTPUT_KINDS:
                 raise ConfigError(f"output_kinds[{name!r}]: expected one of {list(OUTPUT_KINDS)}, got {kind!r}")

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 import edgekit.runtime as ekr
+from edgekit.runtime._cpu import cpu_flags, describe_host
 from edgekit.export import CONVERTERS, FORMATS, format_module
 from edgekit.quantize import SCHEMES, quantizer_for
 from edgekit.quantize.prune import gzip_size
@@ -29,6 +30,7 @@ from .config import CALIBRATED, ExportConfig, Precision, QuantizeOptions
 from .data import Dataset, check_calibration, load_data, validate
 from .errors import ConfigError, InputError, ParityError, UnsupportedError
 from .parity import output_kinds
+from .profiles import plan, resolve
 from .report import Report
 from .sources import load_source
 from .timing import timed_step
@@ -59,11 +61,16 @@ def export(model, example_inputs=None, *, calib=None, eval=None, targets=("onnx"
     for fmt in config.targets:
         if fmt not in FORMATS:
             raise ConfigError(f"target {fmt!r}: expected one of {sorted(FORMATS)}")
+    runners, not_verified = plan(resolve(config.target_cpu), config.emulation)
+    if not runners:
+        raise ConfigError("none of the target CPU profiles can be verified on this machine: "
+                          + "; ".join(f"{p}: {why}" for p, why in not_verified.items()))
     out = check_output_dir(Path(out))
     with output_lock(out):  # one export per output folder; held until the bundle is in place
         check_output_dir(out)  # again, now that no other export can change it
         np.random.seed(config.seed)
         report = Report("export", output=str(out))
+        report.warnings += [f"not verified on {p}: {why}" for p, why in not_verified.items()]
 
         with timed_step("load source", report.stages, progress):
             source = load_source(model, weights=weights, input_specs=input_specs, trust_model=trust_model)
@@ -97,16 +104,30 @@ def export(model, example_inputs=None, *, calib=None, eval=None, targets=("onnx"
                     evaluate(entry, staging.path / entry["file"], evaluation, own,
                              config.tolerances[Precision(entry["precision"])], source.input_specs,
                              latency=config.measure_latency, isolate=config.isolate, timeout=config.timeout,
-                             kinds=kinds)
+                             kinds=kinds, runners=runners, not_verified=not_verified)
                 return entry
 
             for fmt in config.targets:
                 report.artifacts += _artifacts_for(fmt, source, calibration, evaluation, config, staging.path,
                                                    report, progress, judge, qat)
             report.warnings += _slower_than_fp32(report.artifacts)
-            digests = {ref.file: ref.save(staging.path) for ref in [reference, *([qat[1]] if qat else [])]}
-            manifest = _manifest(source, reference, evaluation, config, report, preprocess, calibration)
+            partial = not report.passed and config.allow_partial and _partial_possible(report)
+            shipped = [a for a in report.artifacts if a["parity"]["passed"]] if partial else report.artifacts
+            if partial:
+                for entry in report.artifacts:
+                    if not entry["parity"]["passed"]:
+                        for name in [entry["file"], *(c["file"] for c in entry.get("companions", []))]:
+                            (staging.path / name).unlink(missing_ok=True)
+            references = [reference, *([qat[1]] if qat and any("reference" in a for a in shipped) else [])]
+            digests = {ref.file: ref.save(staging.path) for ref in references}
+            manifest = _manifest(source, reference, evaluation, config, report, preprocess, calibration, shipped)
             manifest["output_kinds"] = kinds  # verify judges each output as the export did
+            manifest["target_cpu"] = {"requested": list(config.target_cpu),
+                                      "verified": [{"profile": r.profile, "how": r.how} for r in runners],
+                                      "not_verified": not_verified}
+            if partial:
+                manifest["missing_artifacts"] = [{"id": a["id"], "failures": a["parity"]["failures"]}
+                                                 for a in report.artifacts if not a["parity"]["passed"]]
             qat_provenances = [a["reference"] for a in manifest["artifacts"] if "reference" in a]
             for provenance in [manifest["reference"], *qat_provenances]:
                 provenance["sha256"] = digests[provenance["file"]]  # checked by ReferenceOutputs.load
@@ -115,6 +136,12 @@ def export(model, example_inputs=None, *, calib=None, eval=None, targets=("onnx"
             (staging.path / "report.md").write_text(report.to_markdown())
             if report.passed:
                 staging.commit()
+            elif partial:
+                staging.commit()
+                missing = [a["id"] for a in report.artifacts if not a["parity"]["passed"]]
+                raise ParityError(f"parity failed for {', '.join(missing)}; bundle written to {out} with the "
+                                  f"{len(shipped)} artifacts that passed (--allow-partial): "
+                                  + "; ".join(report.failures), report)
             else:
                 rejected = staging.reject()
                 report.output = str(rejected)
@@ -211,17 +238,11 @@ def _slower_than_fp32(artifacts) -> list:
     """Say so when a quantized artifact runs slower than its format's fp32 one on this CPU (tiny
     models, where per-call overhead dominates, and CPUs without fast int8 kernels)."""
     fp32 = {a["format"]: a.get("latency_ms") for a in artifacts if a["precision"] == "fp32"}
-    cpu = _cpu_class()
+    cpu = describe_host()
     return [f"{a['id']} is slower than {a['format']}-fp32 on this CPU ({a['latency_ms']:.3f} vs "
             f"{fp32[a['format']]:.3f} ms per batch-1 call, {cpu}): it gains size, not speed, here"
             for a in artifacts if a["precision"] != "fp32" and a.get("latency_ms") is not None
             and fp32.get(a["format"]) is not None and a["latency_ms"] > fp32[a["format"]]]
-
-
-def _cpu_class() -> str:
-    flags = _cpu_flags()
-    vnni = [f for f in ("avx512_vnni", "avx_vnni", "asimddp") if f in flags]
-    return f"{platform.machine()} with {', '.join(vnni) or 'no int8 dot-product instructions (no VNNI)'}"
 
 
 def _search(fmt, precision, path, source, checker, conversion, calibration, evaluation, config, report, progress,
@@ -344,23 +365,16 @@ def choose_default(artifacts, margin=1.10, source_layouts=None):
     return min(passed, key=lambda a: a["size_bytes"])
 
 
-def _cpu_flags() -> list:
-    """The int8-relevant ISA of the machine that measured parity and latency.
-
-    onnxruntime's u8s8 kernels saturate on AVX2 without VNNI but not with it, so a
-    parity figure measured on a VNNI machine says little about an AVX2-only device.
-    """
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
-            flags = next((line.split(":", 1)[1].split() for line in fh if line.startswith("flags")), [])
-    except OSError:
-        return []
-    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "neon", "asimddp")
-    return [f for f in wanted if f in flags]
+def _partial_possible(report) -> bool:
+    """--allow-partial ships a bundle when an artifact passed and every model stage (prune, QAT) did:
+    a failed compression stage leaves no model whose artifacts could be trusted."""
+    return (any(a["parity"]["passed"] for a in report.artifacts)
+            and all(row.get("passed", True) for row in report.compression))
 
 
-def _manifest(source, reference, evaluation, config, report, preprocess, calibration=None) -> dict:
-    default = choose_default(report.artifacts, source_layouts=[s.layout for s in source.input_specs])
+def _manifest(source, reference, evaluation, config, report, preprocess, calibration=None, artifacts=None) -> dict:
+    artifacts = report.artifacts if artifacts is None else artifacts
+    default = choose_default(artifacts, source_layouts=[s.layout for s in source.input_specs])
     return {
         "schema_version": ekr.SCHEMA_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -373,12 +387,12 @@ def _manifest(source, reference, evaluation, config, report, preprocess, calibra
         "preprocessing": preprocess.to_dict() if preprocess is not None else None,
         "labels": list(evaluation.class_names) if evaluation.class_names else None,
         "default_artifact": default["id"] if default else None,
-        "artifacts": report.artifacts,
+        "artifacts": artifacts,
         "reference": reference.provenance(),
         "seed": config.seed,
         "data": {"eval_sha256": evaluation.sha256(), "eval_samples": len(evaluation),
                  "calibration_sha256": calibration.sha256() if calibration is not None else None,
                  "calibration_samples": len(calibration) if calibration is not None else 0},
         "environment": {"platform": platform.platform(), "machine": platform.machine(),
-                        "cpu_flags": _cpu_flags(), "versions": _versions()},
+                        "cpu_flags": list(cpu_flags()), "versions": _versions()},
     }

@@ -47,6 +47,19 @@ class Report:
                 del r["sparsity"], r["gzip"]
         return rows
 
+    def verified_on(self) -> str:
+        """One line: the CPU profiles the artifacts were verified on, and how, and those not verified."""
+        seen, missing = {}, {}
+        for a in self.artifacts:
+            seen.update({v["profile"]: v["how"] for v in a.get("verified_on", [])})
+            missing.update(a.get("not_verified", {}))
+        if not seen:
+            return ""
+        line = "Verified on: " + ", ".join(f"{p} ({how})" for p, how in seen.items())
+        if missing:
+            line += "; NOT verified on: " + ", ".join(missing) + " (see warnings)"
+        return line
+
     def table(self) -> str:
         rows = self.rows()
         if not rows:
@@ -67,6 +80,8 @@ class Report:
         if self.reference:
             lines.append(f"Reference: {self.reference.get('framework')} on {self.reference.get('device')} "
                          f"({self.reference.get('device_name', '')}), {self.reference.get('num_samples')} samples")
+        if self.verified_on():
+            lines.append(self.verified_on())
         lines.append("")
         if rows:
             headers = list(rows[0])

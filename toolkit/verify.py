@@ -13,12 +13,14 @@ import numpy as np
 import edgekit.runtime as ekr
 
 from edgekit.runtime._child import ChildFailure, run_isolated
+from edgekit.runtime._cpu import describe_host
 from edgekit.runtime._manifest import artifact_path
 
 from .config import DEFAULT_TOLERANCES, VERIFY_TIMEOUT_S, Precision, check_timeout
 from .data import ImagePreprocess, load_data, validate
-from .errors import InputError, NothingEvaluatedError, ParityError
+from .errors import ConfigError, InputError, NothingEvaluatedError, ParityError
 from .parity import compare, judge
+from .profiles import HOST, default_targets, plan, resolve
 from .reference import ReferenceOutputs
 from .report import Report
 from .timing import timed_step
@@ -57,12 +59,15 @@ def in_artifact_layout(artifact_inputs, dataset, specs) -> dict:
 
 
 def evaluate(entry: dict, file, dataset, reference: ReferenceOutputs, tolerance, specs, *, latency=True,
-             isolate=True, timeout=VERIFY_TIMEOUT_S, kinds=None) -> dict:
-    """Run one artifact over the eval set, judge it, and fill ``entry['parity']``.
+             isolate=True, timeout=VERIFY_TIMEOUT_S, kinds=None, runners=(HOST,), not_verified=None) -> dict:
+    """Run one artifact over the eval set on each target profile's ``runners``, judge it, and fill
+    ``entry['parity']`` (the worst profile's verdict; a failure on any profile fails the artifact),
+    ``entry['verified_on']`` and ``entry['not_verified']``.
 
     With ``isolate`` the artifact runs in a child process (a crash or a hang there fails this
-    artifact, within ``timeout`` seconds); otherwise it is loaded and run here. Latency is measured
-    here, once the artifact has run. ``kinds``: how each output is judged (``parity.output_kinds``).
+    artifact, within ``timeout`` seconds); otherwise a native run is loaded and run here; emulated
+    runs are always children. Latency is measured here, natively, once the artifact has run
+    everywhere. ``kinds``: how each output is judged (``parity.output_kinds``).
     """
     artifact_inputs = [ekr.TensorInfo.from_dict(d) for d in entry["inputs"]]
     try:
@@ -72,32 +77,58 @@ def evaluate(entry: dict, file, dataset, reference: ReferenceOutputs, tolerance,
             f"the artifact's inputs {[t.key for t in artifact_inputs]} are not the model's inputs "
             f"{[s.name for s in specs]} (a damaged or hand-edited manifest)"]}
         return entry
-    model = None
-    try:
-        if isolate:
-            outputs = run_isolated(file, inputs, timeout=timeout, entry=entry, batch=EVAL_BATCH,
-                                   what=f"running {entry.get('id')}")
+    model, verdicts, ran = None, [], True
+    for runner in runners:
+        try:
+            if isolate or not runner.native:
+                outputs = run_isolated(file, inputs, timeout=timeout, entry=entry, batch=EVAL_BATCH,
+                                       launcher=runner.launcher,
+                                       what=f"running {entry.get('id')} on {runner.profile} ({runner.how})")
+            else:
+                model = ekr.load_artifact(file, entry)
+                outputs = model.run_batched(inputs, EVAL_BATCH)
+        except (ChildFailure, ekr.ModelLoadError, ekr.RuntimeInputError, RuntimeError, ValueError) as exc:
+            # A broken artifact fails the gate, it does not crash it.
+            verdict, ran = {"passed": False, "failures": [f"runtime error: {type(exc).__name__}: {exc}"]}, False
         else:
-            model = ekr.load_artifact(file, entry)
-            outputs = model.run_batched(inputs, EVAL_BATCH)
-    except (ChildFailure, ekr.ModelLoadError, ekr.RuntimeInputError, RuntimeError, ValueError) as exc:
-        # A broken artifact fails the gate, it does not crash it.
-        entry["parity"] = {"passed": False, "failures": [f"runtime error: {type(exc).__name__}: {exc}"]}
-        return entry
-    result = judge(compare(reference.outputs, outputs, dataset.labels, kinds), tolerance)
-    entry["parity"] = result.to_dict()
-    entry["parity"]["tolerance"] = {k: v for k, v in vars(tolerance).items()}
-    if latency:
+            verdict = judge(compare(reference.outputs, outputs, dataset.labels, kinds), tolerance).to_dict()
+            verdict["tolerance"] = {k: v for k, v in vars(tolerance).items()}
+        verdicts.append((runner, verdict))
+    entry["parity"] = combine_profiles(verdicts)
+    entry["verified_on"] = [{"profile": r.profile, "how": r.how, "passed": v["passed"]} for r, v in verdicts]
+    if not_verified:
+        entry["not_verified"] = dict(not_verified)
+    if latency and ran:
         model = model or ekr.load_artifact(file, entry)
         entry["latency_ms"] = median_latency_ms(model, {k: v[:1] for k, v in inputs.items()})
+        entry["latency_cpu"] = describe_host()
     return entry
 
 
+def combine_profiles(verdicts) -> dict:
+    """One verdict from each profile's: the worst one's figures (the first that failed, else the
+    lowest cosine), every profile's failures, and a compact per-profile summary."""
+    if len(verdicts) == 1:
+        runner, verdict = verdicts[0]
+        return {**verdict, "profile": runner.profile}
+    failed = [(r, v) for r, v in verdicts if not v["passed"]]
+    worst_runner, worst = failed[0] if failed else min(verdicts, key=lambda rv: rv[1].get("cosine", 1.0))
+    combined = {**worst, "profile": worst_runner.profile,
+                "failures": [f"{f} (on {r.profile}, {r.how})" for r, v in failed for f in v["failures"]]}
+    combined["passed"] = not failed
+    combined["profiles"] = {r.profile: {k: v[k] for k in ("passed", "accuracy", "accuracy_drop", "cosine",
+                                                           "cosine_min", "top1_agreement") if k in v}
+                            for r, v in verdicts}
+    return combined
+
+
 def verify(bundle, eval, *, tolerances=None, artifacts=None, latency=False, progress=None, isolate=True,
-           timeout=VERIFY_TIMEOUT_S) -> Report:
+           timeout=VERIFY_TIMEOUT_S, target_cpu=None, emulation="auto") -> Report:
     """Re-run parity of an existing bundle on ``eval`` against its stored reference outputs.
 
-    Each artifact runs in an isolated child process (``isolate``), within ``timeout`` seconds.
+    Each artifact runs in an isolated child process (``isolate``), within ``timeout`` seconds, on
+    each CPU profile of ``target_cpu`` (default: those the bundle was exported for; see
+    ``edgekit.profiles``), natively or emulated.
     Raises ParityError (carrying the report) when an artifact fails, InputError when
     the eval data is not the data the reference was computed on.
     """
@@ -107,6 +138,11 @@ def verify(bundle, eval, *, tolerances=None, artifacts=None, latency=False, prog
         manifest = ekr.read_manifest(bundle)  # parsed once: every artifact is selected from it
     except ekr.ModelLoadError as exc:
         raise InputError(str(exc)) from exc
+    recorded = manifest.get("target_cpu", {}).get("requested") if isinstance(manifest.get("target_cpu"), dict) else None
+    runners, not_verified = plan(resolve(target_cpu or recorded or default_targets()), emulation)
+    if not runners:
+        raise ConfigError("none of the target CPU profiles can be verified on this machine: "
+                          + "; ".join(f"{p}: {why}" for p, why in not_verified.items()))
     specs = [ekr.TensorInfo.from_dict(d) for d in manifest["inputs"]]
     pre = manifest.get("preprocessing")
     preprocess = ImagePreprocess(**{k: tuple(v) if isinstance(v, list) else v for k, v in pre.items()
@@ -125,6 +161,7 @@ def verify(bundle, eval, *, tolerances=None, artifacts=None, latency=False, prog
     report = Report("verify", source=manifest.get("source", {}), reference=manifest["reference"],
                     output=str(bundle))
     report.warnings += unhashed
+    report.warnings += [f"not verified on {p}: {why}" for p, why in not_verified.items()]
     entries = [e for e in manifest["artifacts"] if artifacts is None or e["id"] in artifacts]
     references = {reference.file: reference}
     if not entries:
@@ -143,7 +180,8 @@ def verify(bundle, eval, *, tolerances=None, artifacts=None, latency=False, prog
                     references[own["file"]] = ReferenceOutputs.load(bundle, own)
                 evaluate(entry, file, dataset, references[own["file"]] if own else reference,
                          tolerances[Precision(entry["precision"])], specs, latency=latency, isolate=isolate,
-                         timeout=timeout, kinds=manifest.get("output_kinds"))
+                         timeout=timeout, kinds=manifest.get("output_kinds"), runners=runners,
+                         not_verified=not_verified)
         report.artifacts.append(entry)
     if not report.passed:
         raise ParityError("parity failed: " + "; ".join(report.failures), report)

@@ -80,3 +80,25 @@ def test_several_heads_are_judged_and_shown_one_by_one(tmp_path):
         edgekit.export(TwoHeads().eval(), eval=x, out=tmp_path / "c", output_kinds={"box": "regression"})
     with pytest.raises(ConfigError, match="output_kinds"):
         edgekit.export(TwoHeads().eval(), eval=x, out=tmp_path / "d", output_kinds={"boxes": "bbox"})
+
+
+def test_junit_has_a_case_per_output(tmp_path):
+    import xml.etree.ElementTree as ET
+
+    from edgekit.cli.main import main
+    x = rng.standard_normal((64, 6)).astype(np.float32)
+    np.savez(tmp_path / "x.npz", x=x)
+    edgekit.export(TwoHeads().eval(), eval=x, targets=["onnx"], out=tmp_path / "b", measure_latency=False)
+    junit = tmp_path / "j.xml"
+    assert main(["verify", str(tmp_path / "b"), "--eval", str(tmp_path / "x.npz"), "--junit", str(junit)]) == 0
+    cases = {c.get("name"): c for c in ET.parse(junit).getroot()}
+    assert {"onnx-fp32", "onnx-fp32::boxes", "onnx-fp32::scores"} <= set(cases)
+    assert "cosine_min" in cases["onnx-fp32::boxes"].find("system-out").text
+    assert "top1_agreement" in cases["onnx-fp32::scores"].find("system-out").text
+    assert "x86" in cases["onnx-fp32"].find("system-out").text or "arm64" in cases["onnx-fp32"].find("system-out").text
+    junit.unlink()
+    assert main(["verify", str(tmp_path / "b"), "--eval", str(tmp_path / "x.npz"), "--junit", str(junit),
+                 "--tol", "fp32.max_abs_error=0"]) == 1
+    cases = {c.get("name"): c for c in ET.parse(junit).getroot()}
+    failed = {name for name, case in cases.items() if case.find("failure") is not None}
+    assert {"onnx-fp32", "onnx-fp32::boxes"} <= failed

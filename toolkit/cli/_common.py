@@ -40,6 +40,17 @@ def add_isolation(parser):
                              "an artifact that takes longer fails")
 
 
+def add_profiles(parser, default_help):
+    parser.add_argument("--target-cpu", metavar="PROFILES", default=None,
+                        help="comma-separated CPU classes every artifact must hold on: host, x86-avx2 (no VNNI), "
+                             "x86-vnni, arm64, or all; measured natively where this machine matches, else in an "
+                             f"emulated CPU (QEMU user mode) ({default_help})")
+    parser.add_argument("--emulation", choices=["auto", "always", "never"], default="auto",
+                        help="auto: native where this machine matches a profile, else emulated; always: emulated "
+                             "wherever an emulator exists; never: native only (the other profiles are reported "
+                             "as not verified)")
+
+
 class Progress:
     """Stage progress on stderr: a live line with a bar on a terminal, plain log lines otherwise."""
 
@@ -81,6 +92,9 @@ def print_report(report, args):
         print(report.to_json())  # JSON escapes control characters itself
         return
     print(printable(report.table()))
+    verified = report.verified_on()
+    if verified:
+        print(printable(verified))
     for failure in report.failures:
         print(printable(f"FAIL {failure}"))
     for warning in report.warnings:

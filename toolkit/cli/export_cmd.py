@@ -2,7 +2,7 @@
 
 import argparse
 
-from ._common import Progress, add_common, add_isolation, add_tolerance, print_report
+from ._common import Progress, add_common, add_isolation, add_profiles, add_tolerance, print_report
 
 
 def register(sub):
@@ -95,6 +95,10 @@ def register(sub):
                         "embedding or detection (cosine mean and minimum, relative error, SQNR); undeclared "
                         "outputs are inferred (class scores only when named or shaped so)")
     v.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
+    add_profiles(v, "default: $EDGEKIT_TARGET_CPU, else host,x86-avx2")
+    v.add_argument("--allow-partial", action="store_true",
+                   help="when some artifacts fail, still write the bundle with those that passed (the failed ones "
+                        "are recorded in the manifest; the exit code is still 1)")
     add_isolation(v)
     p.add_argument("--opset", type=int, default=18)
     p.add_argument("--seed", type=int, default=0)
@@ -198,7 +202,9 @@ def run(args) -> int:
                           tolerances=parse_tolerance_overrides(args.tol), reference_device=args.reference_device,
                           opset=args.opset, seed=args.seed, measure_latency=not args.no_latency,
                           isolate=args.isolate, timeout=args.timeout, output_kinds=_output_kinds(args.output_kinds),
-                          prune=_prune_options(args), qat=_qat_options(args))
+                          prune=_prune_options(args), qat=_qat_options(args), emulation=args.emulation,
+                          allow_partial=args.allow_partial,
+                          **({"target_cpu": args.target_cpu} if args.target_cpu else {}))
     specs = [parse_input_spec(t, args.layout) for t in args.input] or None
     progress = Progress(3 + (2 if config.prune else 0) + (2 if config.qat else 0)
                         + 2 * len(config.targets) * len(config.precisions),

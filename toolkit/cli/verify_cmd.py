@@ -1,6 +1,6 @@
 """``edgekit verify DIR --eval DATA``: the CI gate on an existing bundle."""
 
-from ._common import Progress, add_common, add_isolation, add_tolerance, print_report
+from ._common import Progress, add_common, add_isolation, add_profiles, add_tolerance, print_report
 
 
 def register(sub):
@@ -13,6 +13,7 @@ def register(sub):
     p.add_argument("--artifact", action="append", metavar="ID", help="only these artifacts (e.g. onnx-int8)")
     add_tolerance(p)
     p.add_argument("--latency", action="store_true", help="also measure batch-1 latency")
+    add_profiles(p, "default: the profiles the bundle was exported for")
     add_isolation(p)
     p.add_argument("--junit", metavar="FILE", help="write a JUnit XML report (also on failure)")
     add_common(p)
@@ -32,17 +33,27 @@ def write_junit(path, report=None, error=None):
     cases = 0
     failures = 0
     for entry in (report.artifacts if report else []):
-        cases += 1
-        case = ET.SubElement(suite, "testcase", classname="edgekit.parity", name=_xml_text(entry["id"]),
-                             time=str(entry.get("latency_ms", 0) / 1000))
         parity = entry["parity"]
-        if not parity["passed"]:
-            failures += 1
-            failures_text = [_xml_text(f) for f in parity["failures"]]
-            ET.SubElement(case, "failure", message="; ".join(failures_text)).text = "\n".join(failures_text)
-        else:
-            metrics = {k: parity[k] for k in ("accuracy", "accuracy_drop", "cosine", "top1_agreement") if k in parity}
-            ET.SubElement(case, "system-out").text = _xml_text(metrics)
+        per_output = parity.get("per_output", {})
+        # One case per artifact, and one per output when it has several (each is judged on its own).
+        names = [None] + (list(per_output) if len(per_output) > 1 else [])
+        for output in names:
+            cases += 1
+            name = entry["id"] if output is None else f"{entry['id']}::{output}"
+            case = ET.SubElement(suite, "testcase", classname="edgekit.parity", name=_xml_text(name),
+                                 time=str((entry.get("latency_ms") or 0) / 1000))
+            failed = [f for f in parity["failures"] if output is None or f.startswith(f"{output}: ")]
+            if failed:
+                failures += 1
+                text = [_xml_text(f) for f in failed]
+                ET.SubElement(case, "failure", message="; ".join(text)).text = "\n".join(text)
+            else:
+                source = parity if output is None else per_output[output]
+                metrics = {k: source[k] for k in ("accuracy", "accuracy_drop", "cosine", "cosine_min",
+                                                  "top1_agreement") if k in source}
+                if output is None and entry.get("verified_on"):
+                    metrics["verified_on"] = [f"{v['profile']} ({v['how']})" for v in entry["verified_on"]]
+                ET.SubElement(case, "system-out").text = _xml_text(metrics)
     errors = 0
     if error is not None:
         errors = 1
@@ -64,7 +75,7 @@ def run(args) -> int:
     try:
         report = verify(args.bundle, args.eval, tolerances=parse_tolerance_overrides(args.tol),
                         artifacts=args.artifact, latency=args.latency, progress=progress, isolate=args.isolate,
-                        timeout=args.timeout)
+                        timeout=args.timeout, target_cpu=args.target_cpu, emulation=args.emulation)
     except ParityError as exc:
         if exc.report is not None:
             print_report(exc.report, args)

@@ -1,0 +1,159 @@
+"""Target CPU profiles: on which device classes each artifact's parity is measured, and how.
+
+An int8 artifact's verdict depends on the CPU class (onnxruntime's u8*s8 kernels saturate on x86
+with AVX2 but without VNNI; arm64 and VNNI do not), so parity is measured on every profile the
+bundle targets: natively when this machine is of that class, else in an emulated CPU (QEMU user
+mode running ``edgekit.runtime`` in a child process), else the profile is reported as not verified
+— never a silent pass.
+
+- ``x86-avx2``: ``qemu-x86_64 -cpu Haswell-v4`` (AVX2, FMA, no AVX-512/VNNI) runs onnxruntime,
+  TFLite/XNNPACK and OpenVINO with their AVX2 kernels; measured to reproduce a native AVX2 CPU's
+  outputs bit for bit.
+- ``x86-vnni``: native only. QEMU's TCG implements no AVX-512 and no AVX-VNNI, so no emulator
+  can run the VNNI kernels.
+- ``arm64``: ``qemu-aarch64`` with an arm64 Python and the runtime's wheels in a sysroot
+  (``EDGEKIT_ARM64_SYSROOT``; ``edgekit.profiles.ARM64_HELP`` says how to make one).
+"""
+
+import atexit
+import functools
+import os
+import platform
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgekit.runtime._child import NATIVE, Launcher
+from edgekit.runtime._cpu import PROFILES, describe_host, host_profile
+
+from .errors import ConfigError
+
+EMULATION_MODES = ("auto", "always", "never")
+# The default: the machine exporting, and the x86 class whose int8 kernels saturate (a workstation
+# with VNNI cannot see that failure itself; a bundle verified there alone fails on AVX2 devices).
+DEFAULT_TARGETS = ("host", "x86-avx2")
+TARGET_ENV = "EDGEKIT_TARGET_CPU"
+ARM64_ENV = "EDGEKIT_ARM64_SYSROOT"
+X86_EMULATED_CPU = "Haswell-v4"
+ARM64_HELP = (f"set {ARM64_ENV} to a folder holding an arm64 Python 3.11 sysroot with numpy and the engines "
+              "(make arm64-sysroot builds one)")
+
+
+@dataclass(frozen=True)
+class Runner:
+    """Where one profile's parity is measured: ``how`` is "native" or "emulated (COMMAND)"."""
+
+    profile: str
+    how: str
+    launcher: Launcher = NATIVE
+
+    @property
+    def native(self) -> bool:
+        return self.how == "native"
+
+
+# This machine, natively: what verification means when no profile is asked for.
+HOST = Runner(host_profile() or "host", "native")
+
+
+def default_targets() -> tuple:
+    """``$EDGEKIT_TARGET_CPU`` (comma-separated) when set, else ``DEFAULT_TARGETS``."""
+    text = os.environ.get(TARGET_ENV, "").strip()
+    return tuple(t.strip() for t in text.split(",") if t.strip()) if text else DEFAULT_TARGETS
+
+
+def resolve(targets) -> tuple:
+    """Profile names in order, ``host`` replaced by this machine's profile; raises ConfigError for
+    an unknown name."""
+    if isinstance(targets, str):
+        targets = [t.strip() for t in targets.split(",") if t.strip()]
+    if not targets:
+        raise ConfigError(f"target_cpu: expected at least one of {['host', *PROFILES]}, got none")
+    names = []
+    for name in targets:
+        if name == "host":
+            name = host_profile()
+            if name is None:
+                raise ConfigError(f"target_cpu 'host': this CPU belongs to no profile ({describe_host()}); "
+                                  f"name the device class: {list(PROFILES)}")
+        elif name == "all":
+            names += list(PROFILES)
+            continue
+        elif name not in PROFILES:
+            raise ConfigError(f"target_cpu {name!r}: expected host, all or one of {list(PROFILES)}")
+        names.append(name)
+    return tuple(dict.fromkeys(names))
+
+
+def plan(profiles, emulation="auto") -> tuple:
+    """``(runners, not_verified)`` for the resolved ``profiles``: a Runner per profile that can be
+    measured here, and profile -> reason for those that cannot. ``emulation``: auto (native where
+    this machine matches, else emulated), always (emulated wherever an emulator exists: checks the
+    emulated path on a matching machine), never (native only)."""
+    if emulation not in EMULATION_MODES:
+        raise ConfigError(f"emulation: expected one of {list(EMULATION_MODES)}, got {emulation!r}")
+    host = host_profile()
+    runners, not_verified = [], {}
+    for profile in profiles:
+        emulated, reason = _emulator(profile) if emulation != "never" else (None, "emulation is off (--emulation never)")
+        if profile == host and (emulation != "always" or emulated is None):
+            runners.append(Runner(profile, "native"))
+        elif emulated is not None:
+            runners.append(emulated)
+        else:
+            not_verified[profile] = f"this machine is {describe_host()}; {reason}"
+    return tuple(runners), not_verified
+
+
+def _emulator(profile):
+    """(Runner, None) when ``profile`` can be emulated on this machine, else (None, why not)."""
+    machine = platform.machine().lower()
+    if profile == "x86-vnni":
+        return None, "no emulator runs VNNI kernels (QEMU's TCG implements no AVX-512 or AVX-VNNI)"
+    if profile == "x86-avx2":
+        if machine not in ("x86_64", "amd64"):
+            return None, "x86 emulation needs an x86-64 Python, which this machine does not run"
+        qemu = os.environ.get("EDGEKIT_QEMU_X86_64") or shutil.which("qemu-x86_64")
+        if not qemu:
+            return None, "qemu-x86_64 is not installed (Debian/Ubuntu: apt-get install qemu-user)"
+        prefix = (qemu, "-cpu", X86_EMULATED_CPU)
+        return Runner(profile, f"emulated (qemu-x86_64 -cpu {X86_EMULATED_CPU})",
+                      Launcher(prefix=prefix, noise="qemu-x86_64: warning:")), None
+    if profile == "arm64":
+        return _arm64()
+    return None, "no emulator known"
+
+
+def _arm64():
+    qemu = os.environ.get("EDGEKIT_QEMU_AARCH64") or shutil.which("qemu-aarch64")
+    if not qemu:
+        return None, "qemu-aarch64 is not installed (Debian/Ubuntu: apt-get install qemu-user)"
+    root = os.environ.get(ARM64_ENV)
+    if not root:
+        return None, f"no arm64 Python to emulate: {ARM64_HELP}"
+    root = Path(root)
+    python = root / "usr" / "bin" / "python3.11"
+    site = root / "site-packages"
+    if not python.is_file() or not site.is_dir():
+        return None, f"{ARM64_ENV}={root} holds no usr/bin/python3.11 and site-packages: {ARM64_HELP}"
+    path = (str(site), _runtime_copy())
+    return Runner("arm64", "emulated (qemu-aarch64)",
+                  Launcher(prefix=(qemu, "-L", str(root)), python=str(python), path=path,
+                           noise="qemu-aarch64: warning:")), None
+
+
+@functools.lru_cache(maxsize=1)
+def _runtime_copy() -> str:
+    """A folder holding ``edgekit/runtime`` alone (pure Python, numpy and the engine), for an
+    interpreter that cannot import this installation (an arm64 Python under emulation); removed
+    when this process exits."""
+    import edgekit.runtime
+    root = tempfile.mkdtemp(prefix="edgekit-runtime-")
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    package = Path(root) / "edgekit"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    shutil.copytree(Path(edgekit.runtime.__file__).parent, package / "runtime",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    return root
