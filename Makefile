@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench clean emulators arm64-sysroot
 
 $(STAMP): setup.cfg constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,11 +13,25 @@ $(STAMP): setup.cfg constraints.txt pyproject.toml
 	$(BIN)/pip install -q -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
-demo: $(STAMP)
+# The emulators behind the target CPU profiles (edgekit.profiles): qemu-user for x86-avx2 and arm64,
+# and an arm64 Python with the engines for arm64. Installed where this machine allows (root or sudo
+# for apt-get); elsewhere a note, and exports report those profiles as not verified.
+emulators: $(STAMP)
+	@command -v qemu-x86_64 >/dev/null && command -v qemu-aarch64 >/dev/null || \
+	  { SUDO=$$( [ "$$(id -u)" = 0 ] && echo "" || echo "sudo -n" ); \
+	    ( $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq qemu-user ) \
+	      >/dev/null 2>&1 || echo "note: could not install qemu-user (apt-get): emulated CPU profiles will be reported as not verified"; }
+	@if command -v qemu-aarch64 >/dev/null && ! $(BIN)/python -c "import sys, edgekit.profiles as p; sys.exit(not (p.arm64_sysroot() / 'CPU').is_file())"; then \
+	  $(MAKE) --no-print-directory arm64-sysroot || echo "note: arm64 sysroot not built: the arm64 profile will be reported as not verified"; fi
+
+arm64-sysroot: $(STAMP)
+	PYTHON=$(BIN)/python bash toolkit/arm64_sysroot.sh
+
+demo: $(STAMP) emulators
 	$(BIN)/python samples/digits.py
 	$(BIN)/python samples/digits_keras.py
 
-test: $(STAMP)
+test: $(STAMP) emulators
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

@@ -5,13 +5,15 @@ here into QuantizeOptions. Defaults are measured on the project's AVX2 CPU
 (README, Performance).
 """
 
+import functools
 import logging
+import math
 import tempfile
 from pathlib import Path
 
 from edgekit.errors import CalibrationError, QuantizationError
 
-from . import QuantizationResult
+from . import QuantizationResult, onnx_blame
 from ._scope import matching_names
 
 log = logging.getLogger("edgekit.quantize.onnx_int8")
@@ -50,7 +52,6 @@ def _method(name):
 def quantize(conversion, out_path, calibration, options, evaluation=None) -> QuantizationResult:
     fp32_path = conversion.path
     import onnx
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if calibration is None:
@@ -69,32 +70,57 @@ def quantize(conversion, out_path, calibration, options, evaluation=None) -> Qua
             except Exception as exc2:
                 notes.append(f"pre-processing skipped ({type(exc2).__name__}: {exc2})")
                 prepared = Path(fp32_path)
-        excluded = matching_names((n.name for n in onnx.load(str(prepared)).graph.node), options.keep_fp32, "ONNX")
-        # Bias stays float: with per-channel int32 bias onnxruntime also stores a scale and a zero
-        # point per channel, 8 bytes each; float bias saves them at equal speed and accuracy
-        # (MobileNetV2: size ratio 0.277 -> 0.266, cosine 0.9999 either way).
-        extra = {"CalibMovingAverage": False, "QuantizeBias": False}
-        # onnxruntime's histogram collectors stack per-batch arrays and fail on a ragged last
-        # batch ("inhomogeneous shape"): feed them one sample at a time.
-        batch = CALIBRATION_BATCH if str(options.calibration_method) == "minmax" else 1
-        try:
-            quantize_static(
-                str(prepared), str(out_path), _Reader(calibration, count, batch),
-                quant_format=QuantFormat.QDQ, per_channel=options.per_channel,
-                reduce_range=options.reduce_range, activation_type=QuantType.QUInt8,
-                weight_type=QuantType.QUInt8 if options.weight_type == "u8" else QuantType.QInt8,
-                nodes_to_exclude=excluded or None,
-                calibrate_method=_method(options.calibration_method), extra_options=extra,
-                calibration_providers=["CPUExecutionProvider"])
-        except Exception as exc:
-            raise QuantizationError(f"onnxruntime static quantization failed: {type(exc).__name__}: {exc}") from None
+        graph = onnx.load(str(prepared)).graph
+        graph_nodes = [(n.name, n.op_type) for n in graph.node]
+        excluded = matching_names((name for name, _ in graph_nodes), options.keep_fp32, "ONNX")
+        run = functools.partial(_quantize_static, prepared, out_path, calibration, count, options)
+        run(excluded)
+        blamed = []
+        if options.keep_sensitive:
+            # Mixed precision: rank the nodes by the error they add, keep the worst in float, redo.
+            from onnxruntime.quantization.registry import QDQRegistry
+            quantizable = {name for name, op in graph_nodes if op in QDQRegistry and name not in excluded}
+            keep = max(1, math.ceil(options.keep_sensitive * len(quantizable)))
+            rows = onnx_blame.blame(prepared, out_path, calibration.inputs)
+            sensitive = onnx_blame.most_sensitive(rows, quantizable, keep)
+            kept = onnx_blame.keep_set(graph, sensitive)
+            blamed = [{**r, "kept_fp32": r["node"] in kept} for r in rows[:onnx_blame.SHOWN]]
+            excluded = sorted({*excluded, *kept})
+            run(excluded)
+            notes.append(f"mixed precision: the {len(sensitive)} nodes that add the most quantization noise "
+                         f"({', '.join(sensitive[:5])}{', ...' if len(sensitive) > 5 else ''}) and their input "
+                         f"producers kept in float ({len(kept)} nodes)")
     details = {"tool": "onnxruntime.quantization.quantize_static", "format": "QDQ",
                "activations": "uint8 asymmetric",
                "weights": "uint8 asymmetric" if options.weight_type == "u8" else "int8 symmetric", "bias": "float32",
                "per_channel": options.per_channel, "reduce_range": options.reduce_range,
                "calibration_method": str(options.calibration_method),
                "calibration_samples": count, "nodes_kept_fp32": excluded}
+    if blamed:
+        details["blame"] = blamed
     return QuantizationResult(out_path, "w8a8-static", details, tuple(notes))
+
+
+def _quantize_static(prepared, out_path, calibration, count, options, excluded):
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    # Bias stays float: with per-channel int32 bias onnxruntime also stores a scale and a zero
+    # point per channel, 8 bytes each; float bias saves them at equal speed and accuracy
+    # (MobileNetV2: size ratio 0.277 -> 0.266, cosine 0.9999 either way).
+    extra = {"CalibMovingAverage": False, "QuantizeBias": False}
+    # onnxruntime's histogram collectors stack per-batch arrays and fail on a ragged last
+    # batch ("inhomogeneous shape"): feed them one sample at a time.
+    batch = CALIBRATION_BATCH if str(options.calibration_method) == "minmax" else 1
+    try:
+        quantize_static(
+            str(prepared), str(out_path), _Reader(calibration, count, batch),
+            quant_format=QuantFormat.QDQ, per_channel=options.per_channel,
+            reduce_range=options.reduce_range, activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QUInt8 if options.weight_type == "u8" else QuantType.QInt8,
+            nodes_to_exclude=list(excluded) or None,
+            calibrate_method=_method(options.calibration_method), extra_options=extra,
+            calibration_providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise QuantizationError(f"onnxruntime static quantization failed: {type(exc).__name__}: {exc}") from None
 
 
 def quantize_dynamic_int8(conversion, out_path, calibration, options, evaluation=None) -> QuantizationResult:

@@ -9,7 +9,8 @@ while the gate fails: the first recipe that passes ships, and the manifest lists
 tried, with its figures and why it failed.
 
 Rungs are ordered by expected speed on x86: u8 activations with s8 weights are onnxruntime's fast
-kernels (7-bit weights so that they cannot saturate without VNNI), u8*u8 is exact on every CPU but
+kernels (7-bit weights so that they cannot saturate without VNNI); mixed precision keeps them and
+leaves the nodes that lose the most SQNR (``onnx_blame``) in float; u8*u8 is exact on every CPU but
 measured at 0.97 of fp32 latency on MobileNetV2 (VNNI) against 0.52, dynamic int8 quantizes only
 weights ahead of time. Each rung is a set of QuantizeOptions changes; a rung may use another
 quantizer (``dynamic``), whose scheme the manifest records.
@@ -31,6 +32,7 @@ class Recipe:
 LADDERS = {
     ("onnx", "int8"): (
         Recipe("as configured (u8s8, 7-bit weights by default)", "int8"),
+        Recipe("mixed precision (10% most sensitive nodes in float)", "int8", (("keep_sensitive", 0.1),)),
         Recipe("u8u8", "int8", (("weight_type", "u8"), ("reduce_range", False))),
         Recipe("dynamic int8 (weights only)", "dynamic"),
     ),
@@ -59,6 +61,8 @@ def candidates(fmt: str, precision, options) -> list:
 def summary(recipe: Recipe, entry: dict) -> dict:
     """What the manifest keeps of one tried recipe: its name, scheme, figures and failures."""
     parity = entry.get("parity", {})
-    kept = ("cosine", "accuracy_drop", "top1_agreement")
+    kept = ("cosine", "cosine_min", "accuracy_drop", "top1_agreement")
+    quantization = entry.get("quantization", {})
     return {"recipe": recipe.name, "scheme": entry.get("scheme"), "passed": bool(parity.get("passed")),
-            **{k: parity[k] for k in kept if k in parity}, "failures": list(parity.get("failures", []))}
+            **{k: parity[k] for k in kept if k in parity}, "failures": list(parity.get("failures", [])),
+            **({"blame": quantization["blame"]} if "blame" in quantization else {})}

@@ -157,7 +157,12 @@ def judge(result: ParityResult, tolerance) -> ParityResult:
 
 
 def _limit_failures(name, m, tolerance) -> list:
+    tolerance = tolerance.for_output(name)
     failures = []
+    if (tolerance.min_sample_cosine is not None and m.get("kind") != "classification" and "cosine_min" in m
+            and not m["cosine_min"] >= tolerance.min_sample_cosine):
+        failures.append(f"{name}: worst-sample cosine {m['cosine_min']:.6f} < {tolerance.min_sample_cosine} "
+                        f"({m.get('kind', 'regression')} output: each sample must hold)")
     if not m["cosine"] >= tolerance.min_cosine:
         failures.append(f"{name}: cosine {m['cosine']:.6f} < {tolerance.min_cosine}")
     if tolerance.max_abs_error is not None and not m["max_abs_error"] <= tolerance.max_abs_error:

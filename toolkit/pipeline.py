@@ -87,6 +87,9 @@ def export(model, example_inputs=None, *, calib=None, eval=None, targets=("onnx"
         unknown = sorted(set(config.output_kinds) - set(reference.outputs))
         if unknown:
             raise ConfigError(f"output kinds given for {unknown}; the model's outputs are {list(reference.outputs)}")
+        unknown = sorted({name for t in config.tolerances.values() for name in t.per_output} - set(reference.outputs))
+        if unknown:
+            raise ConfigError(f"tolerances given for outputs {unknown}; the model's outputs are {list(reference.outputs)}")
         kinds = output_kinds(reference.outputs, evaluation.labels, config.output_kinds)
         original = reference
         if config.prune is not None:

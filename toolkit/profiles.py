@@ -11,8 +11,10 @@ mode running ``edgekit.runtime`` in a child process), else the profile is report
   outputs bit for bit.
 - ``x86-vnni``: native only. QEMU's TCG implements no AVX-512 and no AVX-VNNI, so no emulator
   can run the VNNI kernels.
-- ``arm64``: ``qemu-aarch64`` with an arm64 Python and the runtime's wheels in a sysroot
-  (``EDGEKIT_ARM64_SYSROOT``; ``edgekit.profiles.ARM64_HELP`` says how to make one).
+- ``arm64``: ``qemu-aarch64 -cpu cortex-a76`` with an arm64 Python and the runtime's engines in a
+  sysroot that ``toolkit/arm64_sysroot.sh`` builds from Debian's arm64 packages and the arm64
+  wheels of the versions ``constraints.txt`` pins (``~/.cache/edgekit/arm64``, or
+  ``$EDGEKIT_ARM64_SYSROOT``).
 """
 
 import atexit
@@ -36,8 +38,8 @@ DEFAULT_TARGETS = ("host", "x86-avx2")
 TARGET_ENV = "EDGEKIT_TARGET_CPU"
 ARM64_ENV = "EDGEKIT_ARM64_SYSROOT"
 X86_EMULATED_CPU = "Haswell-v4"
-ARM64_HELP = (f"set {ARM64_ENV} to a folder holding an arm64 Python 3.11 sysroot with numpy and the engines "
-              "(make arm64-sysroot builds one)")
+ARM64_HELP = ("make one with `make arm64-sysroot` in the edgekit source tree (toolkit/arm64_sysroot.sh; about "
+              f"40 s and 350 MB), or point {ARM64_ENV} at one")
 
 
 @dataclass(frozen=True)
@@ -125,21 +127,25 @@ def _emulator(profile):
     return None, "no emulator known"
 
 
+def arm64_sysroot() -> Path:
+    """Where the arm64 Python is: ``$EDGEKIT_ARM64_SYSROOT``, else ``~/.cache/edgekit/arm64``."""
+    default = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgekit" / "arm64"
+    return Path(os.environ.get(ARM64_ENV) or default)
+
+
 def _arm64():
     qemu = os.environ.get("EDGEKIT_QEMU_AARCH64") or shutil.which("qemu-aarch64")
     if not qemu:
         return None, "qemu-aarch64 is not installed (Debian/Ubuntu: apt-get install qemu-user)"
-    root = os.environ.get(ARM64_ENV)
-    if not root:
-        return None, f"no arm64 Python to emulate: {ARM64_HELP}"
-    root = Path(root)
-    python = root / "usr" / "bin" / "python3.11"
-    site = root / "site-packages"
-    if not python.is_file() or not site.is_dir():
-        return None, f"{ARM64_ENV}={root} holds no usr/bin/python3.11 and site-packages: {ARM64_HELP}"
-    path = (str(site), _runtime_copy())
-    return Runner("arm64", "emulated (qemu-aarch64)",
-                  Launcher(prefix=(qemu, "-L", str(root)), python=str(python), path=path,
+    root = arm64_sysroot()
+    python = root / "sysroot" / "usr" / "bin" / "python3.11"
+    cpu_file = root / "CPU"  # written last by arm64_sysroot.sh: the sysroot is complete
+    if not (python.is_file() and cpu_file.is_file() and (root / "site-packages").is_dir()):
+        return None, f"no arm64 Python at {root}: {ARM64_HELP}"
+    cpu = cpu_file.read_text().strip()
+    path = (str(root / "site-packages"), _runtime_copy())
+    return Runner("arm64", f"emulated (qemu-aarch64 -cpu {cpu})",
+                  Launcher(prefix=(qemu, "-cpu", cpu, "-L", str(root / "sysroot")), python=str(python), path=path,
                            noise="qemu-aarch64: warning:")), None
 
 

@@ -88,6 +88,7 @@ class Report:
             lines.append("| " + " | ".join(headers) + " |")
             lines.append("|" + "---|" * len(headers))
             lines += ["| " + " | ".join(r[h] for h in headers) + " |" for r in rows]
+        lines += _blame_tables(self.artifacts)
         if self.failures:
             lines += ["", "## Failures", ""] + [f"- {f}" for f in self.failures]
         if self.warnings:
@@ -125,6 +126,25 @@ def _output_rows(parity) -> list:
                    None, None)
         rows.append({**row, "latency": "", "size": "", "gzip": "", "sparsity": ""})
     return rows
+
+
+def _blame_tables(artifacts) -> list:
+    """Per artifact whose quantization ranked its layers (the mixed-precision recipe): the top layers
+    by the quantization noise they add, and which were kept in float."""
+    lines = []
+    for a in artifacts:
+        quantization = a.get("quantization", {})
+        blame = quantization.get("blame") or next(
+            (t["blame"] for t in reversed(quantization.get("search", [])) if t.get("blame")), None)
+        if not blame:
+            continue
+        lines += ["", f"## Per-layer blame: {a['id']}", "",
+                  "Nodes ranked by the quantization noise they add (relative to their output's energy), "
+                  "measured against the float graph on calibration samples.", "",
+                  "| node | op | output SQNR (dB) | noise added | kept in float |", "|---|---|---|---|---|"]
+        lines += [f"| {r['node']} | {r['op']} | {r['sqnr_db']} | {r['noise_added'] * 100:.2f}% | "
+                  f"{'yes' if r.get('kept_fp32') else 'no'} |" for r in blame]
+    return lines
 
 
 def _size(n):

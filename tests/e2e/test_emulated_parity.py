@@ -82,3 +82,26 @@ def test_emulated_avx2_outputs_match_a_native_avx2_cpu(emulated_bundle, digits_f
     assert emulated[name].shape == native[name].shape == (64, 10)
     if host_profile() == "x86-avx2":
         np.testing.assert_array_equal(emulated[name], native[name])
+
+
+@pytest.mark.slow
+def test_sample_passes_parity_on_an_emulated_arm64(tmp_path, digits_files):
+    """arm64 under qemu-aarch64 with the sysroot `make arm64-sysroot` builds: the TFLite and ONNX
+    int8 artifacts run with their arm64 kernels (XNNPACK, MLAS NEON) and are judged there."""
+    runners, missing = plan(("arm64",))
+    if not runners:
+        if os.environ.get("EDGEKIT_REQUIRE_QEMU"):
+            pytest.fail(missing["arm64"])
+        pytest.skip(missing["arm64"])
+    out = tmp_path / "bundle"
+    report = edgekit.export(digits_files["factory"], weights=digits_files["weights"], calib=digits_files["calib"],
+                            eval=digits_files["eval"], targets=("tflite", "onnx"), int8=True, out=out,
+                            target_cpu="arm64", measure_latency=False)
+    assert report.passed, report.failures
+    manifest = json.loads((out / "manifest.json").read_text())
+    for entry in manifest["artifacts"]:
+        (record,) = entry["verified_on"]
+        assert record["profile"] == "arm64" and record["how"].startswith("emulated (qemu-aarch64"), entry["id"]
+        assert record["passed"]
+    int8 = next(a for a in manifest["artifacts"] if a["id"] == "tflite-int8")
+    assert int8["parity"]["accuracy_drop"] <= 1.0

@@ -36,8 +36,9 @@ def test_the_ladder_ships_the_first_recipe_that_passes(tmp_path, data):
     with pytest.raises(ParityError, match="every recipe tried failed") as failed:
         _export(tmp_path, data, "all-fail", 1)
     tried = _int8(failed.value.report)["quantization"]["search"]
-    assert [t["recipe"].split(" (")[0] for t in tried] == ["as configured", "u8u8", "dynamic int8"]
-    assert [t["scheme"] for t in tried] == ["w8a8-static", "w8a8-static", "w8a32-dynamic"]
+    assert [t["recipe"].split(" (")[0] for t in tried] == ["as configured", "mixed precision", "u8u8", "dynamic int8"]
+    assert [t["scheme"] for t in tried] == ["w8a8-static", "w8a8-static", "w8a8-static", "w8a32-dynamic"]
+    assert tried[1]["blame"] and any(row["kept_fp32"] for row in tried[1]["blame"])
     assert all(not t["passed"] and "cosine" in t["failures"][0] for t in tried)
     cosines = [t["cosine"] for t in tried]
     # Dynamic int8 leaves this MLP's outputs in float, so it is the most accurate recipe here; a
@@ -84,6 +85,9 @@ class _Passed:
     def table(self):
         return ""
 
+    def verified_on(self):
+        return ""
+
 
 def test_an_int8_artifact_slower_than_fp32_is_reported():
     from edgekit.pipeline import _slower_than_fp32
@@ -93,3 +97,29 @@ def test_an_int8_artifact_slower_than_fp32_is_reported():
                  {"id": "tflite-int8", "format": "tflite", "precision": "int8", "latency_ms": 0.010}]
     warnings = _slower_than_fp32(artifacts)
     assert len(warnings) == 1 and warnings[0].startswith("onnx-int8 is slower than onnx-fp32 on this CPU (0.031 vs")
+
+
+def _outlier_mlp():
+    """An MLP whose middle layer carries one channel 1000x larger than the others (scaled back by the
+    last layer): at one shared activation scale the other channels are crushed."""
+    model = _mlp()
+    with torch.no_grad():
+        model[2].weight[0] *= 1000
+        model[2].bias[0] *= 1000
+        model[4].weight[:, 0] /= 1000
+    return model
+
+
+def test_mixed_precision_keeps_the_blamed_nodes_in_float(tmp_path, data):
+    report = edgekit.export(_outlier_mlp(), calib=data, eval=data, targets=["onnx"], int8=True, out=tmp_path / "o",
+                            measure_latency=False)
+    shipped = _int8(report)
+    tried = shipped["quantization"]["search"]
+    assert [t["passed"] for t in tried] == [False, True], tried  # full int8 fails, mixed precision passes
+    assert tried[0]["cosine"] < 0.9 and shipped["parity"]["cosine"] > 0.999
+    blame = shipped["quantization"]["blame"]
+    # A node at the outlier tensor is blamed first; the tensor's producer and consumers stay float.
+    assert blame[0]["node"] in ("node_relu_1", "node_linear_2") and blame[0]["noise_added"] > 0.1
+    assert {"node_linear_1", "node_relu_1", "node_linear_2"} <= set(shipped["quantization"]["nodes_kept_fp32"])
+    assert "node_linear" not in shipped["quantization"]["nodes_kept_fp32"]  # the first layer stays int8
+    assert "## Per-layer blame" in (tmp_path / "o" / "report.md").read_text()

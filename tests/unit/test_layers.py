@@ -10,7 +10,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 RUNTIME_ALLOWED = {"numpy", "onnxruntime", "hashlib", "json", "pathlib", "dataclasses", "importlib",
                    "importlib.util", "os", "inspect", "threading", "openvino",
-                   "xml.etree.ElementTree", "subprocess", "sys", "tempfile", "stat"}
+                   "xml.etree.ElementTree", "subprocess", "sys", "tempfile", "stat", "functools", "platform",
+                   "warnings"}
 
 
 def _imports(path: Path):

@@ -1,6 +1,8 @@
 import numpy as np
+import pytest
 
 from edgekit.config import DEFAULT_TOLERANCES, Precision
+from edgekit.errors import ConfigError
 from edgekit.parity import compare, judge
 
 INT8 = DEFAULT_TOLERANCES[Precision.INT8]
@@ -62,3 +64,26 @@ def test_default_artifact_is_smallest_within_ten_percent_of_fastest():
     both = [art("onnx", 1.0, 100), art("tflite", 0.5, 30, layout="nhwc")]
     assert choose_default(both, source_layouts=["nchw"])["id"] == "onnx"
     assert choose_default(both)["id"] == "tflite"
+
+
+def test_one_bad_sample_of_a_regression_output_fails_int8_and_per_output_limits_apply():
+    from edgekit.config import parse_tolerance_overrides
+    rng = np.random.default_rng(3)
+    ref = rng.standard_normal((200, 8))
+    out = ref + 0.01 * rng.standard_normal(ref.shape)
+    out[7] = -ref[7] * 0.2 + ref[7]  # one sample off (cosine ~1 still), then one truly wrong:
+    out[9] = rng.standard_normal(8)
+    reference = {"boxes": ref, "logits": ref}
+    outputs = {"boxes": out, "logits": out}
+    kinds = {"boxes": "regression", "logits": "classification"}
+    result = judge(compare(reference, outputs, None, kinds), DEFAULT_TOLERANCES[Precision.INT8])
+    assert result.per_output["boxes"]["cosine"] > 0.99  # the mean hides it
+    assert [f for f in result.failures if "worst-sample" in f] == [
+        f for f in result.failures if f.startswith("boxes: worst-sample cosine")] and len(result.failures) == 1
+    relaxed = parse_tolerance_overrides(["int8.boxes.min_sample_cosine=-1"])[Precision.INT8]
+    assert relaxed.per_output == {"boxes": {"min_sample_cosine": -1.0}}
+    assert judge(compare(reference, outputs, None, kinds), relaxed).passed
+    with pytest.raises(ConfigError, match="PRECISION.OUTPUT.FIELD"):
+        parse_tolerance_overrides(["int8.boxes.min_cosinus=1"])
+    with pytest.raises(ConfigError, match="min_sample_cosine: expected a value in"):
+        parse_tolerance_overrides(["int8.boxes.min_sample_cosine=2"])

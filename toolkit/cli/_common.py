@@ -11,10 +11,11 @@ def add_common(parser):
 
 
 def add_tolerance(parser):
-    parser.add_argument("--tol", action="append", default=[], metavar="PREC.FIELD=VALUE",
-                        help="override a parity tolerance, e.g. int8.max_accuracy_drop=0.5 or "
-                             "fp16.min_cosine=0.9995 (fields: min_cosine, max_accuracy_drop, "
-                             "min_top1_agreement, max_abs_error)")
+    parser.add_argument("--tol", action="append", default=[], metavar="PREC[.OUTPUT].FIELD=VALUE",
+                        help="override a parity tolerance, for every output or for one output, e.g. "
+                             "int8.max_accuracy_drop=0.5, fp16.min_cosine=0.9995 or int8.boxes.min_sample_cosine=0.99 "
+                             "(fields: min_cosine, min_sample_cosine, max_accuracy_drop, min_top1_agreement, "
+                             "max_abs_error)")
 
 
 def _seconds(text) -> float:
