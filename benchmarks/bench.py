@@ -2,6 +2,7 @@
 
     python benchmarks/bench.py [--json FILE] [--skip-mobilenet] [--only NAME]
     python benchmarks/bench.py --recipes      # compare onnxruntime int8 recipes on MobileNetV2
+    python benchmarks/bench.py --profiles     # int8 per target CPU profile: recipe, cosine, latency
 
 For the PyTorch and Keras digits samples, MobileNetV2-class networks from both frameworks and a
 MiniLM-class transformer encoder (random weights), per format (ONNX, TFLite, OpenVINO IR):
@@ -358,6 +359,59 @@ def bench_recipes(work: Path):
     return rows
 
 
+def bench_profiles(work: Path) -> list:
+    """Default int8 exports verified on every profile this machine can check (natively or emulated):
+    per model, artifact and profile the shipped recipe, accuracy/cosine, the int8/fp32 size ratio,
+    the int8/fp32 latency (on this machine's own profile only: emulation gives no speed figure) and
+    the search's wall time (quantize + verify of every recipe tried)."""
+    import digits
+    import encoder
+
+    import edgekit
+    from edgekit.errors import ParityError
+    from edgekit.runtime._cpu import host_profile
+    paths = digits.prepare(work)
+    models = [
+        ("digits CNN (PyTorch sample)", f"{ROOT / 'samples' / 'digits.py'}:build_model",
+         {"weights": paths["weights"], "calib": paths["calib"], "eval": paths["eval"]}, ("onnx", "tflite", "openvino")),
+        ("tiny encoder (int64 tokens, attention)", encoder.tiny(),
+         {"calib": encoder.token_batches(64, seq=32), "eval": encoder.token_batches(32, seq=32, seed=1)},
+         ("onnx", "openvino")),
+    ]
+    rows = []
+    for name, model, kwargs, targets in models:
+        out = work / name.split()[0]
+        start = time.perf_counter()
+        try:
+            report = edgekit.export(model, targets=targets, int8=True, out=out, target_cpu="all", **kwargs)
+        except ParityError as exc:
+            report = exc.report
+        seconds = time.perf_counter() - start
+        arts = {a["id"]: a for a in report.artifacts}
+        for fmt in targets:
+            fp32, int8 = arts.get(f"{fmt}-fp32"), arts.get(f"{fmt}-int8")
+            if not (fp32 and int8):
+                continue
+            search = int8["quantization"].get("search") or [{"recipe": "as configured"}]
+            search_s = sum(st["seconds"] for st in report.stages
+                           if st["stage"].startswith(f"quantize {fmt} int8") or st["stage"] == f"verify {fmt}-int8")
+            profiles = int8["parity"].get("profiles") or {int8["parity"].get("profile"): int8["parity"]}
+            how = {v["profile"]: v["how"] for v in int8.get("verified_on", [])}
+            for profile, figures in profiles.items():
+                native = how.get(profile) == "native" and profile == host_profile()
+                rows.append({"model": name, "format": fmt, "profile": profile, "how": how.get(profile),
+                             "recipe": search[-1]["recipe"], "recipes_tried": len(search),
+                             "passed": figures.get("passed"), "cosine": figures.get("cosine"),
+                             "cosine_min": figures.get("cosine_min"), "drop_points": figures.get("accuracy_drop"),
+                             "size_ratio": int8["size_bytes"] / fp32["size_bytes"],
+                             "latency_ratio": (int8["latency_ms"] / fp32["latency_ms"]
+                                               if native and int8.get("latency_ms") and fp32.get("latency_ms") else None),
+                             "search_s": search_s, "export_s": seconds})
+        for profile, why in (report.artifacts[0].get("not_verified") or {}).items():
+            rows.append({"model": name, "profile": profile, "how": f"NOT verified: {why}"})
+    return rows
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", metavar="FILE")
@@ -365,7 +419,24 @@ def main(argv=None):
     parser.add_argument("--only", choices=["digits", "keras_digits", "mobilenet", "keras_mobilenet", "encoder",
                                            "compression"])
     parser.add_argument("--recipes", action="store_true", help="compare int8 recipes on MobileNetV2 instead")
+    parser.add_argument("--profiles", action="store_true",
+                        help="int8 per target CPU profile (native and emulated) instead")
     args = parser.parse_args(argv)
+    if args.profiles:
+        with tempfile.TemporaryDirectory(prefix="edgekit-bench-") as tmp:
+            rows = bench_profiles(Path(tmp))
+        for r in rows:
+            if "format" not in r:
+                print(f"{r['model']:40s} {r['profile']:9s} {r['how']}")
+                continue
+            lat = f"{r['latency_ratio']:.2f}" if r["latency_ratio"] is not None else "- (emulated)"
+            drop = f"{r['drop_points']:+.2f}" if r["drop_points"] is not None else "-"
+            print(f"{r['model']:40s} {r['format']:8s} {r['profile']:9s} {r['how'][:30]:30s} {r['recipe'][:28]:28s} "
+                  f"pass={r['passed']} cos={r['cosine']:.5f} min={r['cosine_min']:.4f} drop={drop} "
+                  f"size={r['size_ratio']:.3f} lat={lat} search={r['search_s']:.1f}s export={r['export_s']:.0f}s")
+        if args.json:
+            Path(args.json).write_text(json.dumps(rows, indent=2))
+        return 0
     if args.recipes:
         with tempfile.TemporaryDirectory(prefix="edgekit-bench-") as tmp:
             rows = bench_recipes(Path(tmp))

@@ -15,6 +15,7 @@ fp16: the fp32 IR saved with its weights compressed to float16.
 
 import numpy as np
 
+from edgekit.config import COSINE_METRIC
 from edgekit.errors import CalibrationError, ConfigError, QuantizationError
 from edgekit.export.openvino_format import layer_precisions
 from edgekit.export.openvino_ir import save
@@ -105,13 +106,18 @@ class _Metric:
     def __init__(self, user_metric, model, evaluation, names):
         if evaluation is None:
             raise ConfigError("accuracy-controlled quantization (max_drop) needs eval data (--eval)")
-        if user_metric is None and evaluation.labels is None:
+        self.cosine = _Cosine(model, evaluation, names) if user_metric == COSINE_METRIC else None
+        if self.cosine is not None:
+            user_metric = None
+        if user_metric is None and evaluation.labels is None and self.cosine is None:
             raise ConfigError("accuracy-controlled quantization (max_drop) needs labelled eval data "
                               "(labels 'y' in the --eval file) or a metric (--metric file.py:metric)")
         self.user_metric = user_metric
-        self.name = getattr(user_metric, "__name__", "metric") if user_metric else "accuracy (%)"
+        self.name = ("cosine to fp32 (%)" if self.cosine is not None
+                     else getattr(user_metric, "__name__", "metric") if user_metric else "accuracy (%)")
         self.output_names = [port.get_any_name() for port in model.outputs]
-        labels = evaluation.labels
+        # With the cosine metric an item's "label" is its index: its row of the float model's outputs.
+        labels = np.arange(len(evaluation)) if self.cosine is not None else evaluation.labels
         self.items = [(sample, None if labels is None else labels[i])
                       for i, sample in enumerate(_samples(evaluation, names, len(evaluation)))]
 
@@ -121,6 +127,9 @@ class _Metric:
         predictions = {name: np.concatenate([np.asarray(out[i]) for out in outputs])
                        for i, name in enumerate(self.output_names)}
         labels = None if items[0][1] is None else np.asarray([item[1] for item in items])
+        if self.cosine is not None:
+            per_sample = self.cosine(list(predictions.values()), labels) * 100.0
+            return float(per_sample.mean()), list(per_sample)
         if self.user_metric is not None:
             value = self.user_metric(predictions if len(predictions) > 1 else next(iter(predictions.values())),
                                      labels)
@@ -131,3 +140,22 @@ class _Metric:
 
     def score(self, compiled):
         return self(compiled, self.items)[0]
+
+
+class _Cosine:
+    """``metric="cosine"``: per-sample cosine similarity of a model's outputs (all of them, flattened
+    per sample) to the float model's on the same eval samples. Needs no labels; NNCF ranks layers by
+    it and reverts the worst to float until the mean (in percent) drops by at most max_drop."""
+
+    def __init__(self, model, evaluation, names):
+        from edgekit.runtime.backends._openvino import core
+        compiled = core().compile_model(model, "CPU", _F32)
+        outputs = [compiled([evaluation.inputs[n][i:i + 1] for n in names]) for i in range(len(evaluation))]
+        self.reference = np.stack([np.concatenate([np.asarray(out[port]).ravel() for port in compiled.outputs])
+                                   for out in outputs]).astype(np.float64)
+
+    def __call__(self, arrays, indices) -> np.ndarray:
+        flat = np.concatenate([np.asarray(a, np.float64).reshape(len(indices), -1) for a in arrays], axis=1)
+        ref = self.reference[indices]
+        norms = np.linalg.norm(flat, axis=1) * np.linalg.norm(ref, axis=1)
+        return np.where(norms > 0, (flat * ref).sum(axis=1) / np.where(norms > 0, norms, 1), 1.0)

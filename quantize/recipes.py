@@ -36,9 +36,20 @@ LADDERS = {
         Recipe("u8u8", "int8", (("weight_type", "u8"), ("reduce_range", False))),
         Recipe("dynamic int8 (weights only)", "dynamic"),
     ),
+    # TFLite: 16-bit activations (w8a16; TensorFlow sources only, litert-torch has no such mode; the
+    # rung is skipped where the format's quantizer does not exist), then dynamic int8.
+    ("tflite", "int8"): (
+        Recipe("as configured (full int8)", "int8"),
+        Recipe("int8 weights, int16 activations (16x8)", "int16x8"),
+        Recipe("dynamic int8 (weights only)", "dynamic"),
+    ),
     ("openvino", "int8"): (
         Recipe("as configured (full bias correction by default)", "int8"),
         Recipe("fast bias correction", "int8", (("fast_bias_correction", True),)),
+        # NNCF reverts the layers that cost the most cosine to the float model until the mean cosine
+        # is within 0.5% of it: works without labels.
+        Recipe("accuracy control on cosine (layers reverted to float)", "int8",
+               (("fast_bias_correction", True), ("max_drop", 0.5), ("metric", "cosine"))),
     ),
 }
 

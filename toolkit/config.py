@@ -151,7 +151,7 @@ class QuantizeOptions:
     # Accuracy-controlled int8 (OpenVINO/NNCF): the largest metric drop allowed (accuracy points,
     # or the units of ``metric``); layers are reverted to float until the drop is within it.
     max_drop: float | None = None
-    metric: object = None          # callable(predictions, labels) -> float, higher is better, or "file.py:name"
+    metric: object = None          # callable(predictions, labels) -> float, higher is better, "file.py:name", or "cosine"
     weight_type: str = "s8"        # ONNX int8 weights: "s8" (fast u8*s8 kernels) or "u8" (u8*u8, never saturates)
     # Recipe search (edgekit.quantize.recipes): try the format's ladder of recipes until one passes
     # the gate, at most ``search_budget`` of them; off = exactly the options above.
@@ -180,7 +180,13 @@ class QuantizeOptions:
             raise ConfigError(f"model_type: expected 'auto', 'cnn' or 'transformer', got {self.model_type!r}")
         if self.max_drop is not None and (not isinstance(self.max_drop, (int, float)) or not self.max_drop >= 0):
             raise ConfigError(f"max_drop: expected a number >= 0, got {self.max_drop!r}")
-        _resolve_callable(self, "metric", "a callable(predictions, labels) -> float")
+        if self.metric != COSINE_METRIC:
+            _resolve_callable(self, "metric", "a callable(predictions, labels) -> float, or 'cosine'")
+
+
+# The built-in metric of accuracy-controlled int8 that needs no labels: the mean per-sample cosine
+# similarity (in percent) of the quantized model's outputs to the float model's.
+COSINE_METRIC = "cosine"
 
 
 def _resolve_callable(options, name, expected):

@@ -355,10 +355,14 @@ def choose_default(artifacts, margin=1.10, source_layouts=None):
     """The artifact ``load(bundle)`` picks: the smallest that passed among those within 10% of the
     fastest measured latency (so measurement noise on a tiny model does not flip the choice), among
     those that take the source model's input layouts where any do (the data a caller has: a
-    PyTorch model's NHWC TFLite artifact is loaded by asking for it)."""
+    PyTorch model's NHWC TFLite artifact is loaded by asking for it). A quantized artifact measured
+    slower than its format's fp32 one is never the default: it gains size, not speed, here."""
     passed = [a for a in artifacts if a["parity"]["passed"]]
     if not passed:
         return None
+    fp32_ms = {a.get("format"): a.get("latency_ms") for a in passed if a.get("precision") == "fp32"}
+    passed = [a for a in passed if a.get("precision") == "fp32" or a.get("latency_ms") is None
+              or fp32_ms.get(a.get("format")) is None or a["latency_ms"] <= fp32_ms[a.get("format")]] or passed
     if source_layouts is not None:
         passed = [a for a in passed if [t.get("layout") for t in a["inputs"]] == source_layouts] or passed
     timed = [a for a in passed if a.get("latency_ms") is not None]

@@ -180,3 +180,15 @@ def test_accuracy_control_without_labels_is_a_clear_error(tmp_path, digits_files
                        eval=digits_splits[2][0], targets=["openvino"], int8=True, out=tmp_path / "b",
                        quantize=QuantizeOptions(max_drop=1.0), measure_latency=False)
     assert not (tmp_path / "b").exists()
+
+
+def test_accuracy_control_on_cosine_needs_no_labels(tmp_path, digits_files, digits_splits):
+    """The recipe search's last OpenVINO rung: NNCF judged by the cosine to the float model."""
+    report = edgekit.export(digits_files["factory"], weights=digits_files["weights"], calib=digits_files["calib"],
+                            eval=digits_splits[2][0], targets=["openvino"], int8=True, out=tmp_path / "b",
+                            quantize=QuantizeOptions(max_drop=0.05, metric="cosine", search=False),
+                            measure_latency=False)
+    control = _artifacts(report)["openvino-int8"]["quantization"]["accuracy_control"]
+    assert control["metric"] == "cosine to fp32 (%)" and control["fp32"] == pytest.approx(100.0)
+    assert control["fp32"] - control["int8"] <= 0.05
+    assert _artifacts(report)["openvino-int8"]["parity"]["cosine"] >= 0.9995

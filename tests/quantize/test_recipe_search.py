@@ -123,3 +123,13 @@ def test_mixed_precision_keeps_the_blamed_nodes_in_float(tmp_path, data):
     assert {"node_linear_1", "node_relu_1", "node_linear_2"} <= set(shipped["quantization"]["nodes_kept_fp32"])
     assert "node_linear" not in shipped["quantization"]["nodes_kept_fp32"]  # the first layer stays int8
     assert "## Per-layer blame" in (tmp_path / "o" / "report.md").read_text()
+
+
+def test_tflite_ladder_goes_to_16x8_then_dynamic_for_keras(tmp_path, keras_digits):
+    with pytest.raises(ParityError, match="every recipe tried failed") as failed:
+        edgekit.export(str(keras_digits["model"]), calib=keras_digits["calib"], eval=keras_digits["eval"],
+                       targets=["tflite"], int8=True, out=tmp_path / "t", measure_latency=False,
+                       tolerances=parse_tolerance_overrides(["int8.min_cosine=1"]))
+    tried = next(a for a in failed.value.report.artifacts if a["id"] == "tflite-int8")["quantization"]["search"]
+    assert [t["scheme"] for t in tried] == ["w8a8-static", "w8a16-static", "w8a32-dynamic"]
+    assert tried[1]["cosine"] > tried[0]["cosine"]  # 16-bit activations: closer to float
