@@ -166,3 +166,17 @@ def test_allow_partial_ships_what_passed_and_still_fails(tmp_path, digits_files)
         manifest["missing_artifacts"][0]["failures"]
     assert not list((tmp_path / "partial").glob("model.int8.*"))
     assert ekr.load(tmp_path / "partial").artifact["id"] == "onnx-fp32"
+
+
+def test_info_shows_where_each_artifact_was_verified(digits_bundle, tmp_path, capsys):
+    from edgekit.cli.main import main
+    out = _bundle_copy(digits_bundle, tmp_path, lambda e: ["x86-avx2"])
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["artifacts"][0]["verified_on"].append({"profile": "arm64", "how": "emulated (qemu-aarch64)",
+                                                    "passed": True})
+    manifest["target_cpu"] = {"requested": ["host", "arm64", "x86-vnni"], "not_verified": {"x86-vnni": "no VNNI"}}
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["info", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "verified on" in text and "x86-avx2, arm64*" in text and "emulated CPU" in text
+    assert "NOT verified: x86-vnni" in text

@@ -65,8 +65,9 @@ def register(sub):
     q.add_argument("--max-drop", type=float, default=None, metavar="X",
                    help="OpenVINO int8 with accuracy control: revert the layers that cost accuracy to float until "
                         "the metric drops by at most X (accuracy points; needs labelled --eval, or --metric)")
-    q.add_argument("--metric", metavar="FILE.py:FUNC",
-                   help="metric(predictions, labels) -> float, higher is better, for --max-drop "
+    q.add_argument("--metric", metavar="FILE.py:FUNC|cosine",
+                   help="metric(predictions, labels) -> float, higher is better, for --max-drop, or 'cosine' (mean "
+                        "per-sample cosine to the float model in percent; needs no labels) "
                         "(default: top-1 accuracy in percent)")
     q.add_argument("--max-calib-samples", type=int, default=None)
     q.add_argument("--min-calib-samples", type=int, default=None,

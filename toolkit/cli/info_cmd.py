@@ -40,16 +40,29 @@ def run(args) -> int:
     for t in manifest.get("inputs", []):
         print_line(f"input       {t['name']}  {_shape(t)}  {t['dtype']}  {t.get('layout') or ''}")
     print_line(f"default     {manifest.get('default_artifact')}")
-    rows = [("id", "format", "precision", "scheme", "size", "latency", "accuracy", "cosine", "parity", "file")]
+    targets = manifest.get("target_cpu") if isinstance(manifest.get("target_cpu"), dict) else {}
+    if targets:
+        print_line(f"target cpu  {', '.join(map(str, targets.get('requested', [])))}"
+                   + (f"  (NOT verified: {', '.join(map(str, targets.get('not_verified') or {}))})"
+                      if targets.get("not_verified") else ""))
+    for missing in manifest.get("missing_artifacts") or []:
+        if isinstance(missing, dict):
+            print_line(f"missing     {missing.get('id')}: failed parity (--allow-partial)")
+    rows = [("id", "format", "precision", "scheme", "size", "latency", "accuracy", "cosine", "parity", "verified on",
+             "file")]
     for a in manifest["artifacts"]:
         p = a.get("parity", {})
         rows.append((a["id"], a["format"], a["precision"], a.get("scheme", ""), f"{a.get('size_bytes', 0) / 1024:.1f} KiB",
                      f"{a['latency_ms']:.3f} ms" if a.get("latency_ms") is not None else "-",
                      f"{p['accuracy']:.2f}%" if "accuracy" in p else "-",
                      f"{p['cosine']:.6f}" if "cosine" in p else "-",
-                     "PASS" if p.get("passed") else "FAIL", a["file"]))
+                     "PASS" if p.get("passed") else "FAIL",
+                     ", ".join(f"{v.get('profile')}{'' if v.get('how') == 'native' else '*'}"
+                               for v in a.get("verified_on", [])) or "-", a["file"]))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     print()
     for row in rows:
         print_line("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    if any(v.get("how") != "native" for a in manifest["artifacts"] for v in a.get("verified_on", [])):
+        print_line("  (* = verified in an emulated CPU)")
     return 0
