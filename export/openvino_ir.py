@@ -77,8 +77,26 @@ def convert_onnx(source, out_path, config, example=None) -> ConversionResult:
         return _finish(lambda ov: ov.convert_model(str(file)), source, out_path, "ONNX")
 
 
+def disable_telemetry():
+    """Make OpenVINO's and NNCF's usage telemetry send nothing from this process (edgekit sends
+    none itself). Unless a consent file in ``~/intel`` says no, ``convert_model`` and NNCF post a
+    usage event from a forked child process; forked from a process whose other threads hold
+    glibc's resolver lock, that child deadlocked in ``getaddrinfo`` and the export then hung at
+    exit waiting for it (seen in the test suite under load). Its sender is replaced, once."""
+    try:
+        from openvino_telemetry.backend import backend_ga4
+    except ImportError:
+        return
+    backend_ga4.GA4Backend.send = _send_nothing
+
+
+def _send_nothing(self, message):
+    return None
+
+
 def _finish(convert, source, out_path, route, notes=()) -> ConversionResult:
     import openvino as ov
+    disable_telemetry()
     try:
         model = convert(ov)
     except Exception as exc:

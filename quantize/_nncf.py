@@ -7,6 +7,8 @@ import logging
 
 @contextlib.contextmanager
 def quiet_nncf():
+    from edgekit.export.openvino_ir import disable_telemetry
+    disable_telemetry()
     logger = logging.getLogger("nncf")
     level = logger.level
     logger.setLevel(logging.WARNING)

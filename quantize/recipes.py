@@ -47,9 +47,9 @@ LADDERS = {
         Recipe("as configured (full bias correction by default)", "int8"),
         Recipe("fast bias correction", "int8", (("fast_bias_correction", True),)),
         # NNCF reverts the layers that cost the most cosine to the float model until the mean cosine
-        # is within 0.5% of it: works without labels.
+        # is >= 0.99 and every sample's >= 0.98 (the gate's defaults): works without labels.
         Recipe("accuracy control on cosine (layers reverted to float)", "int8",
-               (("fast_bias_correction", True), ("max_drop", 0.5), ("metric", "cosine"))),
+               (("fast_bias_correction", True), ("max_drop", 1.0), ("metric", "cosine"))),
     ),
 }
 

@@ -93,10 +93,12 @@ def test_several_inputs_int64_tokens_and_dict_outputs_to_ir_int8(tmp_path):
     data = {"tokens": rng.integers(0, 50, (64, 7)).astype(np.int64),
             "features": rng.standard_normal((64, 4)).astype(np.float32)}
     # A random 16-wide attention model's 3 logits are too close together for the default int8
-    # top-1 tolerance; the test is about the I/O plumbing, so the tolerance is relaxed.
+    # top-1 tolerance (and its random embedding's worst sample for the per-sample one); the test is
+    # about the I/O plumbing, so the tolerance is relaxed.
     report = edgekit.export(f"{MODELS_FILE}:two_input_tokens", calib=data, eval=data, targets=["openvino"],
                             int8=True, out=tmp_path / "b", measure_latency=False,
-                            tolerances=parse_tolerance_overrides(["int8.min_cosine=0.95", "int8.min_top1_agreement=0.8"]))
+                            tolerances=parse_tolerance_overrides(["int8.min_cosine=0.95", "int8.min_top1_agreement=0.8",
+                                                                  "int8.min_sample_cosine=none"]))
     arts = _artifacts(report)
     assert arts["openvino-int8"]["parity"]["passed"] and arts["openvino-fp32"]["parity"]["cosine"] > 0.99999
     assert [t["name"] for t in arts["openvino-int8"]["inputs"]] == ["tokens", "features"]
@@ -189,6 +191,25 @@ def test_accuracy_control_on_cosine_needs_no_labels(tmp_path, digits_files, digi
                             quantize=QuantizeOptions(max_drop=0.05, metric="cosine", search=False),
                             measure_latency=False)
     control = _artifacts(report)["openvino-int8"]["quantization"]["accuracy_control"]
-    assert control["metric"] == "cosine to fp32 (%)" and control["fp32"] == pytest.approx(100.0)
+    assert control["metric"].startswith("cosine to fp32 (%") and control["fp32"] == pytest.approx(100.0)
     assert control["fp32"] - control["int8"] <= 0.05
     assert _artifacts(report)["openvino-int8"]["parity"]["cosine"] >= 0.9995
+
+
+def test_openvino_conversion_sends_no_telemetry(tmp_path, monkeypatch):
+    """OpenVINO's converter and NNCF post usage events from a forked child unless a consent file says
+    no; forked from a multithreaded process that child deadlocked and hung exports at exit."""
+    import multiprocessing
+
+    import torch
+    started = []
+    monkeypatch.setattr(multiprocessing.Process, "start", lambda self: started.append(self))
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((32, 6)).astype(np.float32)
+    torch_model = torch.nn.Sequential(torch.nn.Linear(6, 3)).eval()
+    edgekit.export(torch_model, calib=x, eval=x, targets=["openvino"], int8=True, out=tmp_path / "b",
+                   measure_latency=False)
+    assert started == []
+    from openvino_telemetry.backend import backend_ga4
+    backend_ga4.GA4Backend("G-TEST", "edgekit-test", "0").send({"event": "x"})
+    assert started == []
