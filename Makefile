@@ -34,8 +34,9 @@ demo: $(STAMP) emulators
 test: $(STAMP) emulators
 	$(BIN)/python -m pytest -q
 
-bench: $(STAMP)
+bench: $(STAMP) emulators
 	$(BIN)/python benchmarks/bench.py
+	$(BIN)/python benchmarks/bench.py --profiles
 
 clean:
 	rm -rf $(VENV) samples/work

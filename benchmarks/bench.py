@@ -359,6 +359,19 @@ def bench_recipes(work: Path):
     return rows
 
 
+def _outlier_mlp():
+    """tests/quantize/test_recipe_search.py's model: one hidden channel 1000x the others."""
+    import torch
+    torch.manual_seed(3)
+    model = torch.nn.Sequential(torch.nn.Linear(12, 48), torch.nn.ReLU(), torch.nn.Linear(48, 48), torch.nn.ReLU(),
+                                torch.nn.Linear(48, 6)).eval()
+    with torch.no_grad():
+        model[2].weight[0] *= 1000
+        model[2].bias[0] *= 1000
+        model[4].weight[:, 0] /= 1000
+    return model
+
+
 def bench_profiles(work: Path) -> list:
     """Default int8 exports verified on every profile this machine can check (natively or emulated):
     per model, artifact and profile the shipped recipe, accuracy/cosine, the int8/fp32 size ratio,
@@ -374,8 +387,11 @@ def bench_profiles(work: Path) -> list:
     models = [
         ("digits CNN (PyTorch sample)", f"{ROOT / 'samples' / 'digits.py'}:build_model",
          {"weights": paths["weights"], "calib": paths["calib"], "eval": paths["eval"]}, ("onnx", "tflite", "openvino")),
+        ("MLP with a 1000x activation channel", _outlier_mlp(),
+         {"calib": np.random.default_rng(0).standard_normal((96, 12)).astype(np.float32),
+          "eval": np.random.default_rng(1).standard_normal((96, 12)).astype(np.float32)}, ("onnx",)),
         ("tiny encoder (int64 tokens, attention)", encoder.tiny(),
-         {"calib": encoder.token_batches(64, seq=32), "eval": encoder.token_batches(32, seq=32, seed=1)},
+         {"calib": encoder.token_batches(64, seq=32, vocab=100), "eval": encoder.token_batches(32, seq=32, vocab=100, seed=1)},
          ("onnx", "openvino")),
     ]
     rows = []
@@ -432,6 +448,7 @@ def main(argv=None):
             lat = f"{r['latency_ratio']:.2f}" if r["latency_ratio"] is not None else "- (emulated)"
             drop = f"{r['drop_points']:+.2f}" if r["drop_points"] is not None else "-"
             print(f"{r['model']:40s} {r['format']:8s} {r['profile']:9s} {r['how'][:30]:30s} {r['recipe'][:28]:28s} "
+                  f"({r['recipes_tried']} tried) "
                   f"pass={r['passed']} cos={r['cosine']:.5f} min={r['cosine_min']:.4f} drop={drop} "
                   f"size={r['size_ratio']:.3f} lat={lat} search={r['search_s']:.1f}s export={r['export_s']:.0f}s")
         if args.json:
