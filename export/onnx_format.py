@@ -20,6 +20,14 @@ def check(path: Path) -> None:
         raise ConversionError(f"{Path(path).name} failed the ONNX check: {type(exc).__name__}: {exc}") from None
 
 
+def model_type(path: Path) -> str:
+    """``transformer`` for attention graphs (Softmax and MatMul, no convolution), else ``cnn``: the
+    recipe search tries a different int8 ladder on each (edgekit.quantize.recipes)."""
+    import onnx
+    ops = {node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node}
+    return "transformer" if {"Softmax", "MatMul"} <= ops and not {"Conv", "ConvTranspose"} & ops else "cnn"
+
+
 def describe(path: Path) -> dict:
     """Weight dtypes (by count of elements) and operator counts as found in the file."""
     import numpy as np

@@ -124,15 +124,34 @@ def _quantize_static(prepared, out_path, calibration, count, options, excluded):
 
 
 def quantize_dynamic_int8(conversion, out_path, calibration, options, evaluation=None) -> QuantizationResult:
-    """int8 weights, activations quantized at run time (no calibration): MatMul/Gemm-heavy models."""
-    from onnxruntime.quantization import QuantType
-    from onnxruntime.quantization import quantize_dynamic as ort_quantize_dynamic
-    try:
-        ort_quantize_dynamic(str(conversion.path), str(out_path), per_channel=options.per_channel,
-                             reduce_range=options.reduce_range, weight_type=QuantType.QInt8)
-    except Exception as exc:
-        raise QuantizationError(f"onnxruntime dynamic quantization failed: {type(exc).__name__}: {exc}") from None
+    """int8 weights, activations quantized at run time (no calibration): MatMul/Gemm-heavy models.
+    With ``options.keep_sensitive`` (the transformer ladder's second rung), the MatMuls/Gemms that add
+    the most noise under dynamic quantization (``onnx_blame``, on calibration samples) stay float."""
+    run = functools.partial(_quantize_dynamic, conversion.path, out_path, options)
+    run([])
     details = {"tool": "onnxruntime.quantization.quantize_dynamic", "weights": "int8 symmetric",
                "activations": "dynamic (per call)", "per_channel": options.per_channel,
                "reduce_range": options.reduce_range}
-    return QuantizationResult(out_path, "w8a32-dynamic", details)
+    notes = ()
+    if options.keep_sensitive and calibration is not None:
+        import onnx
+        weighted = {n.name for n in onnx.load(str(conversion.path)).graph.node if n.op_type in ("MatMul", "Gemm")}
+        rows = onnx_blame.blame(conversion.path, out_path, calibration.inputs)
+        kept = onnx_blame.most_sensitive(rows, weighted, max(1, math.ceil(options.keep_sensitive * len(weighted))))
+        run(kept)
+        details.update(nodes_kept_fp32=sorted(kept),
+                       blame=[{**r, "kept_fp32": r["node"] in kept} for r in rows[:onnx_blame.SHOWN]])
+        notes = (f"mixed precision: {len(kept)} of {len(weighted)} MatMul/Gemm nodes that add the most noise "
+                 f"under dynamic int8 kept in float",)
+    return QuantizationResult(out_path, "w8a32-dynamic", details, notes)
+
+
+def _quantize_dynamic(fp32_path, out_path, options, excluded):
+    from onnxruntime.quantization import QuantType
+    from onnxruntime.quantization import quantize_dynamic as ort_quantize_dynamic
+    try:
+        ort_quantize_dynamic(str(fp32_path), str(out_path), per_channel=options.per_channel,
+                             reduce_range=options.reduce_range, weight_type=QuantType.QInt8,
+                             nodes_to_exclude=list(excluded) or None)
+    except Exception as exc:
+        raise QuantizationError(f"onnxruntime dynamic quantization failed: {type(exc).__name__}: {exc}") from None

@@ -252,7 +252,10 @@ def _search(fmt, precision, path, source, checker, conversion, calibration, eval
             judge):
     """Quantize with each recipe of the ladder in turn until one passes the gate; return the entry of
     the one that passed (else of the last tried), with every recipe tried in ``quantization.search``."""
-    ladder = candidates(fmt, precision, config.quantize)
+    model_type = config.quantize.model_type
+    if model_type == "auto":  # a format whose module can tell (ONNX) picks its transformer ladder
+        model_type = getattr(checker, "model_type", lambda _: "cnn")(conversion.path)
+    ladder = candidates(fmt, precision, config.quantize, model_type)
     tried, entry = [], None
     for recipe, options in ladder:
         try:

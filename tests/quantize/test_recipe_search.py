@@ -133,3 +133,23 @@ def test_tflite_ladder_goes_to_16x8_then_dynamic_for_keras(tmp_path, keras_digit
     tried = next(a for a in failed.value.report.artifacts if a["id"] == "tflite-int8")["quantization"]["search"]
     assert [t["scheme"] for t in tried] == ["w8a8-static", "w8a16-static", "w8a32-dynamic"]
     assert tried[1]["cosine"] > tried[0]["cosine"]  # 16-bit activations: closer to float
+
+
+def test_transformer_graphs_get_the_transformer_ladder(tmp_path):
+    """Attention graphs start from dynamic int8 (static int8 of every op collapsed a real MiniLM to
+    cosine 0.36), then keep the MatMuls the blame pass ranks worst in float, then try static."""
+    import sys
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[2] / "samples"))
+    import encoder
+    tokens = encoder.token_batches(32, seq=16, vocab=100)
+    report = edgekit.export(encoder.tiny(), calib=tokens, eval=tokens, targets=["onnx"], int8=True,
+                            out=tmp_path / "ok", measure_latency=False)
+    shipped = _int8(report)
+    assert shipped["scheme"] == "w8a32-dynamic" and shipped["quantization"]["search"][0]["passed"]
+    with pytest.raises(ParityError) as failed:
+        edgekit.export(encoder.tiny(), calib=tokens, eval=tokens, targets=["onnx"], int8=True, out=tmp_path / "no",
+                       measure_latency=False, tolerances=parse_tolerance_overrides(["int8.min_cosine=1"]))
+    tried = _int8(failed.value.report)["quantization"]["search"]
+    assert [t["scheme"] for t in tried] == ["w8a32-dynamic", "w8a32-dynamic", "w8a8-static", "w8a8-static"]
+    kept = [row for row in tried[1]["blame"] if row["kept_fp32"]]
+    assert kept and all(row["op"] in ("MatMul", "Gemm") for row in kept)
