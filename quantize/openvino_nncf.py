@@ -16,6 +16,7 @@ fp16: the fp32 IR saved with its weights compressed to float16.
 import numpy as np
 
 from edgekit.config import COSINE_METRIC
+from edgekit.parity import masked, token_mask
 from edgekit.errors import CalibrationError, ConfigError, QuantizationError
 from edgekit.export.openvino_format import layer_precisions
 from edgekit.export.openvino_ir import save
@@ -146,19 +147,26 @@ class _Metric:
 
 class _Cosine:
     """``metric="cosine"``: per-sample cosine similarity of a model's outputs (all of them, flattened
-    per sample) to the float model's on the same eval samples. Needs no labels; NNCF ranks layers by
-    it and reverts the worst to float until the metric (``_Metric``: the mean in percent, capped by
-    the worst sample + 1) drops by at most max_drop."""
+    per sample; per-token outputs at the real tokens of ``attention_mask`` only, as the gate does) to
+    the float model's on the same eval samples. Needs no labels; NNCF ranks layers by it and reverts
+    the worst to float until the metric (``_Metric``: the mean in percent, capped by the worst sample
+    + 1) drops by at most max_drop."""
 
     def __init__(self, model, evaluation, names):
         from edgekit.runtime.backends._openvino import core
         compiled = core().compile_model(model, "CPU", _F32)
+        self.mask = token_mask(evaluation.inputs)
         outputs = [compiled([evaluation.inputs[n][i:i + 1] for n in names]) for i in range(len(evaluation))]
-        self.reference = np.stack([np.concatenate([np.asarray(out[port]).ravel() for port in compiled.outputs])
-                                   for out in outputs]).astype(np.float64)
+        arrays = [np.concatenate([np.asarray(out[port]) for out in outputs]) for port in compiled.outputs]
+        self.reference = self._flat(arrays, np.arange(len(evaluation)))
+
+    def _flat(self, arrays, indices):
+        mask = None if self.mask is None else self.mask[indices]
+        return np.concatenate([masked(np.asarray(a, np.float64), mask)[0].reshape(len(indices), -1)
+                               for a in arrays], axis=1)
 
     def __call__(self, arrays, indices) -> np.ndarray:
-        flat = np.concatenate([np.asarray(a, np.float64).reshape(len(indices), -1) for a in arrays], axis=1)
+        flat = self._flat(arrays, indices)
         ref = self.reference[indices]
         norms = np.linalg.norm(flat, axis=1) * np.linalg.norm(ref, axis=1)
         return np.where(norms > 0, (flat * ref).sum(axis=1) / np.where(norms > 0, norms, 1), 1.0)

@@ -32,7 +32,7 @@ def prune_stage(source, reference, evaluation, config, report, progress):
     from edgekit.quantize import PRUNERS
 
     from .config import Tolerance
-    from .parity import compare, judge
+    from .parity import compare, judge, token_mask
     if source.framework not in PRUNERS.entries():
         raise ConfigError(f"pruning needs a PyTorch or Keras model; {source.description} is {source.framework}")
     with timed_step("prune", report.stages, progress):
@@ -41,7 +41,8 @@ def prune_stage(source, reference, evaluation, config, report, progress):
     with timed_step(f"reference ({source.framework}, pruned)", report.stages, progress):
         pruned_reference = pruned.reference(evaluation, config.reference_device)
     gate = Tolerance(min_cosine=-1.0, max_accuracy_drop=config.prune.max_accuracy_drop, min_top1_agreement=0.0)
-    parity = judge(compare(reference.outputs, pruned_reference.outputs, evaluation.labels), gate).to_dict()
+    parity = judge(compare(reference.outputs, pruned_reference.outputs, evaluation.labels,
+                           mask=token_mask(evaluation.inputs)), gate).to_dict()
     options = config.prune
     report.compression = [
         _reference_row(source, parity),
@@ -66,7 +67,7 @@ def qat_stage(source, original, calibration, evaluation, config, report, progres
 
     from edgekit.quantize import QAT
 
-    from .parity import compare
+    from .parity import compare, token_mask
     if source.framework not in QAT.entries():
         raise ConfigError(f"QAT needs a PyTorch or Keras model; {source.description} is {source.framework}")
     with timed_step("quantization-aware training", report.stages, progress):
@@ -76,7 +77,8 @@ def qat_stage(source, original, calibration, evaluation, config, report, progres
     with timed_step(f"reference ({source.framework}, QAT)", report.stages, progress):
         qat_reference = dataclasses.replace(qat_source.reference(evaluation, config.reference_device),
                                             file="reference.qat.npz")
-    parity = compare(original.outputs, qat_reference.outputs, evaluation.labels).to_dict()
+    parity = compare(original.outputs, qat_reference.outputs, evaluation.labels,
+                     mask=token_mask(evaluation.inputs)).to_dict()
     if not report.compression:
         report.compression.append(_reference_row(source, parity))
     report.compression.append({"stage": f"QAT ({source.framework})", **parity, "passed": True,

@@ -19,7 +19,7 @@ from edgekit.runtime._manifest import artifact_path
 from .config import DEFAULT_TOLERANCES, VERIFY_TIMEOUT_S, Precision, check_timeout
 from .data import ImagePreprocess, load_data, validate
 from .errors import ConfigError, InputError, NothingEvaluatedError, ParityError
-from .parity import compare, judge
+from .parity import compare, judge, token_mask
 from .profiles import HOST, default_targets, plan, resolve
 from .reference import ReferenceOutputs
 from .report import Report
@@ -91,7 +91,8 @@ def evaluate(entry: dict, file, dataset, reference: ReferenceOutputs, tolerance,
             # A broken artifact fails the gate, it does not crash it.
             verdict, ran = {"passed": False, "failures": [f"runtime error: {type(exc).__name__}: {exc}"]}, False
         else:
-            verdict = judge(compare(reference.outputs, outputs, dataset.labels, kinds), tolerance).to_dict()
+            verdict = judge(compare(reference.outputs, outputs, dataset.labels, kinds, token_mask(dataset.inputs)),
+                            tolerance).to_dict()
             verdict["tolerance"] = {k: v for k, v in vars(tolerance).items()}
         verdicts.append((runner, verdict))
     entry["parity"] = combine_profiles(verdicts)

@@ -89,3 +89,23 @@ def test_one_bad_sample_of_a_regression_output_fails_int8_and_per_output_limits_
         parse_tolerance_overrides(["int8.boxes.min_cosinus=1"])
     with pytest.raises(ConfigError, match="min_sample_cosine: expected a value in"):
         parse_tolerance_overrides(["int8.boxes.min_sample_cosine=2"])
+
+
+def test_per_token_outputs_are_compared_at_real_tokens_only():
+    from edgekit.parity import token_mask
+    rng = np.random.default_rng(4)
+    mask = np.zeros((20, 8), np.int64)
+    mask[:, :3] = 1                                   # three real tokens, five padding positions
+    ref = rng.standard_normal((20, 8, 16))
+    out = ref + 0.001 * rng.standard_normal(ref.shape)
+    out[:, 3:] = rng.standard_normal((20, 5, 16))     # padding drifts freely, as under int8
+    kinds = {"last_hidden_state": "embedding"}
+    unmasked = judge(compare({"last_hidden_state": ref}, {"last_hidden_state": out}, None, kinds), INT8)
+    assert not unmasked.passed
+    masked = judge(compare({"last_hidden_state": ref}, {"last_hidden_state": out}, None, kinds,
+                           token_mask({"input_ids": mask, "attention_mask": mask})), INT8)
+    assert masked.passed and masked.per_output["last_hidden_state"]["masked_by"] == "attention_mask"
+    out[:, 1] = -ref[:, 1]                            # a real token wrong: still caught
+    assert not judge(compare({"last_hidden_state": ref}, {"last_hidden_state": out}, None, kinds,
+                             token_mask({"attention_mask": mask})), INT8).passed
+    assert token_mask({"attention_mask": np.ones((2, 3, 4))}) is None  # not a [samples, sequence] mask
