@@ -70,14 +70,19 @@ def _sqnr(reference, value) -> float:
 
 def blame(float_path, int8_path, inputs: dict) -> list:
     """Rows ``{"node", "op", "sqnr_db", "loss_db"}`` for the float graph's nodes, worst first:
-    ``loss_db`` is how many dB of SQNR the node loses against its worst input."""
+    ``loss_db`` is how many dB of SQNR the node loses against its worst input. Per-token tensors of
+    a model with an ``attention_mask`` input are compared at the real tokens only, as the gate does."""
     import onnx
+
+    from edgekit.parity import masked, token_mask
     float_model = onnx.load(str(float_path))
     feeds = {k: v[:BLAME_SAMPLES] for k, v in inputs.items()}
+    mask = token_mask(feeds)
     reference = _activations(_with_every_output(float_model), feeds)
     quantized = _activations(_with_every_output(onnx.load(str(int8_path))), feeds)
     seen = {name: quantized.get(f"{name}_DequantizeLinear_Output", quantized.get(name)) for name in reference}
-    sqnr = {name: _sqnr(reference[name], value) for name, value in seen.items() if value is not None}
+    sqnr = {name: _sqnr(masked(reference[name], mask)[0], masked(value, mask)[0])
+            for name, value in seen.items() if value is not None and value.shape == reference[name].shape}
     rows = []
     for node in float_model.graph.node:
         outputs = [sqnr[o] for o in node.output if o in sqnr and not math.isnan(sqnr[o])]
