@@ -125,7 +125,7 @@ def _quantize_static(prepared, out_path, calibration, count, options, excluded):
 
 def quantize_dynamic_int8(conversion, out_path, calibration, options, evaluation=None) -> QuantizationResult:
     """int8 weights, activations quantized at run time (no calibration): MatMul/Gemm-heavy models.
-    With ``options.keep_sensitive`` (the transformer ladder's second rung), the MatMuls/Gemms that add
+    With ``options.keep_sensitive`` (the transformer ladder's later rungs), the MatMuls/Gemms that add
     the most noise under dynamic quantization (``onnx_blame``, on calibration samples) stay float."""
     run = functools.partial(_quantize_dynamic, conversion.path, out_path, options)
     run([])

@@ -46,8 +46,10 @@ LADDERS = {
         Recipe("dynamic int8 (weights only)", "dynamic"),
         Recipe("dynamic int8, the third of the MatMuls that add the most noise in float", "dynamic",
                (("keep_sensitive", 0.34),)),
+        # On that MiniLM, judged per token at the real tokens: dynamic 0.9887 / 0.970, a third kept
+        # 0.9906 / 0.979, two thirds (25 of 48 MatMuls: those adding any noise) 0.9926 / 0.9835.
+        Recipe("dynamic int8, two thirds of the MatMuls in float", "dynamic", (("keep_sensitive", 0.67),)),
         Recipe("as configured (u8s8, 7-bit weights by default)", "int8"),
-        Recipe("mixed precision (10% most sensitive nodes in float)", "int8", (("keep_sensitive", 0.1),)),
     ),
     # TFLite: 16-bit activations (w8a16; TensorFlow sources only, litert-torch has no such mode; the
     # rung is skipped where the format's quantizer does not exist), then dynamic int8.

@@ -159,13 +159,14 @@ class QuantizeOptions:
     search_budget: int = 4
     # Mixed precision (ONNX): after a first quantization, this fraction of the quantizable nodes,
     # those that lose the most SQNR against the float graph (edgekit.quantize.onnx_blame), stays
-    # float (at least one); 0 = off. The recipe search's "mixed precision" rung uses 0.1.
+    # float (at least one); 0 = off. The recipe search's "mixed precision" rung uses 0.1; the
+    # transformer ladder's dynamic rungs 0.34 and 0.67 of the MatMuls (at most those that add noise).
     keep_sensitive: float = 0.0
 
     def __post_init__(self):
         if isinstance(self.keep_sensitive, bool) or not isinstance(self.keep_sensitive, (int, float)) \
-                or not 0.0 <= self.keep_sensitive <= 0.5:
-            raise ConfigError(f"keep_sensitive: expected a fraction in [0, 0.5], got {self.keep_sensitive!r}")
+                or not 0.0 <= self.keep_sensitive <= 1.0:
+            raise ConfigError(f"keep_sensitive: expected a fraction in [0, 1], got {self.keep_sensitive!r}")
         object.__setattr__(self, "calibration_method",
                            _enum(CalibrationMethod, self.calibration_method, "calibration_method"))
         if self.max_calibration_samples < 1:
