@@ -41,7 +41,7 @@ LADDERS = {
     # of every op 0.36 / 0.15 (the attention mask's finfo.min bias and the residual Adds), u8u8 and
     # 10% static mixed precision no better; dynamic int8 0.991 / 0.965 at 0.69x fp32 latency; dynamic
     # int8 with the feed-forward MatMuls left float 0.9976 / 0.9915 at 0.83x. The MatMuls to keep are
-    # found by the blame pass under dynamic quantization. Static rungs follow for graphs they suit.
+    # found by the blame pass under dynamic quantization. A static rung follows for graphs it suits.
     ("onnx", "int8", "transformer"): (
         Recipe("dynamic int8 (weights only)", "dynamic"),
         Recipe("dynamic int8, the third of the MatMuls that add the most noise in float", "dynamic",
