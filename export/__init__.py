@@ -50,6 +50,14 @@ class ConversionResult:
     input_layouts: dict = field(default_factory=dict)  # artifact input name -> layout, where it differs
 
 
+def model_type_of(ops) -> str:
+    """``transformer`` for attention graphs (Softmax and MatMul, no convolution), else ``cnn``, from
+    a graph's operator type names (ONNX's or OpenVINO's)."""
+    ops = set(ops)
+    convolutions = {"Conv", "ConvTranspose", "Convolution", "GroupConvolution"}
+    return "transformer" if {"Softmax", "MatMul"} <= ops and not convolutions & ops else "cnn"
+
+
 def weight_sparsity(arrays) -> float | None:
     """Fraction of zeros among the elements of the weight tensors (2-D and up) a file holds:
     pruning counted in the artifact itself, whatever the framework model said."""

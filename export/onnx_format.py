@@ -24,8 +24,9 @@ def model_type(path: Path) -> str:
     """``transformer`` for attention graphs (Softmax and MatMul, no convolution), else ``cnn``: the
     recipe search tries a different int8 ladder on each (edgekit.quantize.recipes)."""
     import onnx
-    ops = {node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node}
-    return "transformer" if {"Softmax", "MatMul"} <= ops and not {"Conv", "ConvTranspose"} & ops else "cnn"
+
+    from . import model_type_of
+    return model_type_of(node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node)
 
 
 def describe(path: Path) -> dict:

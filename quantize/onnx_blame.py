@@ -21,6 +21,8 @@ import math
 
 import numpy as np
 
+from edgekit.parity import masked, sqnr_db, token_mask
+
 # SQNR of an exact tensor (inputs, constants): a ceiling, so a first layer's loss is finite.
 EXACT_DB = 80.0
 BLAME_SAMPLES = 32
@@ -56,16 +58,8 @@ def _activations(model, feeds) -> dict:
 
 
 def _sqnr(reference, value) -> float:
-    if reference.shape != value.shape:
-        return math.nan
-    ref = reference.astype(np.float64)
-    noise = float(np.sum((ref - value.astype(np.float64)) ** 2))
-    signal = float(np.sum(ref ** 2))
-    if noise == 0.0:
-        return EXACT_DB
-    if signal == 0.0:
-        return -EXACT_DB
-    return min(EXACT_DB, 10.0 * math.log10(signal / noise))
+    """SQNR in dB within +-EXACT_DB (an exact tensor would be infinite)."""
+    return max(-EXACT_DB, min(EXACT_DB, sqnr_db(reference, value)))
 
 
 def blame(float_path, int8_path, inputs: dict) -> list:
@@ -73,8 +67,6 @@ def blame(float_path, int8_path, inputs: dict) -> list:
     ``loss_db`` is how many dB of SQNR the node loses against its worst input. Per-token tensors of
     a model with an ``attention_mask`` input are compared at the real tokens only, as the gate does."""
     import onnx
-
-    from edgekit.parity import masked, token_mask
     float_model = onnx.load(str(float_path))
     feeds = {k: v[:BLAME_SAMPLES] for k, v in inputs.items()}
     mask = token_mask(feeds)
@@ -129,6 +121,13 @@ def keep_set(graph, names) -> list:
     return sorted(kept)
 
 
-def most_sensitive(rows, quantizable, count) -> list:
-    """The ``count`` worst nodes among those the quantizer quantizes (their names)."""
+def most_sensitive(rows, quantizable, fraction) -> list:
+    """The worst ``fraction`` (at least one) of the nodes the quantizer quantizes, by name; only
+    nodes that add noise at all."""
+    count = max(1, math.ceil(fraction * len(quantizable)))
     return [r["node"] for r in rows if r["node"] in quantizable and r["noise_added"] > 0][:count]
+
+
+def shown(rows, kept) -> list:
+    """The report's blame table: the top rows, each saying whether it was kept in float."""
+    return [{**r, "kept_fp32": r["node"] in kept} for r in rows[:SHOWN]]

@@ -7,7 +7,6 @@ here into QuantizeOptions. Defaults are measured on the project's AVX2 CPU
 
 import functools
 import logging
-import math
 import tempfile
 from pathlib import Path
 
@@ -80,16 +79,15 @@ def quantize(conversion, out_path, calibration, options, evaluation=None) -> Qua
             # Mixed precision: rank the nodes by the error they add, keep the worst in float, redo.
             from onnxruntime.quantization.registry import QDQRegistry
             quantizable = {name for name, op in graph_nodes if op in QDQRegistry and name not in excluded}
-            keep = max(1, math.ceil(options.keep_sensitive * len(quantizable)))
             rows = onnx_blame.blame(prepared, out_path, calibration.inputs)
-            sensitive = onnx_blame.most_sensitive(rows, quantizable, keep)
+            sensitive = onnx_blame.most_sensitive(rows, quantizable, options.keep_sensitive)
             kept = onnx_blame.keep_set(graph, sensitive)
-            blamed = [{**r, "kept_fp32": r["node"] in kept} for r in rows[:onnx_blame.SHOWN]]
+            blamed = onnx_blame.shown(rows, kept)
             excluded = sorted({*excluded, *kept})
             run(excluded)
             notes.append(f"mixed precision: the {len(sensitive)} nodes that add the most quantization noise "
-                         f"({', '.join(sensitive[:5])}{', ...' if len(sensitive) > 5 else ''}) and their input "
-                         f"producers kept in float ({len(kept)} nodes)")
+                         f"({', '.join(sensitive[:5])}{', ...' if len(sensitive) > 5 else ''}) kept in float with the "
+                         f"nodes that produce and read their tensors ({len(kept)} nodes)")
     details = {"tool": "onnxruntime.quantization.quantize_static", "format": "QDQ",
                "activations": "uint8 asymmetric",
                "weights": "uint8 asymmetric" if options.weight_type == "u8" else "int8 symmetric", "bias": "float32",
@@ -137,10 +135,9 @@ def quantize_dynamic_int8(conversion, out_path, calibration, options, evaluation
         import onnx
         weighted = {n.name for n in onnx.load(str(conversion.path)).graph.node if n.op_type in ("MatMul", "Gemm")}
         rows = onnx_blame.blame(conversion.path, out_path, calibration.inputs)
-        kept = onnx_blame.most_sensitive(rows, weighted, max(1, math.ceil(options.keep_sensitive * len(weighted))))
+        kept = onnx_blame.most_sensitive(rows, weighted, options.keep_sensitive)
         run(kept)
-        details.update(nodes_kept_fp32=sorted(kept),
-                       blame=[{**r, "kept_fp32": r["node"] in kept} for r in rows[:onnx_blame.SHOWN]])
+        details.update(nodes_kept_fp32=sorted(kept), blame=onnx_blame.shown(rows, kept))
         notes = (f"mixed precision: {len(kept)} of {len(weighted)} MatMul/Gemm nodes that add the most noise "
                  f"under dynamic int8 kept in float",)
     return QuantizationResult(out_path, "w8a32-dynamic", details, notes)

@@ -16,8 +16,9 @@ fp16: the fp32 IR saved with its weights compressed to float16.
 import numpy as np
 
 from edgekit.config import COSINE_METRIC
-from edgekit.parity import masked, token_mask
+from edgekit.parity import masked, sample_cosines, token_mask
 from edgekit.errors import CalibrationError, ConfigError, QuantizationError
+from edgekit.export import model_type_of
 from edgekit.export.openvino_format import layer_precisions
 from edgekit.export.openvino_ir import save
 
@@ -34,9 +35,7 @@ def quantize_fp16(conversion, out_path, calibration, options, evaluation=None) -
 
 def detect_model_type(model) -> str:
     """``transformer`` for attention graphs (Softmax and MatMul, no convolution), else ``cnn``."""
-    kinds = {op.get_type_name() for op in model.get_ops()}
-    convolutions = {"Convolution", "GroupConvolution"} & kinds
-    return "transformer" if {"Softmax", "MatMul"} <= kinds and not convolutions else "cnn"
+    return model_type_of(op.get_type_name() for op in model.get_ops())
 
 
 def _samples(dataset, names, count):
@@ -166,7 +165,4 @@ class _Cosine:
                                for a in arrays], axis=1)
 
     def __call__(self, arrays, indices) -> np.ndarray:
-        flat = self._flat(arrays, indices)
-        ref = self.reference[indices]
-        norms = np.linalg.norm(flat, axis=1) * np.linalg.norm(ref, axis=1)
-        return np.where(norms > 0, (flat * ref).sum(axis=1) / np.where(norms > 0, norms, 1), 1.0)
+        return sample_cosines(self.reference[indices], self._flat(arrays, indices))

@@ -85,8 +85,9 @@ class Tolerance:
 LIMIT_FIELDS = {"min_cosine", "max_accuracy_drop", "min_top1_agreement", "max_abs_error", "min_sample_cosine"}
 
 # fp32 must match the framework to float rounding; fp16 and int8 are judged on the task. The worst
-# sample of a regression/embedding output: 0.98 for int8 (a sentence embedding under dynamic int8
-# measured 0.984 at its worst, mean 0.991), 0.99 for the 16-bit-activation schemes.
+# sample of a regression/embedding output: 0.98 for int8 (the bar issue 12 sets for embeddings; its
+# survey saw a sentence embedding under dynamic int8 at 0.984 worst, 0.991 mean), 0.99 for the
+# 16-bit-activation schemes.
 DEFAULT_TOLERANCES = {
     Precision.FP32: Tolerance(min_cosine=0.99999, max_accuracy_drop=0.3, min_top1_agreement=0.995),
     Precision.FP16: Tolerance(min_cosine=0.999, max_accuracy_drop=0.5, min_top1_agreement=0.99),

@@ -30,7 +30,7 @@ class ParityResult:
                 "per_output": self.per_output}
 
 
-def _cosines(a, b):
+def sample_cosines(a, b):
     """Cosine similarity of each sample (flattened); 1 where both are all zeros."""
     a = a.reshape(len(a), -1).astype(np.float64)
     b = b.reshape(len(b), -1).astype(np.float64)
@@ -40,7 +40,7 @@ def _cosines(a, b):
     return np.where(both_zero, np.where((a == b).all(axis=1), 1.0, 0.0), dots / np.where(both_zero, 1, norms))
 
 
-def _sqnr(ref, out) -> float:
+def sqnr_db(ref, out) -> float:
     noise = float(np.sum((ref.astype(np.float64) - out.astype(np.float64)) ** 2))
     signal = float(np.sum(ref.astype(np.float64) ** 2))
     if noise == 0:
@@ -95,13 +95,13 @@ def output_metrics(ref, out, kind="regression") -> dict:
     if not (finite and metrics["reference_finite"]):
         return metrics
     diff = np.abs(out.astype(np.float64) - ref.astype(np.float64))
-    per_sample = _cosines(ref, out)
+    per_sample = sample_cosines(ref, out)
     reference_norm = float(np.linalg.norm(ref.astype(np.float64)))
     metrics.update(max_abs_error=float(diff.max()) if diff.size else 0.0,
                    mean_abs_error=float(diff.mean()) if diff.size else 0.0,
                    cosine=float(per_sample.mean()), cosine_min=float(per_sample.min()),
                    relative_error=float(np.linalg.norm(diff) / reference_norm) if reference_norm else 0.0,
-                   sqnr_db=_sqnr(ref, out))
+                   sqnr_db=sqnr_db(ref, out))
     if kind == "classification" and is_classification(ref):
         metrics["top1_agreement"] = float((ref.argmax(1) == out.argmax(1)).mean())
     return metrics
@@ -139,9 +139,7 @@ def compare(reference: dict, outputs: dict, labels=None, kinds=None, mask=None) 
             per_output[name] = {"missing": True}
             continue
         ref_masked, was_masked = masked(np.asarray(ref), mask)
-        out_masked, _ = masked(np.asarray(outputs[name]), mask if np.asarray(outputs[name]).shape == ref_masked.shape
-                                else None)
-        per_output[name] = output_metrics(ref_masked, out_masked, kinds[name])
+        per_output[name] = output_metrics(ref_masked, masked(np.asarray(outputs[name]), mask)[0], kinds[name])
         if was_masked:
             per_output[name]["masked_by"] = TOKEN_MASK_INPUT
     primary_name = next(iter(reference))

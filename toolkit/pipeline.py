@@ -30,7 +30,7 @@ from .config import CALIBRATED, ExportConfig, Precision, QuantizeOptions
 from .data import Dataset, check_calibration, load_data, validate
 from .errors import ConfigError, InputError, ParityError, UnsupportedError
 from .parity import output_kinds
-from .profiles import plan, resolve
+from .profiles import checkable, not_verified_warnings
 from .report import Report
 from .sources import load_source
 from .timing import timed_step
@@ -61,16 +61,13 @@ def export(model, example_inputs=None, *, calib=None, eval=None, targets=("onnx"
     for fmt in config.targets:
         if fmt not in FORMATS:
             raise ConfigError(f"target {fmt!r}: expected one of {sorted(FORMATS)}")
-    runners, not_verified = plan(resolve(config.target_cpu), config.emulation)
-    if not runners:
-        raise ConfigError("none of the target CPU profiles can be verified on this machine: "
-                          + "; ".join(f"{p}: {why}" for p, why in not_verified.items()))
+    runners, not_verified = checkable(config.target_cpu, config.emulation)
     out = check_output_dir(Path(out))
     with output_lock(out):  # one export per output folder; held until the bundle is in place
         check_output_dir(out)  # again, now that no other export can change it
         np.random.seed(config.seed)
         report = Report("export", output=str(out))
-        report.warnings += [f"not verified on {p}: {why}" for p, why in not_verified.items()]
+        report.warnings += not_verified_warnings(not_verified)
 
         with timed_step("load source", report.stages, progress):
             source = load_source(model, weights=weights, input_specs=input_specs, trust_model=trust_model)
@@ -237,15 +234,20 @@ def _artifacts_for(fmt, source, calibration, evaluation, config, staging: Path, 
             yield entry
 
 
+def _slower_than_own_fp32(artifacts) -> list:
+    """(artifact, its format's fp32 latency) for each quantized artifact measured slower than it."""
+    fp32 = {a["format"]: a.get("latency_ms") for a in artifacts if a["precision"] == "fp32"}
+    return [(a, fp32[a["format"]]) for a in artifacts if a["precision"] != "fp32" and a.get("latency_ms") is not None
+            and fp32.get(a["format"]) is not None and a["latency_ms"] > fp32[a["format"]]]
+
+
 def _slower_than_fp32(artifacts) -> list:
     """Say so when a quantized artifact runs slower than its format's fp32 one on this CPU (tiny
     models, where per-call overhead dominates, and CPUs without fast int8 kernels)."""
-    fp32 = {a["format"]: a.get("latency_ms") for a in artifacts if a["precision"] == "fp32"}
     cpu = describe_host()
     return [f"{a['id']} is slower than {a['format']}-fp32 on this CPU ({a['latency_ms']:.3f} vs "
-            f"{fp32[a['format']]:.3f} ms per batch-1 call, {cpu}): it gains size, not speed, here"
-            for a in artifacts if a["precision"] != "fp32" and a.get("latency_ms") is not None
-            and fp32.get(a["format"]) is not None and a["latency_ms"] > fp32[a["format"]]]
+            f"{fp32_ms:.3f} ms per batch-1 call, {cpu}): it gains size, not speed, here"
+            for a, fp32_ms in _slower_than_own_fp32(artifacts)]
 
 
 def _search(fmt, precision, path, source, checker, conversion, calibration, evaluation, config, report, progress,
@@ -363,9 +365,8 @@ def choose_default(artifacts, margin=1.10, source_layouts=None):
     passed = [a for a in artifacts if a["parity"]["passed"]]
     if not passed:
         return None
-    fp32_ms = {a.get("format"): a.get("latency_ms") for a in passed if a.get("precision") == "fp32"}
-    passed = [a for a in passed if a.get("precision") == "fp32" or a.get("latency_ms") is None
-              or fp32_ms.get(a.get("format")) is None or a["latency_ms"] <= fp32_ms[a.get("format")]] or passed
+    slower = {id(a) for a, _ in _slower_than_own_fp32(passed)}
+    passed = [a for a in passed if id(a) not in slower] or passed
     if source_layouts is not None:
         passed = [a for a in passed if [t.get("layout") for t in a["inputs"]] == source_layouts] or passed
     timed = [a for a in passed if a.get("latency_ms") is not None]

@@ -108,6 +108,20 @@ def plan(profiles, emulation="auto") -> tuple:
     return tuple(runners), not_verified
 
 
+def checkable(targets, emulation="auto") -> tuple:
+    """``plan(resolve(targets), emulation)``, refused (ConfigError, before any work) when none of
+    the profiles can be measured on this machine: a gate that checks nothing must not pass."""
+    runners, not_verified = plan(resolve(targets), emulation)
+    if not runners:
+        raise ConfigError("none of the target CPU profiles can be verified on this machine: "
+                          + "; ".join(f"{p}: {why}" for p, why in not_verified.items()))
+    return runners, not_verified
+
+
+def not_verified_warnings(not_verified) -> list:
+    return [f"not verified on {p}: {why}" for p, why in not_verified.items()]
+
+
 def _emulator(profile):
     """(Runner, None) when ``profile`` can be emulated on this machine, else (None, why not)."""
     machine = platform.machine().lower()

@@ -18,9 +18,9 @@ from edgekit.runtime._manifest import artifact_path
 
 from .config import DEFAULT_TOLERANCES, VERIFY_TIMEOUT_S, Precision, check_timeout
 from .data import ImagePreprocess, load_data, validate
-from .errors import ConfigError, InputError, NothingEvaluatedError, ParityError
+from .errors import InputError, NothingEvaluatedError, ParityError
 from .parity import compare, judge, token_mask
-from .profiles import HOST, default_targets, plan, resolve
+from .profiles import HOST, checkable, default_targets, not_verified_warnings
 from .reference import ReferenceOutputs
 from .report import Report
 from .timing import timed_step
@@ -77,7 +77,7 @@ def evaluate(entry: dict, file, dataset, reference: ReferenceOutputs, tolerance,
             f"the artifact's inputs {[t.key for t in artifact_inputs]} are not the model's inputs "
             f"{[s.name for s in specs]} (a damaged or hand-edited manifest)"]}
         return entry
-    model, verdicts, ran = None, [], True
+    model, verdicts, ran, mask = None, [], True, token_mask(dataset.inputs)
     for runner in runners:
         try:
             if isolate or not runner.native:
@@ -91,7 +91,7 @@ def evaluate(entry: dict, file, dataset, reference: ReferenceOutputs, tolerance,
             # A broken artifact fails the gate, it does not crash it.
             verdict, ran = {"passed": False, "failures": [f"runtime error: {type(exc).__name__}: {exc}"]}, False
         else:
-            verdict = judge(compare(reference.outputs, outputs, dataset.labels, kinds, token_mask(dataset.inputs)),
+            verdict = judge(compare(reference.outputs, outputs, dataset.labels, kinds, mask),
                             tolerance).to_dict()
             verdict["tolerance"] = {k: v for k, v in vars(tolerance).items()}
         verdicts.append((runner, verdict))
@@ -140,10 +140,7 @@ def verify(bundle, eval, *, tolerances=None, artifacts=None, latency=False, prog
     except ekr.ModelLoadError as exc:
         raise InputError(str(exc)) from exc
     recorded = manifest.get("target_cpu", {}).get("requested") if isinstance(manifest.get("target_cpu"), dict) else None
-    runners, not_verified = plan(resolve(target_cpu or recorded or default_targets()), emulation)
-    if not runners:
-        raise ConfigError("none of the target CPU profiles can be verified on this machine: "
-                          + "; ".join(f"{p}: {why}" for p, why in not_verified.items()))
+    runners, not_verified = checkable(target_cpu or recorded or default_targets(), emulation)
     specs = [ekr.TensorInfo.from_dict(d) for d in manifest["inputs"]]
     pre = manifest.get("preprocessing")
     preprocess = ImagePreprocess(**{k: tuple(v) if isinstance(v, list) else v for k, v in pre.items()
@@ -162,7 +159,7 @@ def verify(bundle, eval, *, tolerances=None, artifacts=None, latency=False, prog
     report = Report("verify", source=manifest.get("source", {}), reference=manifest["reference"],
                     output=str(bundle))
     report.warnings += unhashed
-    report.warnings += [f"not verified on {p}: {why}" for p, why in not_verified.items()]
+    report.warnings += not_verified_warnings(not_verified)
     entries = [e for e in manifest["artifacts"] if artifacts is None or e["id"] in artifacts]
     references = {reference.file: reference}
     if not entries:
