@@ -51,10 +51,13 @@ LADDERS = {
         Recipe("dynamic int8, two thirds of the MatMuls in float", "dynamic", (("keep_sensitive", 0.67),)),
         Recipe("as configured (u8s8, 7-bit weights by default)", "int8"),
     ),
-    # TFLite: 16-bit activations (w8a16; TensorFlow sources only, litert-torch has no such mode; the
-    # rung is skipped where the format's quantizer does not exist), then dynamic int8.
+    # TFLite, TensorFlow sources (litert-torch has neither mode; a rung whose quantizer does not exist
+    # for the source is skipped): selective int8 leaves the ops that add the most noise (ranked by the
+    # converter's QuantizationDebugger) in float and keeps XNNPACK's int8 kernels for the rest; 16-bit
+    # activations (w8a16) run on the reference kernels, so they come after it; then dynamic int8.
     ("tflite", "int8"): (
         Recipe("as configured (full int8)", "int8"),
+        Recipe("selective int8 (10% most sensitive ops in float)", "selective", (("keep_sensitive", 0.1),)),
         Recipe("int8 weights, int16 activations (16x8)", "int16x8"),
         Recipe("dynamic int8 (weights only)", "dynamic"),
     ),

@@ -2,15 +2,26 @@
 
 fp16 (float16 weights), dynamic (int8 weights, ``w8a32-dynamic``), int8 (full integer,
 calibrated; float I/O, or int8 I/O with ``int8_io``), int16x8 (int8 weights, int16
-activations). Each starts from the same SavedModel as the fp32 artifact.
+activations), selective (int8 with the ops that add the most quantization noise left in float).
+Each starts from the same SavedModel as the fp32 artifact.
+
+Selective quantization uses TensorFlow's QuantizationDebugger: the calibrated model is quantized
+once with a NumericVerify op after every quantized op, which compares the op's int8 output with
+the float op run on the same (dequantized) inputs — the noise that op adds, not the noise it
+inherits. Ops are ranked by that noise relative to their output's energy (as ``onnx_blame`` ranks
+ONNX nodes) and the worst ``keep_sensitive`` fraction is denylisted, so the converter leaves them
+in float with quantize/dequantize around them.
 """
+
+import warnings
+from pathlib import Path
 
 import numpy as np
 
-from edgekit.errors import CalibrationError
+from edgekit.errors import CalibrationError, QuantizationError
 from edgekit.export.tf_tflite import converter, run_converter
 
-from . import QuantizationResult
+from . import QuantizationResult, onnx_blame, tflite_blame
 
 
 def _representative(calibration, options, names):
@@ -49,6 +60,51 @@ def quantize_int8(conversion, out_path, calibration, options, evaluation=None) -
     notes = ([f"inputs {int8_float_inputs} are not float and stay {conversion.source.input_specs[0].dtype}"]
              if options.int8_io and int8_float_inputs else [])
     return QuantizationResult(out_path, "w8a8-static", details, tuple(notes))
+
+
+def quantize_selective(conversion, out_path, calibration, options, evaluation=None) -> QuantizationResult:
+    """int8 with the ``options.keep_sensitive`` fraction (at least one) of the quantized ops that add
+    the most noise (``tflite_blame``) left in float, with the ops around them; float I/O."""
+    import tensorflow as tf
+    conv, count = _calibrated(conversion, calibration, options, tf.lite.OpsSet.TFLITE_BUILTINS, "selective int8")
+    names = [s.name for s in conversion.source.input_specs]
+    order = _input_order(conversion.path, names)
+    samples = min(count, onnx_blame.BLAME_SAMPLES)
+
+    def ordered():  # the debugger feeds inputs by position, in the interpreter's input order
+        for i in range(samples):
+            yield [calibration.inputs[name][i:i + 1] for name in order]
+    try:
+        with warnings.catch_warnings():
+            # The debugger runs tf.lite.Interpreter, which warns of its own deprecation on every use.
+            warnings.simplefilter("ignore", UserWarning)
+            model = tflite_blame.calibrated(conv, ordered)
+            rows, neighbours = tflite_blame.blame(model, ordered)
+            sensitive = onnx_blame.most_sensitive(rows, set(neighbours), options.keep_sensitive or 0.1)
+            kept = tflite_blame.keep_set(neighbours, sensitive)
+            flatbuffer = tflite_blame.quantized(model, kept)
+    except (ValueError, RuntimeError) as exc:
+        raise QuantizationError(f"TFLite selective quantization failed: {type(exc).__name__}: "
+                                f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}") from exc
+    Path(out_path).write_bytes(flatbuffer)
+    details = {"tool": "tf.lite.TFLiteConverter + QuantizationDebugger", "weights": "int8 per-channel (conv) / "
+               "per-tensor", "activations": "int8; the listed ops float", "io": "float32", "calibration_samples": count,
+               "nodes_kept_fp32": kept, "blame": onnx_blame.shown(rows, set(kept))}
+    notes = [f"selective quantization: the {len(sensitive)} ops that add the most quantization noise "
+             f"({', '.join(sensitive[:3])}{', ...' if len(sensitive) > 3 else ''}) kept in float with the ops that "
+             f"compute and read their tensors ({len(kept)} ops)"]
+    if options.int8_io:
+        notes.append("int8 I/O was asked for; the selectively quantized model keeps float32 inputs and outputs")
+    return QuantizationResult(out_path, "w8a8-static", details, tuple(notes))
+
+
+def _input_order(fp32_path, names) -> list:
+    """The source's input names in the order of the TFLite model's inputs (the fp32 artifact's
+    signature names them ``serving_default_<name>:0``)."""
+    import tensorflow as tf
+    details = tf.lite.Interpreter(model_path=str(fp32_path)).get_input_details() if len(names) > 1 else []
+    order = [next((n for n in names if d["name"] in (n, f"serving_default_{n}:0")), None) for d in details]
+    return order if details and None not in order and len(set(order)) == len(names) else names
 
 
 def quantize_int16x8(conversion, out_path, calibration, options, evaluation=None) -> QuantizationResult:

@@ -158,6 +158,9 @@ class QuantizeOptions:
     # the gate, at most ``search_budget`` of them; off = exactly the options above.
     search: bool = True
     search_budget: int = 4
+    # ... and stop trying further recipes once this many seconds have gone into the artifact's search
+    # (checked between recipes: a recipe that has started finishes); None = no time bound.
+    search_time: float | None = None
     # Mixed precision (ONNX): after a first quantization, this fraction of the quantizable nodes,
     # those that lose the most SQNR against the float graph (edgekit.quantize.onnx_blame), stays
     # float (at least one); 0 = off. The recipe search's "mixed precision" rung uses 0.1; the
@@ -178,6 +181,9 @@ class QuantizeOptions:
             raise ConfigError(f"weight_type: expected 's8' or 'u8', got {self.weight_type!r}")
         if not isinstance(self.search_budget, int) or isinstance(self.search_budget, bool) or self.search_budget < 1:
             raise ConfigError(f"search_budget: expected an integer >= 1, got {self.search_budget!r}")
+        if self.search_time is not None and (isinstance(self.search_time, bool)
+                                             or not isinstance(self.search_time, (int, float)) or not self.search_time > 0):
+            raise ConfigError(f"search_time: expected a number of seconds > 0 or None, got {self.search_time!r}")
         if self.model_type not in ("auto", "cnn", "transformer"):
             raise ConfigError(f"model_type: expected 'auto', 'cnn' or 'transformer', got {self.model_type!r}")
         if self.max_drop is not None and (not isinstance(self.max_drop, (int, float)) or not self.max_drop >= 0):

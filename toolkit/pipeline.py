@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import platform
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -258,8 +259,13 @@ def _search(fmt, precision, path, source, checker, conversion, calibration, eval
     if model_type == "auto":  # a format whose module can tell (ONNX) picks its transformer ladder
         model_type = getattr(checker, "model_type", lambda _: "cnn")(conversion.path)
     ladder = candidates(fmt, precision, config.quantize, model_type)
-    tried, entry = [], None
+    tried, entry, started, out_of_time = [], None, time.monotonic(), None
     for recipe, options in ladder:
+        spent = time.monotonic() - started
+        if tried and options.search_time is not None and spent >= options.search_time:
+            out_of_time = (f"search time budget spent ({spent:.0f} s of {options.search_time:.0f} s) before "
+                           f"{recipe.name!r}")
+            break
         try:
             quantizer = quantizer_for(source.framework, fmt, recipe.precision)
         except UnsupportedError:
@@ -288,7 +294,10 @@ def _search(fmt, precision, path, source, checker, conversion, calibration, eval
                                    + "; ".join(f"{t['recipe']!r} failed ({t['failures'][0]})" for t in tried[:-1]))
         elif not entry["parity"]["passed"]:
             entry["parity"]["failures"].append(
-                f"every recipe tried failed ({', '.join(t['recipe'] for t in tried)}; see quantization.search)")
+                f"every recipe tried failed ({', '.join(t['recipe'] for t in tried)}; see quantization.search)"
+                + (f"; {out_of_time}" if out_of_time else ""))
+        if out_of_time:
+            entry["quantization"]["search_stopped"] = out_of_time
     if precision == Precision.INT8 and config.quantize.max_drop is not None and fmt != "openvino":
         report.warnings.append(f"{fmt}-int8: accuracy-controlled quantization (max_drop) is OpenVINO's; "
                                "this artifact is plain post-training int8, judged by the gate")

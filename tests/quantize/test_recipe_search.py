@@ -64,6 +64,12 @@ def test_a_pinned_recipe_is_not_searched(tmp_path, data):
     with pytest.raises(ParityError) as budget:
         _export(tmp_path, data, "budget", 1, search_budget=2)
     assert len(_int8(budget.value.report)["quantization"]["search"]) == 2
+    # A time budget already spent after the first recipe: no second one is started, and the report says why.
+    with pytest.raises(ParityError, match="search time budget spent") as timed:
+        _export(tmp_path, data, "timed", 1, search_time=1e-6)
+    int8 = _int8(timed.value.report)
+    assert len(int8["quantization"]["search"]) == 1
+    assert "before 'mixed precision" in int8["quantization"]["search_stopped"]
 
 
 def test_recipe_flags_pin_the_recipe_on_the_cli(monkeypatch, tmp_path):
@@ -75,7 +81,12 @@ def test_recipe_flags_pin_the_recipe_on_the_cli(monkeypatch, tmp_path):
     assert main(base + ["--reduce-range"]) == 0 and not seen[-1].search
     assert main(base + ["--weight-type", "u8"]) == 0 and not seen[-1].search and seen[-1].weight_type == "u8"
     assert main(base + ["--keep-fp32", "x*", "--search"]) == 0 and seen[-1].search
-    assert main(base + ["--search-budget", "0"]) == 2
+    assert main(base + ["--search-budget", "2,90s"]) == 0
+    assert (seen[-1].search_budget, seen[-1].search_time) == (2, 90)
+    assert main(base + ["--search-budget", "10m"]) == 0
+    assert (seen[-1].search_budget, seen[-1].search_time) == (4, 600)
+    for bad in ("0", "5x", "1,2", "-3m", ""):
+        assert main(base + ["--search-budget", bad]) == 2, bad
 
 
 class _Passed:
@@ -125,14 +136,56 @@ def test_mixed_precision_keeps_the_blamed_nodes_in_float(tmp_path, data):
     assert "## Per-layer blame" in (tmp_path / "o" / "report.md").read_text()
 
 
-def test_tflite_ladder_goes_to_16x8_then_dynamic_for_keras(tmp_path, keras_digits):
+def test_tflite_ladder_goes_to_selective_16x8_then_dynamic_for_keras(tmp_path, keras_digits):
     with pytest.raises(ParityError, match="every recipe tried failed") as failed:
         edgekit.export(str(keras_digits["model"]), calib=keras_digits["calib"], eval=keras_digits["eval"],
                        targets=["tflite"], int8=True, out=tmp_path / "t", measure_latency=False,
                        tolerances=parse_tolerance_overrides(["int8.min_cosine=1"]))
     tried = next(a for a in failed.value.report.artifacts if a["id"] == "tflite-int8")["quantization"]["search"]
-    assert [t["scheme"] for t in tried] == ["w8a8-static", "w8a16-static", "w8a32-dynamic"]
-    assert tried[1]["cosine"] > tried[0]["cosine"]  # 16-bit activations: closer to float
+    assert [t["recipe"].split(" (")[0] for t in tried] == ["as configured", "selective int8",
+                                                          "int8 weights, int16 activations", "dynamic int8"]
+    assert [t["scheme"] for t in tried] == ["w8a8-static", "w8a8-static", "w8a16-static", "w8a32-dynamic"]
+    assert tried[1]["blame"] and any(row["kept_fp32"] for row in tried[1]["blame"])
+    assert tried[2]["cosine"] > tried[0]["cosine"]  # 16-bit activations: closer to float
+
+
+def _outlier_keras_mlp():
+    """The outlier MLP in Keras: one channel of the middle layer 1000x, read back at 1/1000."""
+    import keras
+    keras.utils.set_random_seed(3)
+    x = keras.Input((12,), name="x")
+    h = keras.layers.Dense(48, activation="relu", name="d1")(x)
+    h = keras.layers.Dense(48, activation="relu", name="d2")(h)
+    model = keras.Model(x, keras.layers.Dense(6, name="d3")(h))
+    w, b = model.get_layer("d2").get_weights()
+    w[:, 0] *= 1000
+    b[0] *= 1000
+    model.get_layer("d2").set_weights([w, b])
+    w, b = model.get_layer("d3").get_weights()
+    w[0] /= 1000
+    model.get_layer("d3").set_weights([w, b])
+    return model
+
+
+def test_tflite_selective_quantization_keeps_the_blamed_ops_in_float(tmp_path, data):
+    # Full int8 quantizes the middle layer's output with the outlier's range, which zeroes every other
+    # channel (cosine < 0.5); the whole-model blame points at the last layer (the first to see it),
+    # and keeping it with the layer that computes its input in float passes.
+    report = edgekit.export(_outlier_keras_mlp(), calib=data, eval=data, targets=["tflite"], int8=True,
+                            out=tmp_path / "k", measure_latency=False)
+    shipped = next(a for a in report.artifacts if a["id"] == "tflite-int8")
+    tried = shipped["quantization"]["search"]
+    assert [t["passed"] for t in tried] == [False, True], tried
+    assert tried[0]["cosine"] < 0.5 and shipped["parity"]["cosine_min"] > 0.99
+    blame = shipped["quantization"]["blame"]
+    assert blame[0]["op"] == "FULLY_CONNECTED" and blame[0]["noise_added"] > 0.5 and blame[0]["kept_fp32"]
+    kept = shipped["quantization"]["nodes_kept_fp32"]
+    assert len(kept) == 2 and any("d2" in name for name in kept) and not any("d1" in name for name in kept)
+    # The first layer still runs in int8: the file holds int8 weights.
+    from ai_edge_litert.interpreter import Interpreter
+    tensors = Interpreter(model_path=str(tmp_path / "k" / "model.int8.tflite")).get_tensor_details()
+    assert any(t["dtype"] == np.int8 for t in tensors)
+    assert "## Per-layer blame: tflite-int8" in (tmp_path / "k" / "report.md").read_text()
 
 
 def test_transformer_graphs_get_the_transformer_ladder(tmp_path):

@@ -53,8 +53,9 @@ def register(sub):
     q.add_argument("--search", action=argparse.BooleanOptionalAction, default=None,
                    help="try the format's int8 recipes in turn until one passes the gate (default: on, unless a "
                         "recipe flag such as --reduce-range, --weight-type, --keep-fp32 pins the recipe)")
-    q.add_argument("--search-budget", type=int, default=None, metavar="N",
-                   help="try at most N recipes per int8 artifact (default 3)")
+    q.add_argument("--search-budget", type=_budget, default=(None, None), metavar="N|TIME|N,TIME",
+                   help="try at most N recipes per int8 artifact (default 4), and/or start no further recipe once "
+                        "TIME (e.g. 90s, 10m, 1h) has gone into the artifact's search (default: no time bound)")
     q.add_argument("--keep-fp32", action="append", default=[], metavar="PATTERN",
                    help="keep nodes whose name matches this glob in float")
     q.add_argument("--model-type", choices=["auto", "cnn", "transformer"], default=None,
@@ -105,6 +106,29 @@ def register(sub):
     p.add_argument("--seed", type=int, default=0)
     add_common(p)
     p.set_defaults(run=run)
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600}
+
+
+def _budget(text):
+    """``--search-budget``: "N" recipes, "TIME" (90s, 10m, 1h), or both, comma-separated."""
+    count = seconds = None
+    for item in text.split(","):
+        item = item.strip().lower()
+        try:
+            if item[-1:] in _UNITS:
+                if seconds is not None or float(item[:-1]) <= 0:
+                    raise ValueError
+                seconds = float(item[:-1]) * _UNITS[item[-1]]
+            else:
+                if count is not None or int(item) < 1:
+                    raise ValueError
+                count = int(item)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected N (recipes, >= 1), TIME (a number > 0 with s, m or h: 90s, 10m) or N,TIME; got {text!r}")
+    return count, seconds
 
 
 def _floats(text, flag):
@@ -195,7 +219,8 @@ def run(args) -> int:
     search = args.search if args.search is not None else not recipe
     quant = {**recipe, **{k: v for k, v in {
         "max_calibration_samples": args.max_calib_samples, "min_calibration_samples": args.min_calib_samples,
-        "metric": args.metric, "search_budget": args.search_budget}.items() if v is not None}}
+        "metric": args.metric, "search_budget": args.search_budget[0],
+        "search_time": args.search_budget[1]}.items() if v is not None}}
     precisions = ["fp32"] + [name for flag, name in ((args.fp16, "fp16"), (args.dynamic_int8, "dynamic"),
                                                      (args.int8, "int8"), (args.int16x8, "int16x8")) if flag]
     config = ExportConfig(targets=args.to, precisions=tuple(precisions),
