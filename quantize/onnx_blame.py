@@ -23,10 +23,8 @@ import numpy as np
 
 from edgekit.parity import masked, sqnr_db, token_mask
 
-# SQNR of an exact tensor (inputs, constants): a ceiling, so a first layer's loss is finite.
-EXACT_DB = 80.0
-BLAME_SAMPLES = 32
-SHOWN = 10
+from .blame import EXACT_DB, SAMPLES, noise
+
 
 
 def _with_every_output(model):
@@ -68,7 +66,7 @@ def blame(float_path, int8_path, inputs: dict) -> list:
     a model with an ``attention_mask`` input are compared at the real tokens only, as the gate does."""
     import onnx
     float_model = onnx.load(str(float_path))
-    feeds = {k: v[:BLAME_SAMPLES] for k, v in inputs.items()}
+    feeds = {k: v[:SAMPLES] for k, v in inputs.items()}
     mask = token_mask(feeds)
     reference = _activations(_with_every_output(float_model), feeds)
     quantized = _activations(_with_every_output(onnx.load(str(int8_path))), feeds)
@@ -83,16 +81,11 @@ def blame(float_path, int8_path, inputs: dict) -> list:
         upstream = [sqnr.get(i, EXACT_DB) for i in node.input if i]
         upstream = [v for v in upstream if not math.isnan(v)] or [EXACT_DB]
         out_db, in_db = min(outputs), min(upstream)
-        added = max(0.0, _noise(out_db) - _noise(in_db))
+        added = max(0.0, noise(out_db) - noise(in_db))
         rows.append({"node": node.name, "op": node.op_type, "sqnr_db": round(out_db, 2),
                      "loss_db": round(max(0.0, in_db - out_db), 2), "noise_added": float(f"{added:.3g}")})
     rows.sort(key=lambda r: r["noise_added"], reverse=True)
     return rows
-
-
-def _noise(db) -> float:
-    """Relative noise power of a tensor at ``db`` SQNR."""
-    return 10.0 ** (-db / 10.0)
 
 
 # Nodes a kept node's input is traced back through to the compute node that produced it.
@@ -119,15 +112,3 @@ def keep_set(graph, names) -> list:
             if node.op_type in _PASS_THROUGH:
                 pending += [i for i in node.input[:1] if i in producer]
     return sorted(kept)
-
-
-def most_sensitive(rows, quantizable, fraction) -> list:
-    """The worst ``fraction`` (at least one) of the nodes the quantizer quantizes, by name; only
-    nodes that add noise at all."""
-    count = max(1, math.ceil(fraction * len(quantizable)))
-    return [r["node"] for r in rows if r["node"] in quantizable and r["noise_added"] > 0][:count]
-
-
-def shown(rows, kept) -> list:
-    """The report's blame table: the top rows, each saying whether it was kept in float."""
-    return [{**r, "kept_fp32": r["node"] in kept} for r in rows[:SHOWN]]

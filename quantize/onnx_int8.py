@@ -12,7 +12,7 @@ from pathlib import Path
 
 from edgekit.errors import CalibrationError, QuantizationError
 
-from . import QuantizationResult, onnx_blame
+from . import QuantizationResult, blame, onnx_blame
 from ._scope import matching_names
 
 log = logging.getLogger("edgekit.quantize.onnx_int8")
@@ -80,9 +80,9 @@ def quantize(conversion, out_path, calibration, options, evaluation=None) -> Qua
             from onnxruntime.quantization.registry import QDQRegistry
             quantizable = {name for name, op in graph_nodes if op in QDQRegistry and name not in excluded}
             rows = onnx_blame.blame(prepared, out_path, calibration.inputs)
-            sensitive = onnx_blame.most_sensitive(rows, quantizable, options.keep_sensitive)
+            sensitive = blame.most_sensitive(rows, quantizable, options.keep_sensitive)
             kept = onnx_blame.keep_set(graph, sensitive)
-            blamed = onnx_blame.shown(rows, kept)
+            blamed = blame.shown(rows, kept)
             excluded = sorted({*excluded, *kept})
             run(excluded)
             notes.append(f"mixed precision: the {len(sensitive)} nodes that add the most quantization noise "
@@ -135,9 +135,9 @@ def quantize_dynamic_int8(conversion, out_path, calibration, options, evaluation
         import onnx
         weighted = {n.name for n in onnx.load(str(conversion.path)).graph.node if n.op_type in ("MatMul", "Gemm")}
         rows = onnx_blame.blame(conversion.path, out_path, calibration.inputs)
-        kept = onnx_blame.most_sensitive(rows, weighted, options.keep_sensitive)
+        kept = blame.most_sensitive(rows, weighted, options.keep_sensitive)
         run(kept)
-        details.update(nodes_kept_fp32=sorted(kept), blame=onnx_blame.shown(rows, kept))
+        details.update(nodes_kept_fp32=sorted(kept), blame=blame.shown(rows, kept))
         notes = (f"mixed precision: {len(kept)} of {len(weighted)} MatMul/Gemm nodes that add the most noise "
                  f"under dynamic int8 kept in float",)
     return QuantizationResult(out_path, "w8a32-dynamic", details, notes)

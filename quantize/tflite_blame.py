@@ -16,7 +16,7 @@ which the debugger itself calls (the debugger does not expose whole-model verifi
 
 import numpy as np
 
-from . import onnx_blame
+from . import blame as ranking
 
 _VERIFY = "NumericVerify"
 # Ops a kept op's input is traced back through to the op that computed it.
@@ -89,8 +89,7 @@ def blame(calibrated_model, samples) -> tuple:
             continue
         upstream = [relative.get(i, 0.0) for i in op["inputs"] if i >= 0]
         added = max(0.0, own - max(upstream, default=0.0))
-        db = _db(own)
-        rows.append({"node": name[index], "op": op["op_name"], "sqnr_db": round(db, 2),
+        rows.append({"node": name[index], "op": op["op_name"], "sqnr_db": round(ranking.db(own), 2),
                      "noise_added": float(f"{added:.3g}")})
         neighbours[name[index]] = {name.get(i, graph.names[i]) for i in _producers(graph, index) | _consumers(graph, index)}
     rows.sort(key=lambda r: r["noise_added"], reverse=True)
@@ -118,9 +117,3 @@ def _producers(graph, index) -> set:
 
 def _consumers(graph, index) -> set:
     return {o for op in graph.ops if index in op["inputs"] and op["op_name"] != _VERIFY for o in op["outputs"]}
-
-
-def _db(relative) -> float:
-    if relative <= 0:
-        return onnx_blame.EXACT_DB
-    return float(max(-onnx_blame.EXACT_DB, min(onnx_blame.EXACT_DB, -10 * np.log10(relative))))

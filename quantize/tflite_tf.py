@@ -21,7 +21,7 @@ import numpy as np
 from edgekit.errors import CalibrationError, QuantizationError
 from edgekit.export.tf_tflite import converter, run_converter
 
-from . import QuantizationResult, onnx_blame, tflite_blame
+from . import QuantizationResult, blame, tflite_blame
 
 
 def _representative(calibration, options, names):
@@ -69,7 +69,7 @@ def quantize_selective(conversion, out_path, calibration, options, evaluation=No
     conv, count = _calibrated(conversion, calibration, options, tf.lite.OpsSet.TFLITE_BUILTINS, "selective int8")
     names = [s.name for s in conversion.source.input_specs]
     order = _input_order(conversion.path, names)
-    samples = min(count, onnx_blame.BLAME_SAMPLES)
+    samples = min(count, blame.SAMPLES)
 
     def ordered():  # the debugger feeds inputs by position, in the interpreter's input order
         for i in range(samples):
@@ -80,7 +80,7 @@ def quantize_selective(conversion, out_path, calibration, options, evaluation=No
             warnings.simplefilter("ignore", UserWarning)
             model = tflite_blame.calibrated(conv, ordered)
             rows, neighbours = tflite_blame.blame(model, ordered)
-            sensitive = onnx_blame.most_sensitive(rows, set(neighbours), options.keep_sensitive or 0.1)
+            sensitive = blame.most_sensitive(rows, set(neighbours), options.keep_sensitive or 0.1)
             kept = tflite_blame.keep_set(neighbours, sensitive)
             flatbuffer = tflite_blame.quantized(model, kept)
     except (ValueError, RuntimeError) as exc:
@@ -89,7 +89,7 @@ def quantize_selective(conversion, out_path, calibration, options, evaluation=No
     Path(out_path).write_bytes(flatbuffer)
     details = {"tool": "tf.lite.TFLiteConverter + QuantizationDebugger", "weights": "int8 per-channel (conv) / "
                "per-tensor", "activations": "int8; the listed ops float", "io": "float32", "calibration_samples": count,
-               "nodes_kept_fp32": kept, "blame": onnx_blame.shown(rows, set(kept))}
+               "nodes_kept_fp32": kept, "blame": blame.shown(rows, set(kept))}
     notes = [f"selective quantization: the {len(sensitive)} ops that add the most quantization noise "
              f"({', '.join(sensitive[:3])}{', ...' if len(sensitive) > 3 else ''}) kept in float with the ops that "
              f"compute and read their tensors ({len(kept)} ops)"]

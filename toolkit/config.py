@@ -161,9 +161,9 @@ class QuantizeOptions:
     # ... and stop trying further recipes once this many seconds have gone into the artifact's search
     # (checked between recipes: a recipe that has started finishes); None = no time bound.
     search_time: float | None = None
-    # Mixed precision (ONNX): after a first quantization, this fraction of the quantizable nodes,
-    # those that lose the most SQNR against the float graph (edgekit.quantize.onnx_blame), stays
-    # float (at least one); 0 = off. The recipe search's "mixed precision" rung uses 0.1; the
+    # Mixed precision (ONNX; TFLite's selective rung): after a first quantization, this fraction of
+    # the quantizable nodes, those that add the most noise against the float graph (onnx_blame,
+    # tflite_blame), stays float (at least one); 0 = off. The "mixed precision" and "selective" rungs use 0.1; the
     # transformer ladder's dynamic rungs 0.34 and 0.67 of the MatMuls (at most those that add noise).
     keep_sensitive: float = 0.0
 
