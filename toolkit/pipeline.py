@@ -218,8 +218,8 @@ def _artifacts_for(fmt, source, calibration, evaluation, config, staging: Path, 
     with timed_step(f"export {fmt} fp32", report.stages, progress):
         result = convert(source, fp32_path, config, example=calibration or evaluation)
         checker.check(fp32_path)
-    entry = _entry(fmt, Precision.FP32, fp32_path, source, checker, result, {}, result.notes)
-    yield judge(entry)
+    fp32 = judge(_entry(fmt, Precision.FP32, fp32_path, source, checker, result, {}, result.notes))
+    yield fp32
     for precision in config.precisions:
         if precision == Precision.FP32:
             continue
@@ -230,7 +230,7 @@ def _artifacts_for(fmt, source, calibration, evaluation, config, staging: Path, 
                 yield judge(entry)
             continue
         entry = _search(fmt, precision, path, source, checker, result, calibration, evaluation, config, report,
-                        progress, judge)
+                        progress, judge, fp32.get("latency_ms"))
         if entry is not None:
             yield entry
 
@@ -252,47 +252,75 @@ def _slower_than_fp32(artifacts) -> list:
 
 
 def _search(fmt, precision, path, source, checker, conversion, calibration, evaluation, config, report, progress,
-            judge):
+            judge, fp32_ms=None):
     """Quantize with each recipe of the ladder in turn until one passes the gate; return the entry of
-    the one that passed (else of the last tried), with every recipe tried in ``quantization.search``."""
+    the one that shipped (else of the last tried), with every recipe tried in ``quantization.search``.
+    A recipe that passes but runs slower than the format's fp32 artifact here (``fp32_ms``, when
+    latency is measured) does not end the search: later recipes may be faster (TFLite's 16x8 runs on
+    reference kernels, ONNX dynamic int8 of convolutions on slow ones), and the fastest that passed
+    ships."""
     model_type = config.quantize.model_type
     if model_type == "auto":  # a format whose module can tell (ONNX) picks its transformer ladder
         model_type = getattr(checker, "model_type", lambda _: "cnn")(conversion.path)
     ladder = candidates(fmt, precision, config.quantize, model_type)
     tried, entry, started, out_of_time = [], None, time.monotonic(), None
-    for recipe, options in ladder:
-        spent = time.monotonic() - started
-        if tried and options.search_time is not None and spent >= options.search_time:
-            out_of_time = (f"search time budget spent ({spent:.0f} s of {options.search_time:.0f} s) before "
-                           f"{recipe.name!r}")
-            break
-        try:
-            quantizer = quantizer_for(source.framework, fmt, recipe.precision)
-        except UnsupportedError:
-            if recipe.precision == str(precision):
-                report.warnings.append(f"{fmt} {precision} from {source.framework}: not supported, no artifact made")
-                return None
-            continue
-        for stale in _files(checker, path):
-            stale.unlink(missing_ok=True)
-        label = f"quantize {fmt} {precision}" + (f" ({recipe.name})" if len(ladder) > 1 else "")
-        with timed_step(label, report.stages, progress):
-            qresult = quantizer(conversion, path, calibration, options, evaluation=evaluation)
-            checker.check(path)
-        entry = _entry(fmt, precision, path, source, checker, conversion, qresult.details, qresult.notes,
-                       scheme=qresult.scheme)
-        judge(entry)
-        tried.append(summary(recipe, entry))
-        if entry["parity"]["passed"]:
-            break
+    shipped, slow = None, []  # slow: (latency, index in tried, entry, stashed files) of passes slower than fp32
+    try:
+        for recipe, options in ladder:
+            spent = time.monotonic() - started
+            if tried and options.search_time is not None and spent >= options.search_time:
+                out_of_time = (f"search time budget spent ({spent:.0f} s of {options.search_time:.0f} s) before "
+                               f"{recipe.name!r}")
+                break
+            try:
+                quantizer = quantizer_for(source.framework, fmt, recipe.precision)
+            except UnsupportedError:
+                if recipe.precision == str(precision):
+                    report.warnings.append(f"{fmt} {precision} from {source.framework}: not supported, no artifact made")
+                    return None
+                continue
+            for stale in _files(checker, path):
+                stale.unlink(missing_ok=True)
+            label = f"quantize {fmt} {precision}" + (f" ({recipe.name})" if len(ladder) > 1 else "")
+            with timed_step(label, report.stages, progress):
+                qresult = quantizer(conversion, path, calibration, options, evaluation=evaluation)
+                checker.check(path)
+            entry = _entry(fmt, precision, path, source, checker, conversion, qresult.details, qresult.notes,
+                           scheme=qresult.scheme)
+            judge(entry)
+            tried.append(summary(recipe, entry))
+            if not entry["parity"]["passed"]:
+                continue
+            latency = entry.get("latency_ms")
+            if fp32_ms is None or latency is None or latency <= fp32_ms:
+                shipped = len(tried) - 1
+                break
+            tried[-1].update(latency_ms=latency, slower_than_fp32=True)
+            slow.append((latency, len(tried) - 1, entry, _stash(checker, path, len(tried))))
+        if shipped is None and slow:
+            # Nothing passed at fp32 speed: the fastest recipe that passed ships.
+            _, shipped, entry, stash = min(slow, key=lambda item: item[0])
+            for stale in _files(checker, path):
+                stale.unlink(missing_ok=True)
+            for moved, original in stash:
+                moved.rename(original)
+    finally:
+        for _, _, _, stash in slow:
+            for moved, _ in stash:
+                moved.unlink(missing_ok=True)
     if entry is None:
         return None
     if len(ladder) > 1:
         entry["quantization"]["search"] = tried
-        if entry["parity"]["passed"] and len(tried) > 1:
-            report.warnings.append(f"{entry['id']}: recipe {tried[-1]['recipe']!r} shipped after "
-                                   + "; ".join(f"{t['recipe']!r} failed ({t['failures'][0]})" for t in tried[:-1]))
-        elif not entry["parity"]["passed"]:
+        if shipped is not None:
+            entry["quantization"]["recipe"] = tried[shipped]["recipe"]
+        if shipped is not None and len(tried) > 1:
+            report.warnings.append(
+                f"{entry['id']}: recipe {tried[shipped]['recipe']!r} shipped after " + "; ".join(
+                    f"{t['recipe']!r} " + (f"passed but ran slower than fp32 ({t['latency_ms']:.3f} vs "
+                                           f"{fp32_ms:.3f} ms)" if t["passed"] else f"failed ({t['failures'][0]})")
+                    for i, t in enumerate(tried) if i != shipped))
+        elif shipped is None:
             entry["parity"]["failures"].append(
                 f"every recipe tried failed ({', '.join(t['recipe'] for t in tried)}; see quantization.search)"
                 + (f"; {out_of_time}" if out_of_time else ""))
@@ -303,6 +331,18 @@ def _search(fmt, precision, path, source, checker, conversion, calibration, eval
                                "this artifact is plain post-training int8, judged by the gate")
     report.warnings += [f"{fmt}-{precision}: {note}" for note in entry["notes"]]
     return entry
+
+
+def _stash(checker, path, number) -> list:
+    """Move an artifact's files aside (``.recipe<number>.<name>``) so the next recipe can be written;
+    (moved, original) pairs."""
+    moved = []
+    for original in _files(checker, path):
+        if original.exists():
+            target = original.with_name(f".recipe{number}.{original.name}")
+            original.rename(target)
+            moved.append((target, original))
+    return moved
 
 
 def _qat_artifact(fmt, path, qat, checker, config, example, report, progress):

@@ -1,5 +1,7 @@
 """The int8 recipe search: the first recipe that passes ships; every recipe tried is recorded."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -192,7 +194,7 @@ def test_transformer_graphs_get_the_transformer_ladder(tmp_path):
     """Attention graphs start from dynamic int8 (static int8 of every op collapsed a real MiniLM to
     cosine 0.36), then keep the MatMuls the blame pass ranks worst in float, then try static."""
     import sys
-    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[2] / "samples"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "samples"))
     import encoder
     tokens = encoder.token_batches(32, seq=16, vocab=100)
     report = edgekit.export(encoder.tiny(), calib=tokens, eval=tokens, targets=["onnx"], int8=True,
@@ -206,3 +208,49 @@ def test_transformer_graphs_get_the_transformer_ladder(tmp_path):
     assert [t["scheme"] for t in tried] == ["w8a32-dynamic", "w8a32-dynamic", "w8a32-dynamic", "w8a8-static"]
     kept = [row for row in tried[1]["blame"] if row["kept_fp32"]]
     assert kept and all(row["op"] in ("MatMul", "Gemm") for row in kept)
+
+
+def _fake_search(tmp_path, monkeypatch, figures, fp32_ms):
+    """Run the pipeline's search over a 3-recipe ladder whose quantizers write their recipe's name and
+    whose verdicts and latencies are ``figures`` (passed, ms) per recipe."""
+    from types import SimpleNamespace
+
+    from edgekit import pipeline
+    from edgekit.config import Precision
+    from edgekit.quantize.recipes import Recipe
+    ladder = [(Recipe(name, "int8"), QuantizeOptions()) for name in "abc"]
+    monkeypatch.setattr(pipeline, "candidates", lambda *a: ladder)
+    names = iter("abc")
+    monkeypatch.setattr(pipeline, "quantizer_for", lambda *a: lambda conversion, path, *_, **__: SimpleNamespace(
+        details={}, notes=(), scheme="w8a8-static", written=Path(path).write_text(next(names))))
+    monkeypatch.setattr(pipeline, "_entry", lambda fmt, precision, path, *a, **k: {
+        "id": "onnx-int8", "quantization": {}, "notes": [], "scheme": "w8a8-static", "made": Path(path).read_text()})
+    verdicts = iter(figures)
+
+    def judge(entry):
+        passed, ms = next(verdicts)
+        entry.update(parity={"passed": passed, "failures": [] if passed else ["cosine too low"]}, latency_ms=ms)
+        return entry
+    report = SimpleNamespace(warnings=[], stages=[])
+    path = tmp_path / "model.int8.onnx"
+    entry = pipeline._search("onnx", Precision.INT8, path, SimpleNamespace(framework="torch"),
+                             SimpleNamespace(check=lambda p: None), SimpleNamespace(path=tmp_path / "model.onnx"),
+                             None, None, SimpleNamespace(quantize=QuantizeOptions(model_type="cnn")), report, None,
+                             judge, fp32_ms)
+    return entry, path, report
+
+
+def test_a_recipe_that_passes_slower_than_fp32_does_not_end_the_search(tmp_path, monkeypatch):
+    # a passes at 3 ms, b at 2 ms, c fails; fp32 runs at 1 ms: the fastest that passed (b) ships.
+    entry, path, report = _fake_search(tmp_path, monkeypatch, [(True, 3.0), (True, 2.0), (False, 0.5)], 1.0)
+    assert entry["made"] == "b" and path.read_text() == "b"
+    assert entry["quantization"]["recipe"] == "b"
+    assert [t.get("slower_than_fp32", False) for t in entry["quantization"]["search"]] == [True, True, False]
+    assert sorted(p.name for p in Path(tmp_path).iterdir()) == ["model.int8.onnx"]  # no stashed recipe left
+    assert any("'a' passed but ran slower than fp32 (3.000 vs 1.000 ms)" in w for w in report.warnings)
+    # A recipe that passes at fp32 speed ends the search at once.
+    entry, path, _ = _fake_search(tmp_path, monkeypatch, [(False, 0.5), (True, 0.9), (True, 0.1)], 1.0)
+    assert entry["made"] == "b" and len(entry["quantization"]["search"]) == 2
+    # Without latency figures the first recipe that passes ships.
+    entry, path, _ = _fake_search(tmp_path, monkeypatch, [(True, 3.0), (True, 2.0), (True, 0.5)], None)
+    assert entry["made"] == "a" and path.read_text() == "a"
