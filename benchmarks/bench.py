@@ -91,8 +91,22 @@ def format_rows(name, bundle, report, x1, runs, export_s, peak_mb):
             "size_ratio": int8["size_bytes"] / fp32["size_bytes"], "fp32_ms": lat["fp32"], "int8_ms": lat["int8"],
             "latency_ratio": lat["int8"] / lat["fp32"], "int8_cosine": p.get("cosine"),
             "int8_top1_agreement": p.get("top1_agreement"), "reference_accuracy": p.get("reference_accuracy"),
-            "int8_drop_points": p.get("accuracy_drop"), "export_s": export_s, "export_peak_rss_mb": peak_mb})
+            "int8_drop_points": p.get("accuracy_drop"), "export_s": export_s, "export_peak_rss_mb": peak_mb,
+            "int8_recipe": _recipe(int8)})
     return rows
+
+
+def _recipe_name(entry) -> str:
+    """The int8 recipe that shipped (the scheme when the recipe was pinned)."""
+    quantization = entry.get("quantization", {})
+    return quantization.get("recipe") or next(
+        (t["recipe"] for t in reversed(quantization.get("search") or []) if t["passed"]), entry["scheme"])
+
+
+def _recipe(entry) -> str:
+    """The recipe that shipped and how many were tried."""
+    tried = entry.get("quantization", {}).get("search") or []
+    return f"{_recipe_name(entry)} ({len(tried)} tried)" if tried else _recipe_name(entry)
 
 
 def wrapper_overhead_us(model_path, x1, runs=3000):
@@ -408,7 +422,7 @@ def bench_profiles(work: Path) -> list:
             fp32, int8 = arts.get(f"{fmt}-fp32"), arts.get(f"{fmt}-int8")
             if not (fp32 and int8):
                 continue
-            search = int8["quantization"].get("search") or [{"recipe": "as configured"}]
+            search = int8["quantization"].get("search") or []
             search_s = sum(st["seconds"] for st in report.stages
                            if st["stage"].startswith(f"quantize {fmt} int8") or st["stage"] == f"verify {fmt}-int8")
             profiles = int8["parity"].get("profiles") or {int8["parity"].get("profile"): int8["parity"]}
@@ -416,7 +430,7 @@ def bench_profiles(work: Path) -> list:
             for profile, figures in profiles.items():
                 native = how.get(profile) == "native" and profile == host_profile()
                 rows.append({"model": name, "format": fmt, "profile": profile, "how": how.get(profile),
-                             "recipe": search[-1]["recipe"], "recipes_tried": len(search),
+                             "recipe": _recipe_name(int8), "recipes_tried": max(1, len(search)),
                              "passed": figures.get("passed"), "cosine": figures.get("cosine"),
                              "cosine_min": figures.get("cosine_min"), "drop_points": figures.get("accuracy_drop"),
                              "size_ratio": int8["size_bytes"] / fp32["size_bytes"],
