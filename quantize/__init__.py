@@ -23,6 +23,9 @@ QUANTIZERS.register(("onnx", "fp16"), "edgekit.quantize.onnx_fp16:quantize",
                     requires=("onnx", "onnxruntime"), extra="onnx")
 QUANTIZERS.register(("onnx", "dynamic"), "edgekit.quantize.onnx_int8:quantize_dynamic_int8",
                     requires=("onnx", "onnxruntime"), extra="onnx")
+# A recipe of the transformer int8 ladder (not a precision): NNCF's static transformer scheme.
+QUANTIZERS.register(("onnx", "static-transformer"), "edgekit.quantize.onnx_nncf:quantize_transformer",
+                    requires=("onnx", "onnxruntime", "nncf"), extra="nncf")
 # "selective" is a recipe of the int8 ladder (int8 with the noisiest ops in float), not a precision.
 for _precision in ("fp16", "dynamic", "int8", "int16x8", "selective"):
     QUANTIZERS.register(("tf", "tflite", _precision), f"edgekit.quantize.tflite_tf:quantize_{_precision}",

@@ -29,7 +29,7 @@ from .bundle import check_output_dir, output_lock, staged_bundle
 from .compress import prune_stage, qat_stage
 from .config import CALIBRATED, ExportConfig, Precision, QuantizeOptions
 from .data import Dataset, check_calibration, load_data, validate
-from .errors import ConfigError, InputError, ParityError, UnsupportedError
+from .errors import ConfigError, InputError, ParityError, QuantizationError, UnsupportedError
 from .parity import output_kinds
 from .profiles import checkable, not_verified_warnings
 from .report import Report
@@ -264,7 +264,8 @@ def _search(fmt, precision, path, source, checker, conversion, calibration, eval
         model_type = getattr(checker, "model_type", lambda _: "cnn")(conversion.path)
     ladder = candidates(fmt, precision, config.quantize, model_type)
     tried, entry, started, out_of_time = [], None, time.monotonic(), None
-    shipped, slow = None, []  # slow: (latency, index in tried, entry, stashed files) of passes slower than fp32
+    shipped, slow, last_failed, failed_quantizing = None, [], None, []  # slow: (latency, index in tried, entry)
+    files = _RecipeFiles(checker, path)
     try:
         for recipe, options in ladder:
             spent = time.monotonic() - started
@@ -279,35 +280,46 @@ def _search(fmt, precision, path, source, checker, conversion, calibration, eval
                     report.warnings.append(f"{fmt} {precision} from {source.framework}: not supported, no artifact made")
                     return None
                 continue
-            for stale in _files(checker, path):
-                stale.unlink(missing_ok=True)
             label = f"quantize {fmt} {precision}" + (f" ({recipe.name})" if len(ladder) > 1 else "")
-            with timed_step(label, report.stages, progress):
-                qresult = quantizer(conversion, path, calibration, options, evaluation=evaluation)
-                checker.check(path)
+            files.clear()
+            try:
+                with timed_step(label, report.stages, progress):
+                    qresult = quantizer(conversion, path, calibration, options, evaluation=evaluation)
+                    checker.check(path)
+            except QuantizationError as exc:
+                files.clear()
+                if len(ladder) == 1:
+                    raise
+                # One recipe's quantizer failing on this graph is that recipe's failure, not the search's.
+                tried.append({"recipe": recipe.name, "scheme": None, "passed": False,
+                              "failures": [f"quantization failed: {exc}"]})
+                failed_quantizing.append(exc)
+                continue
             entry = _entry(fmt, precision, path, source, checker, conversion, qresult.details, qresult.notes,
                            scheme=qresult.scheme)
             judge(entry)
             tried.append(summary(recipe, entry))
+            index = len(tried) - 1
             if not entry["parity"]["passed"]:
+                files.drop(last_failed)
+                last_failed = files.keep(index)  # the artifact a failed export leaves for inspection
                 continue
             latency = entry.get("latency_ms")
             if fp32_ms is None or latency is None or latency <= fp32_ms:
-                shipped = len(tried) - 1
+                shipped = index
                 break
             tried[-1].update(latency_ms=latency, slower_than_fp32=True)
-            slow.append((latency, len(tried) - 1, entry, _stash(checker, path, len(tried))))
+            slow.append((latency, files.keep(index), entry))
+        if entry is None and failed_quantizing:
+            raise failed_quantizing[0]
         if shipped is None and slow:
             # Nothing passed at fp32 speed: the fastest recipe that passed ships.
-            _, shipped, entry, stash = min(slow, key=lambda item: item[0])
-            for stale in _files(checker, path):
-                stale.unlink(missing_ok=True)
-            for moved, original in stash:
-                moved.rename(original)
+            _, shipped, entry = min(slow, key=lambda item: item[0])
+            files.restore(shipped)
+        elif shipped is None and last_failed is not None:
+            files.restore(last_failed)
     finally:
-        for _, _, _, stash in slow:
-            for moved, _ in stash:
-                moved.unlink(missing_ok=True)
+        files.close()
     if entry is None:
         return None
     if len(ladder) > 1:
@@ -333,16 +345,39 @@ def _search(fmt, precision, path, source, checker, conversion, calibration, eval
     return entry
 
 
-def _stash(checker, path, number) -> list:
-    """Move an artifact's files aside (``.recipe<number>.<name>``) so the next recipe can be written;
-    (moved, original) pairs."""
-    moved = []
-    for original in _files(checker, path):
-        if original.exists():
-            target = original.with_name(f".recipe{number}.{original.name}")
-            original.rename(target)
-            moved.append((target, original))
-    return moved
+class _RecipeFiles:
+    """The files of the recipes one search made: the newest at the artifact's path, those kept for
+    later (passed but slower than fp32; the last that failed) moved aside as ``.recipe<N>.<name>``."""
+
+    def __init__(self, checker, path: Path):
+        self._checker, self._path, self._kept = checker, Path(path), {}
+
+    def clear(self):
+        for stale in _files(self._checker, self._path):
+            stale.unlink(missing_ok=True)
+
+    def keep(self, key):
+        """Move the newest recipe's files aside under ``key``; returns ``key``."""
+        self._kept[key] = []
+        for original in _files(self._checker, self._path):
+            if original.exists():
+                moved = original.with_name(f".recipe{key}.{original.name}")
+                original.rename(moved)
+                self._kept[key].append((moved, original))
+        return key
+
+    def restore(self, key):
+        self.clear()
+        for moved, original in self._kept.pop(key):
+            moved.rename(original)
+
+    def drop(self, key):
+        for moved, _ in self._kept.pop(key, []):
+            moved.unlink(missing_ok=True)
+
+    def close(self):
+        for key in list(self._kept):
+            self.drop(key)
 
 
 def _qat_artifact(fmt, path, qat, checker, config, example, report, progress):

@@ -8,7 +8,7 @@ import torch
 
 import edgekit
 from edgekit.config import QuantizeOptions, parse_tolerance_overrides
-from edgekit.errors import ParityError
+from edgekit.errors import ParityError, QuantizationError
 
 
 def _mlp():
@@ -204,15 +204,28 @@ def test_transformer_graphs_get_the_transformer_ladder(tmp_path):
     with pytest.raises(ParityError) as failed:
         edgekit.export(encoder.tiny(), calib=tokens, eval=tokens, targets=["onnx"], int8=True, out=tmp_path / "no",
                        measure_latency=False, tolerances=parse_tolerance_overrides(["int8.min_cosine=1"]))
-    tried = _int8(failed.value.report)["quantization"]["search"]
+    int8 = _int8(failed.value.report)
+    tried = int8["quantization"]["search"]
     assert [t["scheme"] for t in tried] == ["w8a32-dynamic", "w8a32-dynamic", "w8a32-dynamic", "w8a8-static"]
+    # The static rung is NNCF's transformer scheme: attention's activation x activation MatMuls and the
+    # embedding Gather float, its int8 activations moved to uint8 for onnxruntime's x86 kernels.
+    assert tried[3]["recipe"].startswith("static int8, NNCF transformer scheme")
+    assert int8["quantization"]["activation_pairs_to_uint8"] > 0 and tried[3]["cosine"] > 0.99
+    kept = int8["quantization"]["nodes_kept_fp32"]
+    assert any("matmul" in n.lower() for n in kept) and any("embedding" in n.lower() or "gather" in n.lower()
+                                                              for n in kept), kept
+    import onnx
+    graph = onnx.load(str(Path(failed.value.report.output) / "model.int8.onnx")).graph
+    zero_points = {i.name: i.data_type for i in graph.initializer}
+    assert all(zero_points[n.input[2]] == onnx.TensorProto.UINT8 for n in graph.node
+               if n.op_type == "QuantizeLinear" and len(n.input) > 2)
     kept = [row for row in tried[1]["blame"] if row["kept_fp32"]]
     assert kept and all(row["op"] in ("MatMul", "Gemm") for row in kept)
 
 
 def _fake_search(tmp_path, monkeypatch, figures, fp32_ms):
     """Run the pipeline's search over a 3-recipe ladder whose quantizers write their recipe's name and
-    whose verdicts and latencies are ``figures`` (passed, ms) per recipe."""
+    whose verdicts and latencies are ``figures`` (passed, ms) per recipe ("raise": its quantizer fails)."""
     from types import SimpleNamespace
 
     from edgekit import pipeline
@@ -220,12 +233,19 @@ def _fake_search(tmp_path, monkeypatch, figures, fp32_ms):
     from edgekit.quantize.recipes import Recipe
     ladder = [(Recipe(name, "int8"), QuantizeOptions()) for name in "abc"]
     monkeypatch.setattr(pipeline, "candidates", lambda *a: ladder)
-    names = iter("abc")
-    monkeypatch.setattr(pipeline, "quantizer_for", lambda *a: lambda conversion, path, *_, **__: SimpleNamespace(
-        details={}, notes=(), scheme="w8a8-static", written=Path(path).write_text(next(names))))
+    names, verdicts = iter("abc"), iter(figures)
+
+    def quantizer(conversion, path, *_, **__):
+        name = next(names)
+        if figures[ord(name) - ord("a")] == "raise":
+            next(verdicts)
+            Path(path).write_text("partial")
+            raise QuantizationError(f"{name} cannot quantize this graph")
+        Path(path).write_text(name)
+        return SimpleNamespace(details={}, notes=(), scheme="w8a8-static")
+    monkeypatch.setattr(pipeline, "quantizer_for", lambda *a: quantizer)
     monkeypatch.setattr(pipeline, "_entry", lambda fmt, precision, path, *a, **k: {
         "id": "onnx-int8", "quantization": {}, "notes": [], "scheme": "w8a8-static", "made": Path(path).read_text()})
-    verdicts = iter(figures)
 
     def judge(entry):
         passed, ms = next(verdicts)
@@ -254,3 +274,16 @@ def test_a_recipe_that_passes_slower_than_fp32_does_not_end_the_search(tmp_path,
     # Without latency figures the first recipe that passes ships.
     entry, path, _ = _fake_search(tmp_path, monkeypatch, [(True, 3.0), (True, 2.0), (True, 0.5)], None)
     assert entry["made"] == "a" and path.read_text() == "a"
+
+
+def test_a_recipe_whose_quantizer_fails_is_a_failed_recipe(tmp_path, monkeypatch):
+    entry, path, _ = _fake_search(tmp_path, monkeypatch, [(False, 0.5), "raise", (True, 0.5)], 1.0)
+    tried = entry["quantization"]["search"]
+    assert entry["made"] == "c" and [t["passed"] for t in tried] == [False, False, True]
+    assert tried[1]["failures"] == ["quantization failed: b cannot quantize this graph"]
+    # Nothing passes and the last quantizer fails: the last artifact made (b's) is what stays, named as such.
+    entry, path, _ = _fake_search(tmp_path, monkeypatch, [(False, 0.5), (False, 0.4), "raise"], 1.0)
+    assert entry["made"] == "b" and path.read_text() == "b" and not entry["parity"]["passed"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.int8.onnx"]
+    with pytest.raises(QuantizationError, match="a cannot"):
+        _fake_search(tmp_path, monkeypatch, ["raise", "raise", "raise"], 1.0)
