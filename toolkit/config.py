@@ -4,7 +4,7 @@ import math
 from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
 
-from .errors import ConfigError
+from .errors import ConfigError, did_you_mean
 
 
 class Precision(StrEnum):
@@ -31,7 +31,8 @@ def _enum(cls, value, name):
     try:
         return cls(value)
     except ValueError:
-        raise ConfigError(f"{name}: got {value!r}, expected one of {[m.value for m in cls]}") from None
+        choices = [m.value for m in cls]
+        raise ConfigError(f"{name}: got {value!r}, expected one of {choices}{did_you_mean(value, choices)}") from None
 
 
 @dataclass(frozen=True, kw_only=True)

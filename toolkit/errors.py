@@ -56,3 +56,11 @@ class ParityError(EdgekitError):
 
 class NothingEvaluatedError(EdgekitError):
     """A gate had nothing to evaluate (no artifact, no sample): never a silent pass."""
+
+
+def did_you_mean(value, choices) -> str:
+    """" (did you mean 'x'?)" for the closest of ``choices`` to a mistyped ``value``, else ""."""
+    import difflib
+    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+

@@ -7,6 +7,7 @@ write the bundle atomically.
 Each stage is a function of plain values; ``export`` only sequences them.
 """
 
+import dataclasses
 import json
 import logging
 import math
@@ -29,7 +30,7 @@ from .bundle import check_output_dir, output_lock, staged_bundle
 from .compress import prune_stage, qat_stage
 from .config import CALIBRATED, ExportConfig, Precision, QuantizeOptions
 from .data import Dataset, check_calibration, load_data, validate
-from .errors import ConfigError, InputError, ParityError, QuantizationError, UnsupportedError
+from .errors import ConfigError, InputError, ParityError, QuantizationError, UnsupportedError, did_you_mean
 from .parity import output_kinds
 from .profiles import checkable, not_verified_warnings
 from .report import Report
@@ -52,16 +53,24 @@ def export(model, example_inputs=None, *, calib=None, eval=None, targets=("onnx"
     Returns the Report; raises ParityError (with the report) when an artifact fails its tolerance,
     after keeping the failing candidate bundle at ``OUT.rejected``.
     """
+    loose = {name: value for name, value in (("targets", targets if targets != ("onnx",) else None),
+                                             ("int8", int8 or None), ("fp16", fp16 or None),
+                                             ("precisions", precisions), ("quantize", quantize)) if value is not None}
+    if config is not None and (loose or options):
+        raise ConfigError(f"config= holds every export option; also given: {', '.join([*loose, *options])} "
+                          "(put them in the ExportConfig, e.g. dataclasses.replace(config, ...))")
     if config is None:
+        fields = {f.name for f in dataclasses.fields(ExportConfig)}
+        unknown = [name for name in options if name not in fields]
+        if unknown:
+            raise ConfigError(f"unknown export option(s): {', '.join(unknown)}"
+                              + "".join(did_you_mean(name, sorted(fields)) for name in unknown))
         precisions = list(precisions or []) + ([Precision.FP16] if fp16 else []) + ([Precision.INT8] if int8 else [])
-        try:
-            config = ExportConfig(targets=tuple(targets) if not isinstance(targets, str) else targets,
-                                  precisions=tuple(precisions), quantize=quantize or QuantizeOptions(), **options)
-        except TypeError as exc:
-            raise ConfigError(f"unknown export option: {exc}") from exc
+        config = ExportConfig(targets=tuple(targets) if not isinstance(targets, str) else targets,
+                              precisions=tuple(precisions), quantize=quantize or QuantizeOptions(), **options)
     for fmt in config.targets:
         if fmt not in FORMATS:
-            raise ConfigError(f"target {fmt!r}: expected one of {sorted(FORMATS)}")
+            raise ConfigError(f"target {fmt!r}: expected one of {sorted(FORMATS)}{did_you_mean(fmt, FORMATS)}")
     runners, not_verified = checkable(config.target_cpu, config.emulation)
     out = check_output_dir(Path(out))
     with output_lock(out):  # one export per output folder; held until the bundle is in place

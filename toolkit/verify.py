@@ -18,7 +18,7 @@ from edgekit.runtime._manifest import artifact_path
 
 from .config import DEFAULT_TOLERANCES, VERIFY_TIMEOUT_S, Precision, check_timeout
 from .data import ImagePreprocess, load_data, validate
-from .errors import InputError, NothingEvaluatedError, ParityError
+from .errors import ConfigError, InputError, NothingEvaluatedError, ParityError, did_you_mean
 from .parity import compare, judge, token_mask
 from .profiles import HOST, checkable, default_targets, not_verified_warnings
 from .reference import ReferenceOutputs
@@ -139,6 +139,11 @@ def verify(bundle, eval, *, tolerances=None, artifacts=None, latency=False, prog
         manifest = ekr.read_manifest(bundle)  # parsed once: every artifact is selected from it
     except ekr.ModelLoadError as exc:
         raise InputError(str(exc)) from exc
+    ids = [e["id"] for e in manifest["artifacts"]]
+    unknown = [a for a in artifacts or [] if a not in ids]
+    if unknown:
+        raise ConfigError(f"--artifact {', '.join(unknown)}: not in {bundle}"
+                          + "".join(did_you_mean(a, ids) for a in unknown) + f"; its artifacts: {', '.join(ids)}")
     recorded = manifest.get("target_cpu", {}).get("requested") if isinstance(manifest.get("target_cpu"), dict) else None
     runners, not_verified = checkable(target_cpu or recorded or default_targets(), emulation)
     specs = [ekr.TensorInfo.from_dict(d) for d in manifest["inputs"]]

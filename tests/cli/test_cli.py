@@ -29,6 +29,10 @@ def test_export_verify_info_round_trip(tmp_path, digits_files, capsys):
     assert main(["verify", str(out), "--eval", str(digits_files["eval"]), "--junit", str(junit)]) == 0
     suite = ET.parse(junit).getroot()
     assert suite.get("tests") == "3" and suite.get("failures") == "0"
+    # Each case's time is how long its verification took (not a batch-1 latency); its output is JSON.
+    for case in suite.iter("testcase"):
+        assert float(case.get("time")) > 0.001
+        assert "cosine" in json.loads(case.find("system-out").text)
     assert main(["info", str(out)]) == 0
     info = capsys.readouterr().out
     assert "Nx1x8x8" in info and "w8a8-static" in info
@@ -75,8 +79,30 @@ def test_verify_usage_errors(digits_bundle, digits_files, tmp_path, capsys):
     assert main(["verify", str(tmp_path), "--eval", str(digits_files["eval"])]) == 2
     assert main(["verify", str(digits_bundle[0]), "--eval", str(digits_files["calib"])]) == 2
     assert "not the data the reference" in capsys.readouterr().err
-    assert main(["verify", str(digits_bundle[0]), "--eval", str(digits_files["eval"]), "--artifact", "x"]) == 4
+    # An unknown artifact id is a usage error that lists the bundle's ids, before any work.
+    assert main(["verify", str(digits_bundle[0]), "--eval", str(digits_files["eval"]), "--artifact", "x"]) == 2
+    assert "its artifacts: onnx-fp32, onnx-int8" in capsys.readouterr().err
+    assert main(["verify", str(digits_bundle[0]), "--eval", str(digits_files["eval"]), "--artifact", "onnx-int9"]) == 2
+    assert "did you mean 'onnx-int8'" in capsys.readouterr().err
     assert main(["verify"]) == 2
+
+
+def test_an_unknown_option_shows_the_subcommands_usage_and_the_closest_option(capsys):
+    assert main(["export", "m.onnx", "--out", "o", "--int9"]) == 2
+    err = capsys.readouterr().err
+    assert "usage: edgekit export" in err and "unrecognized arguments: --int9 (did you mean '--int8'?)" in err
+    assert main(["verify", "b", "--eval", "e.npz", "--junti", "j.xml"]) == 2
+    assert "usage: edgekit verify" in capsys.readouterr().err
+
+
+def test_a_closed_output_pipe_is_not_an_internal_error(digits_bundle):
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen([sys.executable, "-m", "edgekit", "info", str(digits_bundle[0])],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc.stdout.close()  # the reader is gone before edgekit writes (as `| head` after its lines)
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141, err
+    assert "internal error" not in err and "BrokenPipeError" not in err and "Exception ignored" not in err
 
 
 @pytest.mark.parametrize("mutate, message", [

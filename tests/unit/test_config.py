@@ -52,3 +52,20 @@ def test_tolerance_overrides():
 def test_bad_tolerance_override(item):
     with pytest.raises(ConfigError):
         parse_tolerance_overrides([item])
+
+
+def test_export_options_are_given_one_way_and_typos_are_named(tmp_path):
+    """config= holds every option: loose options beside it were silently dropped; an unknown keyword
+    is an unknown option (with the closest field), and nothing else is relabelled as one."""
+    import edgekit
+    with pytest.raises(ConfigError, match="also given: int8"):
+        edgekit.export("m.onnx", config=ExportConfig(), int8=True, out=tmp_path / "o")
+    with pytest.raises(ConfigError, match="also given: seed"):
+        edgekit.export("m.onnx", config=ExportConfig(), seed=3, out=tmp_path / "o")
+    with pytest.raises(ConfigError, match=r"unknown export option\(s\): sead \(did you mean 'seed'\?\)"):
+        edgekit.export("m.onnx", sead=3, out=tmp_path / "o")
+    with pytest.raises(ConfigError, match=r"target 'onxx'.*did you mean 'onnx'"):
+        edgekit.export("m.onnx", targets=["onxx"], out=tmp_path / "o")
+    with pytest.raises(ConfigError, match="did you mean 'cuda'"):
+        ExportConfig(reference_device="cudaa")
+    assert not (tmp_path / "o").exists()

@@ -7,6 +7,7 @@ Exit codes (documented in the README):
     3  internal error: a converter/quantizer failed, or a bug
     4  nothing evaluated
   130  interrupted
+  141  the output was closed early (``edgekit info DIR | head``), as a program killed by SIGPIPE
 """
 
 import argparse
@@ -21,6 +22,7 @@ from . import export_cmd, info_cmd, verify_cmd
 from ._common import printable
 
 EXIT_PASS, EXIT_REGRESSION, EXIT_USAGE, EXIT_INTERNAL, EXIT_NOTHING, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+EXIT_PIPE = 141
 COMMANDS = (export_cmd, verify_cmd, info_cmd)
 
 
@@ -47,7 +49,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         command.register(sub)
+    parser.set_defaults(commands=sub.choices)
     return parser
+
+
+def _parse(parser, argv):
+    """Parse; an unknown option is reported by its subcommand's parser (its usage, not the top
+    level's), with the closest option it has."""
+    from edgekit.errors import did_you_mean
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        command = args.commands[args.command]
+        flags = [flag for action in command._actions for flag in action.option_strings]  # noqa: SLF001
+        hint = did_you_mean(extra[0].split("=")[0], flags) if extra[0].startswith("-") else ""
+        command.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
+    return args
 
 
 def _terminate(signum, frame):
@@ -58,7 +74,7 @@ def _terminate(signum, frame):
 def main(argv=None) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = _parse(parser, argv)
     except SystemExit as exc:
         return EXIT_USAGE if exc.code else EXIT_PASS
     level = logging.DEBUG if args.verbose else logging.ERROR if args.quiet else logging.WARNING
@@ -68,7 +84,13 @@ def main(argv=None) -> int:
         logging.getLogger(noisy).setLevel(max(level, logging.ERROR))
     signal.signal(signal.SIGTERM, _terminate)
     try:
-        return args.run(args)
+        code = args.run(args)
+        sys.stdout.flush()  # here, so that a closed pipe is met inside the try
+        return code
+    except BrokenPipeError:
+        # The reader went away (``| head``): nothing to report, and nothing more to write.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_PIPE
     except KeyboardInterrupt:
         print("edgekit: interrupted; no bundle was changed", file=sys.stderr)
         return EXIT_INTERRUPTED

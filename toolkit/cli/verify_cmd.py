@@ -1,5 +1,7 @@
 """``edgekit verify DIR --eval DATA``: the CI gate on an existing bundle."""
 
+import json
+
 from ._common import Progress, add_common, add_isolation, add_profiles, add_tolerance, print_report
 
 
@@ -32,6 +34,7 @@ def write_junit(path, report=None, error=None):
     suite = ET.Element("testsuite", name="edgekit.verify")
     cases = 0
     failures = 0
+    seconds = {stage["stage"]: stage.get("seconds", 0) for stage in (report.stages if report else [])}
     for entry in (report.artifacts if report else []):
         parity = entry["parity"]
         per_output = parity.get("per_output", {})
@@ -40,8 +43,10 @@ def write_junit(path, report=None, error=None):
         for output in names:
             cases += 1
             name = entry["id"] if output is None else f"{entry['id']}::{output}"
+            # The artifact's case takes the time its verification took; its outputs' cases none (the
+            # same run judged them).
             case = ET.SubElement(suite, "testcase", classname="edgekit.parity", name=_xml_text(name),
-                                 time=str((entry.get("latency_ms") or 0) / 1000))
+                                 time=str(seconds.get(f"verify {entry['id']}", 0) if output is None else 0))
             failed = [f for f in parity["failures"] if output is None or f.startswith(f"{output}: ")]
             if failed:
                 failures += 1
@@ -53,7 +58,7 @@ def write_junit(path, report=None, error=None):
                                                   "top1_agreement") if k in source}
                 if output is None and entry.get("verified_on"):
                     metrics["verified_on"] = [f"{v['profile']} ({v['how']})" for v in entry["verified_on"]]
-                ET.SubElement(case, "system-out").text = _xml_text(metrics)
+                ET.SubElement(case, "system-out").text = _xml_text(json.dumps(metrics, default=str))
     errors = 0
     if error is not None:
         errors = 1
