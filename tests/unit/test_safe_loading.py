@@ -247,9 +247,25 @@ def test_broken_source_model_files_are_usage_errors_without_output(tmp_path, dig
 def test_broken_weights_files_are_usage_errors(tmp_path, digits_files, capsys):
     from edgekit.cli.main import main
     good = (digits_files["weights"]).read_bytes()
-    for name, content in (("zero.pt", b""), ("half.pt", good[: len(good) // 2]), ("text.pt", b"not a checkpoint")):
-        (tmp_path / name).write_bytes(content)
+    np.savez(tmp_path / "arrays.npz", w=np.zeros(3))
+    cases = (("zero.pt", b"", "is an empty file"), ("half.pt", good[: len(good) // 2], "is a damaged zip file"),
+             ("text.pt", b"not a checkpoint", "is a text file (starting 'not a checkpoint')"),
+             ("arrays.npz", None, "is a NumPy .npz archive; expected a PyTorch state_dict"))
+    for name, content, message in cases:
+        if content is not None:
+            (tmp_path / name).write_bytes(content)
         assert main(["export", digits_files["factory"], "--weights", str(tmp_path / name), "--eval",
                      str(digits_files["eval"]), "--out", str(tmp_path / "b")]) == 2
-        assert "weights_only=True" in capsys.readouterr().err
+        assert message in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
+
+
+def test_a_data_file_that_is_not_what_its_name_says_is_named(tmp_path, digits_files, capsys):
+    from edgekit.cli.main import main
+    (tmp_path / "notes.npz").write_text("x,y\n1,2\n")
+    np.save(tmp_path / "array.npy", np.zeros((4, 1, 8, 8), np.float32))
+    (tmp_path / "array.npz").write_bytes((tmp_path / "array.npy").read_bytes())
+    for name, message in (("notes.npz", "is a text file (starting 'x,y')"), ("array.npz", "is a NumPy .npy array")):
+        assert main(["export", digits_files["factory"], "--weights", str(digits_files["weights"]), "--eval",
+                     str(tmp_path / name), "--out", str(tmp_path / "b")]) == 2
+        assert message in capsys.readouterr().err

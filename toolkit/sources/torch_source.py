@@ -177,8 +177,13 @@ def _load_weights(module, path: Path):
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError... for bad files
+        from edgekit._filekind import describe
+        kind = describe(path)
+        if kind and "PyTorch" not in kind and "pickle" not in kind:
+            raise InputError(f"weights: {path} is {kind}; expected a PyTorch state_dict saved with "
+                             "torch.save(model.state_dict(), 'weights.pt')") from exc
         raise InputError(f"cannot load weights {path} with weights_only=True (only tensors and plain "
-                         f"containers are allowed): {type(exc).__name__}: {exc}") from None
+                         f"containers are allowed): {type(exc).__name__}: {exc}") from exc
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
