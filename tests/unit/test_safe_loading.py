@@ -132,7 +132,6 @@ def test_mutated_model_files_give_clean_errors_never_crashes(tmp_path, openvino_
 
 
 def _external_model(folder, location):
-    import onnx
     from onnx import TensorProto, helper
     weight = helper.make_tensor("w", TensorProto.FLOAT, [4, 4], np.ones(16, np.float32))
     weight.data_location = TensorProto.EXTERNAL
