@@ -18,7 +18,8 @@ class Report:
 
     @property
     def passed(self) -> bool:
-        return (bool(self.artifacts) and all(a["parity"]["passed"] for a in self.artifacts)
+        return (bool(self.artifacts) and all(a["parity"]["passed"] or a["parity"].get("skipped")
+                                             for a in self.artifacts)
                 and all(row.get("passed", True) for row in self.compression))
 
     @property
@@ -110,7 +111,7 @@ def _row(name, precision, size, latency, p, sparsity, gzip_size) -> dict:
         "SQNR": f"{p['sqnr_db']:.1f} dB" if "sqnr_db" in p and math.isfinite(p["sqnr_db"]) else (
             "inf" if "sqnr_db" in p else "-"),
         "sparsity": f"{sparsity * 100:.1f}%" if sparsity is not None else "-",
-        "result": "PASS" if p.get("passed", True) else "FAIL",
+        "result": "SKIP" if p.get("skipped") else "PASS" if p.get("passed", True) else "FAIL",
     }
 
 

@@ -18,7 +18,8 @@ from edgekit.runtime._manifest import artifact_path
 
 from .config import DEFAULT_TOLERANCES, VERIFY_TIMEOUT_S, Precision, check_timeout
 from .data import ImagePreprocess, load_data, validate
-from .errors import ConfigError, InputError, NothingEvaluatedError, ParityError, did_you_mean
+from .errors import (ConfigError, InputError, MissingDependencyError, NothingEvaluatedError, ParityError,
+                     did_you_mean)
 from .parity import compare, judge, token_mask
 from .profiles import HOST, checkable, default_targets, not_verified_warnings
 from .reference import ReferenceOutputs
@@ -124,12 +125,14 @@ def combine_profiles(verdicts) -> dict:
 
 
 def verify(bundle, eval, *, tolerances=None, artifacts=None, latency=False, progress=None, isolate=True,
-           timeout=VERIFY_TIMEOUT_S, target_cpu=None, emulation="auto") -> Report:
+           timeout=VERIFY_TIMEOUT_S, target_cpu=None, emulation="auto", require=()) -> Report:
     """Re-run parity of an existing bundle on ``eval`` against its stored reference outputs.
 
     Each artifact runs in an isolated child process (``isolate``), within ``timeout`` seconds, on
     each CPU profile of ``target_cpu`` (default: those the bundle was exported for; see
     ``edgekit.profiles``), natively or emulated.
+    An artifact whose engine is not installed here is skipped (reported, not failed) unless its
+    format is in ``require``, which makes the missing engine an error.
     Raises ParityError (carrying the report) when an artifact fails, InputError when
     the eval data is not the data the reference was computed on.
     """
@@ -175,7 +178,14 @@ def verify(bundle, eval, *, tolerances=None, artifacts=None, latency=False, prog
             try:
                 file = artifact_path(bundle, entry, check_hash=True)
                 ekr.backends.backend_for(file)  # the engine is installed
-            except (ekr.ModelLoadError, ekr.BackendUnavailableError) as exc:
+            except ekr.BackendUnavailableError as exc:
+                # A runner without this format's engine cannot check it: not a regression, unless
+                # the format is one this runner must check.
+                if entry["format"] in (require or ()):
+                    raise MissingDependencyError(f"{entry['id']}: {exc} (--require {entry['format']})") from exc
+                entry["parity"] = {"passed": None, "skipped": f"engine not installed: {exc}", "failures": []}
+                report.warnings.append(f"{entry['id']} not verified here: {exc}")
+            except ekr.ModelLoadError as exc:
                 entry["parity"] = {"passed": False, "failures": [f"cannot load: {exc}"]}
             else:
                 own = entry.get("reference")  # artifacts of a QAT model: that model's outputs
@@ -186,6 +196,9 @@ def verify(bundle, eval, *, tolerances=None, artifacts=None, latency=False, prog
                          timeout=timeout, kinds=manifest.get("output_kinds"), runners=runners,
                          not_verified=not_verified)
         report.artifacts.append(entry)
+    if all(a["parity"].get("skipped") for a in report.artifacts):
+        raise NothingEvaluatedError(f"no artifact of {bundle} could be verified here: "
+                                    + "; ".join(a["parity"]["skipped"] for a in report.artifacts))
     if not report.passed:
         raise ParityError("parity failed: " + "; ".join(report.failures), report)
     return report

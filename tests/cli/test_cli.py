@@ -297,3 +297,28 @@ def test_json_output_reports_failures_too(tmp_path, digits_files, capsys):
     assert report == {"command": "export", "passed": False, "exit_code": 2,
                       "error": {"type": "InputError", "message": report["error"]["message"]}}
     assert "missing.pt does not exist" in report["error"]["message"]
+
+
+def test_a_runner_without_an_engine_skips_its_artifacts_unless_required(openvino_bundle, digits_files, tmp_path,
+                                                                        monkeypatch, capsys):
+    """A slim runner (say only edgekit[onnx]) cannot run IR artifacts: skipped and reported, not a
+    regression; --require openvino makes the missing engine an error."""
+    import edgekit.runtime as ekr
+    real = ekr.backends.backend_for
+
+    def slim(path, backend="auto"):
+        if str(path).endswith(".xml"):
+            raise ekr.BackendUnavailableError("backend 'openvino' needs the 'openvino' package")
+        return real(path, backend)
+    monkeypatch.setattr(ekr.backends, "backend_for", slim)
+    junit = tmp_path / "j.xml"
+    args = ["verify", str(openvino_bundle), "--eval", str(digits_files["eval"]), "--junit", str(junit)]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert "SKIP" in captured.out and "openvino-int8 not verified here" in captured.err
+    suite = ET.parse(junit).getroot()
+    skipped = [c.get("name") for c in suite.iter("testcase") if c.find("skipped") is not None]
+    assert sorted(skipped) == ["openvino-fp32", "openvino-int8"] and suite.get("failures") == "0"
+    assert main(args + ["--require", "openvino"]) == 2
+    assert "--require openvino" in capsys.readouterr().err
+    assert main(args + ["--artifact", "openvino-int8"]) == 4  # nothing could be checked here

@@ -13,6 +13,9 @@ def register(sub):
     p.add_argument("bundle", metavar="DIR")
     p.add_argument("--eval", required=True, metavar="DATA", help="the eval data the bundle was exported with")
     p.add_argument("--artifact", action="append", metavar="ID", help="only these artifacts (e.g. onnx-int8)")
+    p.add_argument("--require", action="append", default=[], choices=["onnx", "tflite", "openvino"],
+                   metavar="FORMAT", help="fail (exit 2) when this format's engine is not installed here; without "
+                                          "it such artifacts are skipped and reported")
     add_tolerance(p)
     p.add_argument("--latency", action="store_true", help="also measure batch-1 latency")
     add_profiles(p, "default: the profiles the bundle was exported for")
@@ -48,7 +51,9 @@ def write_junit(path, report=None, error=None):
             case = ET.SubElement(suite, "testcase", classname="edgekit.parity", name=_xml_text(name),
                                  time=str(seconds.get(f"verify {entry['id']}", 0) if output is None else 0))
             failed = [f for f in parity["failures"] if output is None or f.startswith(f"{output}: ")]
-            if failed:
+            if parity.get("skipped"):
+                ET.SubElement(case, "skipped", message=_xml_text(parity["skipped"]))
+            elif failed:
                 failures += 1
                 text = [_xml_text(f) for f in failed]
                 ET.SubElement(case, "failure", message="; ".join(text)).text = "\n".join(text)
@@ -68,6 +73,7 @@ def write_junit(path, report=None, error=None):
     suite.set("tests", str(cases))
     suite.set("failures", str(failures))
     suite.set("errors", str(errors))
+    suite.set("skipped", str(sum(1 for a in (report.artifacts if report else []) if a["parity"].get("skipped"))))
     ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
 
 
@@ -80,7 +86,8 @@ def run(args) -> int:
     try:
         report = verify(args.bundle, args.eval, tolerances=parse_tolerance_overrides(args.tol),
                         artifacts=args.artifact, latency=args.latency, progress=progress, isolate=args.isolate,
-                        timeout=args.timeout, target_cpu=args.target_cpu, emulation=args.emulation)
+                        timeout=args.timeout, target_cpu=args.target_cpu, emulation=args.emulation,
+                        require=args.require)
     except ParityError as exc:
         if exc.report is not None:
             print_report(exc.report, args)
