@@ -61,6 +61,18 @@ class Report:
             line += "; NOT verified on: " + ", ".join(missing) + " (see warnings)"
         return line
 
+    def tolerances_used(self) -> str:
+        """One line: where the tolerances judging the artifacts came from (``edgekit verify``)."""
+        used = {}
+        for a in self.artifacts:
+            if a.get("tolerance_source"):
+                used.setdefault(a["tolerance_source"], []).append(a["id"])
+        if not used:
+            return ""
+        if len(used) == 1:
+            return f"Tolerances: {next(iter(used))}"
+        return "Tolerances: " + "; ".join(f"{source} ({', '.join(ids)})" for source, ids in used.items())
+
     def table(self) -> str:
         rows = self.rows()
         if not rows:
@@ -81,8 +93,9 @@ class Report:
         if self.reference:
             lines.append(f"Reference: {self.reference.get('framework')} on {self.reference.get('device')} "
                          f"({self.reference.get('device_name', '')}), {self.reference.get('num_samples')} samples")
-        if self.verified_on():
-            lines.append(self.verified_on())
+        for line in (self.verified_on(), self.tolerances_used()):
+            if line:
+                lines.append(line)
         lines.append("")
         if rows:
             headers = list(rows[0])

@@ -4,6 +4,7 @@ The verifier runs each artifact through the same runtime a device uses; parity
 measured any other way would prove nothing about what ships.
 """
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -16,7 +17,8 @@ from edgekit.runtime._child import ChildFailure, run_isolated
 from edgekit.runtime._cpu import describe_host
 from edgekit.runtime._manifest import artifact_path
 
-from .config import DEFAULT_TOLERANCES, VERIFY_TIMEOUT_S, Precision, check_timeout
+from .config import (DEFAULT_TOLERANCES, VERIFY_TIMEOUT_S, Precision, Tolerance, check_timeout,
+                     parse_tolerance_overrides)
 from .data import ImagePreprocess, load_data, validate
 from .errors import (ConfigError, InputError, MissingDependencyError, NothingEvaluatedError, ParityError,
                      did_you_mean)
@@ -124,19 +126,43 @@ def combine_profiles(verdicts) -> dict:
     return combined
 
 
+def recorded_tolerance(entry, overrides=()) -> tuple:
+    """(Tolerance, where it came from) for an artifact of a bundle: the one its export judged it
+    with (``parity.tolerance`` in the manifest), else the defaults, with ``--tol`` ``overrides``
+    for its precision applied on top."""
+    precision = Precision(entry["precision"])
+    stored = (entry.get("parity") or {}).get("tolerance")
+    base, source = DEFAULT_TOLERANCES[precision], "defaults (the bundle records none)"
+    if isinstance(stored, dict):
+        known = {f.name for f in dataclasses.fields(Tolerance)}
+        try:
+            base = Tolerance(**{k: v for k, v in stored.items() if k in known})
+        except (ConfigError, TypeError) as exc:
+            raise InputError(f"{entry['id']}: the tolerance recorded in the manifest is invalid: {exc}") from exc
+        source = "recorded in the bundle"
+    if overrides:
+        tolerance = parse_tolerance_overrides(overrides, base={**DEFAULT_TOLERANCES, precision: base})[precision]
+        if tolerance != base:
+            return tolerance, f"{source}, with --tol overrides"
+    return base, source
+
+
 def verify(bundle, eval, *, tolerances=None, artifacts=None, latency=False, progress=None, isolate=True,
-           timeout=VERIFY_TIMEOUT_S, target_cpu=None, emulation="auto", require=()) -> Report:
+           timeout=VERIFY_TIMEOUT_S, target_cpu=None, emulation="auto", require=(), overrides=()) -> Report:
     """Re-run parity of an existing bundle on ``eval`` against its stored reference outputs.
 
     Each artifact runs in an isolated child process (``isolate``), within ``timeout`` seconds, on
     each CPU profile of ``target_cpu`` (default: those the bundle was exported for; see
     ``edgekit.profiles``), natively or emulated.
+    Each artifact is judged with ``tolerances`` (per precision) when given, else with the tolerance
+    its export recorded, ``overrides`` (``--tol`` strings) applied on top.
     An artifact whose engine is not installed here is skipped (reported, not failed) unless its
     format is in ``require``, which makes the missing engine an error.
     Raises ParityError (carrying the report) when an artifact fails, InputError when
     the eval data is not the data the reference was computed on.
     """
     check_timeout(timeout)
+    parse_tolerance_overrides(overrides)  # a bad --tol is a usage error before any work
     bundle = Path(bundle)
     try:
         manifest = ekr.read_manifest(bundle)  # parsed once: every artifact is selected from it
@@ -163,7 +189,6 @@ def verify(bundle, eval, *, tolerances=None, artifacts=None, latency=False, prog
             f"the eval data ({dataset.origin}, {len(dataset)} samples) is not the data the reference "
             f"outputs were computed on ({reference.num_samples} samples, sha256 {reference.eval_sha256[:12]}…); "
             "verify with the same --eval as the export")
-    tolerances = tolerances or DEFAULT_TOLERANCES
     report = Report("verify", source=manifest.get("source", {}), reference=manifest["reference"],
                     output=str(bundle))
     report.warnings += unhashed
@@ -191,8 +216,13 @@ def verify(bundle, eval, *, tolerances=None, artifacts=None, latency=False, prog
                 own = entry.get("reference")  # artifacts of a QAT model: that model's outputs
                 if own and own["file"] not in references:
                     references[own["file"]] = ReferenceOutputs.load(bundle, own)
+                if tolerances is not None:
+                    tolerance, used = tolerances[Precision(entry["precision"])], "given by the caller"
+                else:
+                    tolerance, used = recorded_tolerance(entry, overrides)
+                entry["tolerance_source"] = used
                 evaluate(entry, file, dataset, references[own["file"]] if own else reference,
-                         tolerances[Precision(entry["precision"])], specs, latency=latency, isolate=isolate,
+                         tolerance, specs, latency=latency, isolate=isolate,
                          timeout=timeout, kinds=manifest.get("output_kinds"), runners=runners,
                          not_verified=not_verified)
         report.artifacts.append(entry)

@@ -322,3 +322,22 @@ def test_a_runner_without_an_engine_skips_its_artifacts_unless_required(openvino
     assert main(args + ["--require", "openvino"]) == 2
     assert "--require openvino" in capsys.readouterr().err
     assert main(args + ["--artifact", "openvino-int8"]) == 4  # nothing could be checked here
+
+
+def test_verify_judges_with_the_tolerances_the_bundle_recorded(digits_bundle, digits_files, tmp_path, capsys):
+    """The export's tolerances are in the manifest; verify used the defaults instead. A bundle whose
+    recorded int8 tolerance cannot be met fails verify; --tol overrides what was recorded."""
+    bundle = tmp_path / "b"
+    shutil.copytree(digits_bundle[0], bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    int8 = next(a for a in manifest["artifacts"] if a["id"] == "onnx-int8")
+    assert int8["parity"]["tolerance"]["min_cosine"] == 0.99
+    int8["parity"]["tolerance"]["min_cosine"] = 1.0
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    args = ["verify", str(bundle), "--eval", str(digits_files["eval"])]
+    assert main(args) == 1
+    out = capsys.readouterr().out
+    assert "FAIL onnx-int8" in out and "< 1" in out and "Tolerances: recorded in the bundle" in out
+    assert main(args + ["--tol", "int8.min_cosine=0.99"]) == 0
+    assert "recorded in the bundle, with --tol overrides (onnx-int8)" in capsys.readouterr().out
+    assert main(args + ["--tol", "int8.bogus=1"]) == 2

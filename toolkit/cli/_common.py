@@ -93,9 +93,9 @@ def print_report(report, args):
         print(report.to_json())  # JSON escapes control characters itself
         return
     print(printable(report.table()))
-    verified = report.verified_on()
-    if verified:
-        print(printable(verified))
+    for line in (report.verified_on(), report.tolerances_used()):
+        if line:
+            print(printable(line))
     for failure in report.failures:
         print(printable(f"FAIL {failure}"))
     for warning in report.warnings:

@@ -78,13 +78,12 @@ def write_junit(path, report=None, error=None):
 
 
 def run(args) -> int:
-    from edgekit.config import parse_tolerance_overrides
     from edgekit.errors import ParityError
     from edgekit.verify import verify
 
     progress = Progress(len(args.artifact or []) or 1, quiet=True)
     try:
-        report = verify(args.bundle, args.eval, tolerances=parse_tolerance_overrides(args.tol),
+        report = verify(args.bundle, args.eval, overrides=args.tol,
                         artifacts=args.artifact, latency=args.latency, progress=progress, isolate=args.isolate,
                         timeout=args.timeout, target_cpu=args.target_cpu, emulation=args.emulation,
                         require=args.require)
