@@ -186,12 +186,12 @@ class Model:
         elif isinstance(x, (list, tuple)):
             if len(x) != len(self.inputs):
                 raise RuntimeInputError(f"expected {len(self.inputs)} inputs "
-                                        f"{[t.name for t in self.inputs]}, got {len(x)}")
+                                        f"{[t.key for t in self.inputs]}, got {len(x)}")
             values = list(x)
         else:
             if len(self.inputs) != 1:
                 raise RuntimeInputError(f"this model has {len(self.inputs)} inputs "
-                                        f"{[t.name for t in self.inputs]}: pass a dict by name")
+                                        f"{[t.key for t in self.inputs]}: pass a dict by name")
             values = [x]
         feeds = {}
         added = set()
@@ -212,12 +212,12 @@ def _prepare(info: TensorInfo, value):
         added = True
     elif value.ndim != len(info.shape):
         raise RuntimeInputError(
-            f"input {info.name!r}: expected rank {len(info.shape)} shape {_fmt(info.shape)} "
+            f"input {info.key!r}: expected rank {len(info.shape)} shape {_fmt(info.shape)} "
             f"(or one sample of rank {len(info.shape) - 1}), got shape {value.shape}")
     for axis, (want, got) in enumerate(zip(info.shape, value.shape)):
         if axis and want is not None and want != got:
             raise RuntimeInputError(
-                f"input {info.name!r}: expected shape {_fmt(info.shape)}"
+                f"input {info.key!r}: expected shape {_fmt(info.shape)}"
                 f"{' layout ' + info.layout if info.layout else ''}, got {value.shape} "
                 f"(axis {axis} is {got}, expected {want})")
     if value.dtype == info.dtype:
@@ -229,9 +229,9 @@ def _prepare(info: TensorInfo, value):
     if value.dtype.kind in "iu" and info.dtype.kind in "iu":
         limits = np.iinfo(info.dtype)
         if value.size and (value.min() < limits.min or value.max() > limits.max):
-            raise RuntimeInputError(f"input {info.name!r}: values outside the range of {info.dtype}")
+            raise RuntimeInputError(f"input {info.key!r}: values outside the range of {info.dtype}")
         return value.astype(info.dtype), added
-    raise RuntimeInputError(f"input {info.name!r}: expected dtype {info.dtype.name}, got {value.dtype.name}")
+    raise RuntimeInputError(f"input {info.key!r}: expected dtype {info.dtype.name}, got {value.dtype.name}")
 
 
 def _fmt(shape):

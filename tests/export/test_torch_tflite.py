@@ -32,6 +32,10 @@ def test_digits_to_tflite_fp32_int8_dynamic(tmp_path, digits_files, digits_split
     assert (logits.argmax(1) == fp32.predict(x_eval[:6].transpose(0, 2, 3, 1)).argmax(1)).all()
     with pytest.raises(ekr.RuntimeInputError, match="layout nhwc"):
         model.predict(x_eval[:2])
+    # Errors name the input as the user knows it (the source's name), not litert-torch's args_0.
+    with pytest.raises(ekr.RuntimeInputError, match="input 'input': expected shape") as wrong:
+        model.predict(x_eval[:2])
+    assert "args_0" not in str(wrong.value)
 
 
 def test_prelu_ceil_mode_rgb_model_to_tflite(tmp_path):
