@@ -17,7 +17,7 @@ def check(path: Path) -> None:
         onnx.checker.check_model(model, full_check=True)
         onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
     except Exception as exc:
-        raise ConversionError(f"{Path(path).name} failed the ONNX check: {type(exc).__name__}: {exc}") from None
+        raise ConversionError(f"{Path(path).name} failed the ONNX check: {type(exc).__name__}: {exc}") from exc
 
 
 def model_type(path: Path) -> str:

@@ -39,7 +39,7 @@ def check(path: Path) -> None:
         check_weights(path)
         _read(path)
     except Exception as exc:
-        raise ConversionError(f"{path.name} failed the OpenVINO read check: {type(exc).__name__}: {exc}") from None
+        raise ConversionError(f"{path.name} failed the OpenVINO read check: {type(exc).__name__}: {exc}") from exc
 
 
 def _quantized_input(port, depth=8) -> bool:

@@ -42,7 +42,7 @@ def convert_torch(source, out_path, config, example=None) -> ConversionResult:
             program = torch.export.export(_Flat(module).eval(), args, dynamic_shapes=(dynamic,))  # forward(*args)
     except Exception as exc:
         raise ConversionError(f"{traced_error}; torch.export also failed: {type(exc).__name__}: "
-                              f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from None
+                              f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from exc
     return _finish(lambda ov: ov.convert_model(program), source, out_path, "torch.export program",
                    notes=("TorchScript tracing failed; converted from a torch.export program",))
 
@@ -102,7 +102,7 @@ def _finish(convert, source, out_path, route, notes=()) -> ConversionResult:
     except Exception as exc:
         message = str(exc).strip().splitlines()
         raise ConversionError(f"openvino.convert_model ({route}) failed: {type(exc).__name__}: "
-                              f"{message[0] if message else ''}") from None
+                              f"{message[0] if message else ''}") from exc
     model = conform(model, [s.name for s in source.input_specs], list(source.output_names))
     model.reshape({model.inputs[i]: ov.PartialShape([-1] + [-1 if d is None else d for d in spec.shape[1:]])
                    for i, spec in enumerate(source.input_specs)})
@@ -129,7 +129,7 @@ def save(model, out_path, compress_to_fp16):
     try:
         ov.save_model(model, str(out_path), compress_to_fp16=compress_to_fp16)
     except Exception as exc:
-        raise ConversionError(f"could not write the IR {out_path}: {exc}") from None
+        raise ConversionError(f"could not write the IR {out_path}: {exc}") from exc
 
 
 def conform(model, input_names, output_names):

@@ -32,7 +32,7 @@ def convert(source, out_path, config, example=None) -> ConversionResult:
         with redirect_stdout(io.StringIO()):
             proto, _ = tf2onnx.convert.from_function(serve, input_signature=signature, opset=opset)
     except Exception as exc:
-        raise ConversionError(f"tf2onnx failed: {type(exc).__name__}: {exc}") from None
+        raise ConversionError(f"tf2onnx failed: {type(exc).__name__}: {exc}") from exc
     outputs = list(serving.structured_outputs)
     if [o.name.split(":")[0] for o in proto.graph.output] != outputs:
         # tf2onnx names outputs after graph tensors; the signature order is the source's order.
@@ -67,5 +67,5 @@ def convert_keras(source, out_path, config) -> ConversionResult:
         with redirect_stdout(io.StringIO()):
             proto, _ = tf2onnx.convert.from_keras(source.native, input_signature=signature, opset=opset)
     except Exception as exc:
-        raise ConversionError(f"tf2onnx (from_keras) failed: {type(exc).__name__}: {exc}") from None
+        raise ConversionError(f"tf2onnx (from_keras) failed: {type(exc).__name__}: {exc}") from exc
     return _write(proto, source, out_path, f"tf2onnx {tf2onnx.__version__} (from_keras) opset {opset}")

@@ -20,7 +20,7 @@ def run_converter(conv, out_path, what="fp32"):
             flatbuffer = conv.convert()
     except Exception as exc:
         raise ConversionError(f"the TFLite converter failed ({what}): {type(exc).__name__}: "
-                              f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}") from None
+                              f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}") from exc
     with open(out_path, "wb") as fh:
         fh.write(flatbuffer)
 

@@ -18,7 +18,7 @@ def check(path: Path) -> None:
     try:
         _interpreter(path)
     except Exception as exc:
-        raise ConversionError(f"{Path(path).name} failed the TFLite check: {type(exc).__name__}: {exc}") from None
+        raise ConversionError(f"{Path(path).name} failed the TFLite check: {type(exc).__name__}: {exc}") from exc
 
 
 def describe(path: Path) -> dict:

@@ -84,7 +84,7 @@ def convert(source, out_path, config, example=None) -> ConversionResult:
         tool = f"torch.onnx.export (dynamo) torch {torch.__version__}"
     except Exception as exc:
         if source.is_program:
-            raise ConversionError(f"torch.onnx.export failed: {type(exc).__name__}: {exc}") from None
+            raise ConversionError(f"torch.onnx.export failed: {type(exc).__name__}: {exc}") from exc
         first_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         log.warning("dynamo ONNX export failed (%s); trying the TorchScript exporter", first_error)
         notes.append(f"dynamo exporter failed ({first_error}); used the TorchScript exporter")
@@ -98,6 +98,6 @@ def convert(source, out_path, config, example=None) -> ConversionResult:
                                   if s.shape[0] is None})
         except Exception as exc2:
             raise ConversionError(f"torch.onnx.export failed with both exporters: dynamo: {first_error}; "
-                                  f"torchscript: {type(exc2).__name__}: {exc2}") from None
+                                  f"torchscript: {type(exc2).__name__}: {exc2}") from exc2
         tool = f"torch.onnx.export (torchscript) torch {torch.__version__}"
     return ConversionResult(out_path, tool, tuple(notes), source=source)

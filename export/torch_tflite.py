@@ -52,7 +52,7 @@ def write(edge_model, out_path, what):
         with quiet():
             edge_model.export(str(out_path))
     except Exception as exc:
-        raise ConversionError(f"litert-torch could not write the {what} model: {type(exc).__name__}: {exc}") from None
+        raise ConversionError(f"litert-torch could not write the {what} model: {type(exc).__name__}: {exc}") from exc
 
 
 def layouts_of(out_path, nchw) -> dict:
@@ -69,7 +69,7 @@ def convert(source, out_path, config, example=None) -> ConversionResult:
             edge = litert_torch.convert(wrapped, args)
     except Exception as exc:
         raise ConversionError(f"litert-torch conversion failed: {type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+                              f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
     write(edge, out_path, "fp32")
     return ConversionResult(out_path, f"litert-torch {litert_torch.__version__}", source=source,
                             input_layouts=layouts_of(out_path, nchw))

@@ -40,5 +40,5 @@ def quantize(conversion, out_path, calibration, options, evaluation=None) -> Qua
     except QuantizationError:
         raise
     except Exception as exc:
-        raise QuantizationError(f"fp16 conversion failed: {type(exc).__name__}: {exc}") from None
+        raise QuantizationError(f"fp16 conversion failed: {type(exc).__name__}: {exc}") from exc
     return QuantizationResult(out_path, "fp16", {"io": "float32", "tool": "onnxruntime.transformers.float16"})

@@ -118,7 +118,7 @@ def _quantize_static(prepared, out_path, calibration, count, options, excluded):
             calibrate_method=_method(options.calibration_method), extra_options=extra,
             calibration_providers=["CPUExecutionProvider"])
     except Exception as exc:
-        raise QuantizationError(f"onnxruntime static quantization failed: {type(exc).__name__}: {exc}") from None
+        raise QuantizationError(f"onnxruntime static quantization failed: {type(exc).__name__}: {exc}") from exc
 
 
 def quantize_dynamic_int8(conversion, out_path, calibration, options, evaluation=None) -> QuantizationResult:
@@ -151,4 +151,4 @@ def _quantize_dynamic(fp32_path, out_path, options, excluded):
                              reduce_range=options.reduce_range, weight_type=QuantType.QInt8,
                              nodes_to_exclude=list(excluded) or None)
     except Exception as exc:
-        raise QuantizationError(f"onnxruntime dynamic quantization failed: {type(exc).__name__}: {exc}") from None
+        raise QuantizationError(f"onnxruntime dynamic quantization failed: {type(exc).__name__}: {exc}") from exc

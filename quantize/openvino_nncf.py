@@ -81,7 +81,7 @@ def quantize_int8(conversion, out_path, calibration, options, evaluation=None) -
     except (ConfigError, CalibrationError):
         raise
     except Exception as exc:
-        raise QuantizationError(f"NNCF quantization failed: {type(exc).__name__}: {exc}") from None
+        raise QuantizationError(f"NNCF quantization failed: {type(exc).__name__}: {exc}") from exc
     save(quantized, out_path, compress_to_fp16=False)
     int8_layers, float_layers = layer_precisions(quantized)
     details.update(int8_layers=len(int8_layers), kept_in_float=float_layers)

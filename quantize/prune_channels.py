@@ -38,7 +38,7 @@ def _plan(module):
         traced = fx.symbolic_trace(module)
     except Exception as exc:
         raise ConfigError(f"channel pruning traces the model with torch.fx, which failed: {type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+                          f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
     modules = dict(traced.named_modules())
     plans, skipped = [], {}
     for node in traced.graph.nodes:

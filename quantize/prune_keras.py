@@ -89,7 +89,7 @@ def _prune_tfmot(model, options, notes):
         wrapped = sparsity.prune_low_magnitude(model, pruning_schedule=plan, **kwargs)
     except Exception as exc:
         raise UnsupportedError(f"TensorFlow Model Optimization cannot prune this model: {type(exc).__name__}: "
-                               f"{exc}") from None
+                               f"{exc}") from exc
     options.train(wrapped, options.steps, [sparsity.UpdatePruningStep()])
     stripped = sparsity.strip_pruning(wrapped)
     return stripped, _prunable(stripped)

@@ -44,7 +44,7 @@ def _quantize(conversion, out_path, calibration, options, *, dynamic):
             edge = litert_torch.convert(module, args, quant_config=QuantConfig(pt2e_quantizer=quantizer))
     except Exception as exc:
         raise QuantizationError(f"litert-torch PT2E quantization failed: {type(exc).__name__}: "
-                                f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+                                f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
     write(edge, out_path, "int8")
     return count
 

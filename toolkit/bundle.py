@@ -258,10 +258,10 @@ def output_lock(out: Path):
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        except BlockingIOError as exc:
             os.close(fd)
             raise ConfigError(f"another export is writing {out} (lock {path.name} is held); "
-                              "wait for it to finish or choose another --out") from None
+                              "wait for it to finish or choose another --out") from exc
         try:
             if os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino:
                 break

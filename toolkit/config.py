@@ -30,9 +30,9 @@ class ReferenceDevice(StrEnum):
 def _enum(cls, value, name):
     try:
         return cls(value)
-    except ValueError:
+    except ValueError as exc:
         choices = [m.value for m in cls]
-        raise ConfigError(f"{name}: got {value!r}, expected one of {choices}{did_you_mean(value, choices)}") from None
+        raise ConfigError(f"{name}: got {value!r}, expected one of {choices}{did_you_mean(value, choices)}") from exc
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -118,8 +118,8 @@ def parse_tolerance_overrides(items, base=None) -> dict:
         precision = _enum(Precision, precision, "--tol precision")
         try:
             number = None if value.lower() == "none" else float(value)
-        except ValueError:
-            raise ConfigError(f"--tol {item!r}: {value!r} is not a number") from None
+        except ValueError as exc:
+            raise ConfigError(f"--tol {item!r}: {value!r} is not a number") from exc
         tolerance = tolerances[precision]
         if output:
             per_output = {**tolerance.per_output, output: {**tolerance.per_output.get(output, {}), name: number}}

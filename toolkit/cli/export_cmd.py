@@ -135,8 +135,8 @@ def _floats(text, flag):
     from edgekit.errors import ConfigError
     try:
         return tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise ConfigError(f"{flag}: expected comma-separated numbers, got {text!r}") from None
+    except ValueError as exc:
+        raise ConfigError(f"{flag}: expected comma-separated numbers, got {text!r}") from exc
 
 
 def parse_input_spec(text, layout):
@@ -152,8 +152,8 @@ def parse_input_spec(text, layout):
     try:
         shape = tuple(None if d in ("N", "?", "-1") else int(d) for d in shape_text.lower().replace("n", "N").split("x"))
         dtype = np.dtype(dtype)
-    except (ValueError, TypeError):
-        raise ConfigError(f"--input {text!r}: SHAPE is like Nx3x224x224 and DTYPE a numpy dtype") from None
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"--input {text!r}: SHAPE is like Nx3x224x224 and DTYPE a numpy dtype") from exc
     return TensorInfo(name=name, shape=shape, dtype=dtype, layout=layout if len(shape) == 4 else None)
 
 

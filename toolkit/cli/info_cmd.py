@@ -29,7 +29,7 @@ def run(args) -> int:
     try:
         manifest = read_manifest(args.bundle)
     except ModelLoadError as exc:
-        raise InputError(str(exc)) from None
+        raise InputError(str(exc)) from exc
     if args.json:
         print(json.dumps(manifest, indent=2))
         return 0

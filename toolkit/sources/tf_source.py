@@ -80,7 +80,7 @@ class TFSource:
             try:
                 model.load_weights(str(weights))
             except Exception as exc:
-                raise InputError(f"weights {weights} do not fit the model: {type(exc).__name__}: {exc}") from None
+                raise InputError(f"weights {weights} do not fit the model: {type(exc).__name__}: {exc}") from exc
         return cls(model, kind, description, input_specs)
 
     def __init__(self, native, kind, description, input_specs):
@@ -139,7 +139,7 @@ class TFSource:
         except Exception as exc:
             shapes = {s.name: tuple(dataset.inputs[s.name].shape) for s in self.input_specs}
             raise InputError(f"the model rejected the data (inputs {shapes}): {type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+                             f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
         self.output_names = list(outputs)
         return self.output_names
 
@@ -196,7 +196,7 @@ class TFSource:
                 tf.saved_model.save(model if self.kind == "tf_keras" else tf.Module(),
                                     str(path), signatures={"serving_default": function.get_concrete_function()})
         except Exception as exc:
-            raise ConversionError(f"exporting the model as a SavedModel failed: {type(exc).__name__}: {exc}") from None
+            raise ConversionError(f"exporting the model as a SavedModel failed: {type(exc).__name__}: {exc}") from exc
         self._saved_model = path
         return path
 
@@ -223,7 +223,7 @@ def _refuse_code_layers(path: Path):
         with h5py.File(path, "r") as fh:
             config = fh.attrs.get("model_config")
     except OSError as exc:
-        raise InputError(f"{path} is not a readable HDF5 file: {exc}") from None
+        raise InputError(f"{path} is not a readable HDF5 file: {exc}") from exc
     if config is None:
         raise InputError(f"{path} holds no model config (weights only?): load them with --weights into "
                          "FILE.py:factory")
@@ -267,4 +267,4 @@ def _load_file(path: Path):
     except InputError:
         raise
     except Exception as exc:
-        raise InputError(f"cannot load {path}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+        raise InputError(f"cannot load {path}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc

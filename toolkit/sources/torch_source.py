@@ -141,7 +141,7 @@ class TorchSource:
                 hint = (" — the data looks NHWC, PyTorch models take NCHW: transpose it with "
                         "x.transpose(0, 3, 1, 2) (edgekit never transposes silently)")
             raise InputError(f"the model rejected the data (inputs {shapes}): {type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0] if str(exc) else ''}{hint}") from None
+                             f"{str(exc).splitlines()[0] if str(exc) else ''}{hint}") from exc
         self.output_names = list(flatten_outputs(result))
         return self.output_names
 
@@ -191,7 +191,7 @@ def _load_weights(module, path: Path):
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise InputError(f"weights {path} do not fit the model: {exc}") from None
+        raise InputError(f"weights {path} do not fit the model: {exc}") from exc
 
 
 def _load_torchscript(path: Path):
@@ -201,7 +201,7 @@ def _load_torchscript(path: Path):
     try:
         return torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:
-        raise InputError(f"cannot load TorchScript archive {path}: {type(exc).__name__}: {exc}") from None
+        raise InputError(f"cannot load TorchScript archive {path}: {type(exc).__name__}: {exc}") from exc
 
 
 def _load_program(path: Path):
@@ -211,7 +211,7 @@ def _load_program(path: Path):
     try:
         return torch.export.load(str(path))
     except Exception as exc:
-        raise InputError(f"cannot load torch.export program {path}: {type(exc).__name__}: {exc}") from None
+        raise InputError(f"cannot load torch.export program {path}: {type(exc).__name__}: {exc}") from exc
 
 
 def _program_specs(program) -> list:
