@@ -7,8 +7,9 @@ by the user's hook with ``UpdatePruningStep`` among the callbacks, then ``strip_
 Keras 3 models (which that library does not support), and one-shot pruning of either: the same
 magnitude masks as the PyTorch path, held during fine-tuning by a constraint on each pruned
 kernel (Keras applies variable constraints after every optimizer step), then removed again.
-Functional and Sequential models are cloned first; a subclassed Keras model, which Keras cannot
-clone, is pruned in place.
+Functional and Sequential models are cloned first; a subclassed Keras model Keras cannot clone is
+pruned in place only when it is edgekit's own (loaded from a file or built by FILE.py:factory); a
+live one passed by the caller is refused rather than changed.
 """
 
 import numpy as np
@@ -43,12 +44,22 @@ class _Masked:
         return (self.previous(w) if self.previous is not None else w) * self.mask
 
 
-def _clone(model):
+def _clone(model, owned):
+    """A copy to prune; a subclassed model Keras cannot clone (no usable get_config) only when it is
+    edgekit's own (loaded from a file or built by FILE.py:factory) and may be pruned in place."""
     import keras
     try:
         clone = keras.models.clone_model(model)
-    except Exception:
-        return model, ["a subclassed Keras model cannot be cloned: it was pruned in place"]
+    except (TypeError, ValueError, NotImplementedError) as exc:
+        if type(model).__name__ in ("Functional", "Sequential"):
+            raise UnsupportedError(f"Keras cannot clone this {type(model).__name__} model to prune it: "
+                                   f"{type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
+        if not owned:
+            raise ConfigError(f"the subclassed Keras model {type(model).__name__} cannot be cloned by Keras (its "
+                              "get_config/from_config do not rebuild it), so pruning would change the model you "
+                              "passed; pass it as FILE.py:factory or a saved .keras file, and edgekit prunes its "
+                              "own copy") from exc
+        return model, ["a subclassed Keras model Keras cannot clone: edgekit's own copy was pruned in place"]
     clone.set_weights(model.get_weights())
     return clone, []
 
@@ -102,7 +113,7 @@ def prune(source, options) -> PruneResult:
     if options.structure == "channels":
         raise UnsupportedError("channel pruning is implemented for PyTorch models; for Keras use "
                                "--prune-structure unstructured or 2:4")
-    model, notes = _clone(source.native)
+    model, notes = _clone(source.native, getattr(source, "owned", False))
     if source.kind == "tf_keras" and options.train is not None:
         model, layers = _prune_tfmot(model, options, notes)
         method = "tensorflow_model_optimization prune_low_magnitude + strip_pruning"

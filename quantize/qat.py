@@ -15,7 +15,7 @@ import copy
 import dataclasses
 import os
 
-from edgekit.errors import ConfigError, ConversionError, UnsupportedError
+from edgekit.errors import ConfigError, ConversionError, EdgekitError, UnsupportedError
 
 from ._nncf import quiet_nncf
 
@@ -73,7 +73,7 @@ def qat_torch(source, options, calibration, quantize_options, pruned=False) -> Q
             hold()
         with quiet_nncf():
             stripped = nncf.strip(quantized, example_input=samples[0] if len(samples[0]) > 1 else samples[0][0])
-    except (ConfigError, UnsupportedError):
+    except EdgekitError:  # the user's training hook failing is a UserCodeError, not "unsupported"
         raise
     except Exception as exc:
         raise UnsupportedError(f"NNCF quantization-aware training failed: {type(exc).__name__}: "

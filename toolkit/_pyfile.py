@@ -5,7 +5,7 @@ import re
 import sys
 from pathlib import Path
 
-from .errors import ConfigError, InputError
+from .errors import ConfigError, EdgekitError, InputError, UserCodeError
 
 _REF = re.compile(r"^(?P<file>.+\.py):(?P<attr>[A-Za-z_][A-Za-z0-9_.]*)$")
 
@@ -43,3 +43,24 @@ def load_attr(ref: str):
             raise InputError(f"{path.name} has no attribute {match['attr']!r}")
         obj = getattr(obj, part)
     return obj
+
+
+class UserCode:
+    """The user's function, called by edgekit: an exception it raises becomes a UserCodeError that
+    names it (``what``) and chains the original, so it is never taken for edgekit's own failure."""
+
+    def __init__(self, fn, what: str):
+        self.fn, self.what = fn, what
+        self.__name__ = getattr(fn, "__name__", type(fn).__name__)
+
+    def __call__(self, *args, **kwargs):
+        try:
+            return self.fn(*args, **kwargs)
+        except EdgekitError:
+            raise
+        except Exception as exc:
+            raise UserCodeError(f"{self.what} raised {type(exc).__name__}: {exc}") from exc
+
+    def __repr__(self):
+        return f"UserCode({self.fn!r})"
+

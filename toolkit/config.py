@@ -200,13 +200,15 @@ COSINE_METRIC = "cosine"
 
 def _resolve_callable(options, name, expected):
     """A field holding the user's function, or its "file.py:name": loaded and checked."""
+    from ._pyfile import UserCode, load_attr
     value = getattr(options, name)
     if isinstance(value, str):
-        from ._pyfile import load_attr
         value = load_attr(value)
-        object.__setattr__(options, name, value)
     if value is not None and not callable(value):
         raise ConfigError(f"{name}: expected {expected}, got {value!r}")
+    if value is not None and not isinstance(value, UserCode):
+        value = UserCode(value, f"your {name} function ({getattr(value, '__name__', type(value).__name__)})")
+    object.__setattr__(options, name, value)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@
     ├── QuantizationError
     │   └── CalibrationError   calibration data unusable
     ├── UnsupportedError       this (source, target, precision) is not supported, and why
+    ├── UserCodeError          the user's own code (training hook, metric, model factory) raised
     └── ParityError            an artifact failed its tolerance; carries the report
 
 The CLI maps these to exit codes in one place (edgekit.cli.main).
@@ -56,6 +57,10 @@ class ParityError(EdgekitError):
 
 class NothingEvaluatedError(EdgekitError):
     """A gate had nothing to evaluate (no artifact, no sample): never a silent pass."""
+
+
+class UserCodeError(EdgekitError):
+    """The user's own code (training hook, metric, model factory) raised; the cause is chained."""
 
 
 def did_you_mean(value, choices) -> str:

@@ -227,3 +227,62 @@ def test_keras3_two_of_four_and_stage_sizes(tmp_path, keras_digits):
     assert pruned["per_layer"]["conv2d"]["sparsity"] == 0.0  # 9 inputs per output: left dense
     assert all(v["sparsity"] == 0.5 for k, v in pruned["per_layer"].items() if k != "conv2d")
     assert "gzip" in report.table()
+
+
+SUBCLASSED = '''
+import keras
+
+
+class Tiny(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.hidden = keras.layers.Dense(32, activation="relu")
+        self.out = keras.layers.Dense(4)
+
+    def call(self, x):
+        return self.out(self.hidden(x))
+
+
+def build():
+    model = Tiny()
+    model(keras.ops.zeros((1, 8)))
+    return model
+'''
+
+
+def test_a_live_subclassed_keras_model_is_never_pruned_in_place(tmp_path):
+    """Keras cannot clone a subclassed model without a rebuilding get_config: pruning the caller's own
+    object would change it, so that is refused; built by FILE.py:factory, edgekit prunes its own copy."""
+    import importlib.util
+    (tmp_path / "tiny.py").write_text(SUBCLASSED)
+    spec = importlib.util.spec_from_file_location("tiny_subclassed", tmp_path / "tiny.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    live = module.build()
+    before = [w.copy() for w in live.get_weights()]
+    data = np.random.default_rng(0).standard_normal((64, 8)).astype(np.float32)
+    with pytest.raises(ConfigError, match="would change the model you passed"):
+        edgekit.export(live, eval=data, targets=["tflite"], out=tmp_path / "live", measure_latency=False,
+                       prune=PruneOptions(0.5))
+    assert all((a == b).all() for a, b in zip(before, live.get_weights()))
+    report = edgekit.export(f"{tmp_path / 'tiny.py'}:build", eval=data, targets=["tflite"], out=tmp_path / "own",
+                            measure_latency=False, prune=PruneOptions(0.5))
+    assert report.compression[1]["sparsity"] == pytest.approx(0.5, abs=0.01)
+    assert any("own copy was pruned in place" in n for n in report.compression[1].get("notes", []) + report.warnings)
+
+
+def test_an_error_in_the_users_own_code_is_named_as_theirs(tmp_path, digits_files, capsys):
+    """A training hook or a model factory that raises is the user's error (exit 2, their traceback
+    chained), not 'unsupported' nor an edgekit internal error."""
+    from edgekit.errors import UserCodeError
+
+    def fit(model, steps, callbacks):
+        raise ZeroDivisionError("lr / 0")
+    with pytest.raises(UserCodeError, match=r"your train function \(fit\) raised ZeroDivisionError: lr / 0") as err:
+        edgekit.export(digits_files["factory"], weights=digits_files["weights"], eval=digits_files["eval"],
+                       out=tmp_path / "p", measure_latency=False, prune=PruneOptions(0.5, train=fit, steps=5))
+    assert isinstance(err.value.__cause__, ZeroDivisionError)
+    (tmp_path / "bad.py").write_text("def build():\n    raise KeyError('no such layer')\n")
+    assert main(["export", f"{tmp_path / 'bad.py'}:build", "--eval", str(digits_files["eval"]),
+                 "--out", str(tmp_path / "b")]) == 2
+    assert "the model factory" in capsys.readouterr().err and not (tmp_path / "b").exists()

@@ -3,7 +3,7 @@
 Exit codes (documented in the README):
     0  every artifact passed
     1  regression: an artifact failed its parity tolerance
-    2  usage or input error: bad option, model file or data
+    2  usage or input error: bad option, model file or data, or the user's own code raised
     3  internal error: a converter/quantizer failed, or a bug
     4  nothing evaluated
   130  interrupted
@@ -32,7 +32,7 @@ def exit_code(exc: BaseException) -> int:
         return EXIT_REGRESSION
     if isinstance(exc, errors.NothingEvaluatedError):
         return EXIT_NOTHING
-    if isinstance(exc, (errors.ConfigError, errors.InputError, errors.UnsupportedError,
+    if isinstance(exc, (errors.ConfigError, errors.InputError, errors.UnsupportedError, errors.UserCodeError,
                         errors.MissingDependencyError, errors.CalibrationError,
                         runtime.ModelLoadError, runtime.RuntimeInputError, runtime.BackendUnavailableError)):
         return EXIT_USAGE

@@ -10,8 +10,9 @@ in order; adding a framework is one module and one line.
 """
 
 import importlib
+from pathlib import Path
 
-from .._pyfile import is_pyfile_ref, load_attr
+from .._pyfile import UserCode, is_pyfile_ref, load_attr
 from ..errors import InputError
 from ..registry import Registry
 
@@ -32,12 +33,14 @@ def load_source(model, *, weights=None, input_specs=None, framework=None, trust_
     TorchScript archives); off by default."""
     entries = SOURCES.entries()
     description = None
+    # A model edgekit built or loaded itself may be changed in place; one the caller passed may not.
+    owned = isinstance(model, (str, Path))
     if is_pyfile_ref(model):
         # FILE.py:FACTORY: the user's own code builds the model; dispatch on what it returns.
         factory = load_attr(model)
         if not callable(factory):
             raise InputError(f"{model} is not callable; expected a factory returning a model")
-        description, model = model, factory()
+        description, model = model, UserCode(factory, f"the model factory {model}")()
     if framework is not None:
         source = SOURCES.get(framework).load(model, weights=weights, input_specs=input_specs,
                                              trust_model=trust_model)
@@ -53,6 +56,7 @@ def load_source(model, *, weights=None, input_specs=None, framework=None, trust_
     if source is not None:
         if description:
             source.description = description
+        source.owned = owned
         return source
     what = f"{description} returned a {type(model).__name__}" if description else f"cannot tell which framework {model!r} is for"
     raise InputError(

@@ -96,6 +96,7 @@ class TFSource:
         """The same source (inputs, outputs) holding another Keras model: a compressed copy."""
         other = TFSource(model, _kind(model) or self.kind, self.description + suffix, self.input_specs)
         other.output_names = self.output_names
+        other.owned = True  # edgekit's own compressed copy
         return other
 
     # -- input specs ----------------------------------------------------------------------------------
