@@ -175,8 +175,7 @@ def _load_datasets(source, example_inputs, calib, eval, preprocess, labels, conf
         loaded["random"] = _random_data(source.input_specs, config.seed)
         report.warnings.append(f"no eval data given: parity checked on {RANDOM_SAMPLES} random samples (no accuracy)")
     if source.input_specs is None:
-        # The eval set defines the shapes (it also feeds the reference); the others are checked against it.
-        source.input_specs = source.specs_from_data(loaded.get("eval") or next(iter(loaded.values())))
+        source.input_specs = _specs_from_data(source, loaded)
     validated = {role: validate(ds, source.input_specs, role=role) for role, ds in loaded.items()}
     if labels is not None:
         for role, ds in validated.items():
@@ -189,6 +188,38 @@ def _load_datasets(source, example_inputs, calib, eval, preprocess, labels, conf
     if "eval" not in validated and "random" not in validated:
         report.warnings.append("no eval data given: parity checked on the calibration set")
     return calibration, evaluation
+
+
+def _specs_from_data(source, loaded) -> list:
+    """Input specs of a model that declares none, from its data: the eval set's (it feeds the
+    reference) once every other data set agrees. When they disagree, the error names each file with
+    what it holds and whether the model runs on it: the model is the only judge of which is right."""
+    inferred = {}
+    for role, dataset in loaded.items():
+        try:
+            inferred[role] = source.specs_from_data(dataset)
+        except InputError as exc:
+            raise InputError(f"{role} ({dataset.origin}): {exc}") from exc
+    held = {role: {s.name: (_shape_text(s.shape), np.dtype(s.dtype).name) for s in specs}
+            for role, specs in inferred.items()}
+    if len({repr(sorted(h.items())) for h in held.values()}) > 1:
+        verdicts = {}
+        for role, specs in inferred.items():
+            source.input_specs = specs
+            try:
+                source.probe(validate(loaded[role], specs, role=role))
+                verdicts[role] = "the model runs on it"
+            except InputError as exc:
+                verdicts[role] = f"the model rejects it: {exc}"
+        source.input_specs, source.output_names = None, None
+        raise InputError("the data sets disagree on the model's inputs (the model declares no input shapes, so "
+                         "each is checked against the model): " + "; ".join(
+                             f"{role} ({loaded[role].origin}) holds {held[role]} — {verdicts[role]}" for role in held))
+    return inferred["eval"] if "eval" in inferred else next(iter(inferred.values()))
+
+
+def _shape_text(shape) -> str:
+    return "x".join("N" if d is None else str(d) for d in shape)
 
 
 RANDOM_SAMPLES = 64

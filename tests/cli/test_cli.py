@@ -108,7 +108,7 @@ def test_a_closed_output_pipe_is_not_an_internal_error(digits_bundle):
 @pytest.mark.parametrize("mutate, message", [
     (lambda x: np.where(np.arange(x.size).reshape(x.shape) == 5, np.nan, x), "NaN/inf"),
     (lambda x: x.transpose(0, 2, 3, 1), "looks NHWC"),
-    (lambda x: x[:, :, :6, :], "expected shape"),
+    (lambda x: x[:, :, :6, :], "holds {'input': ('Nx1x6x8'"),
     (lambda x: np.full_like(x, 0.5), "constant"),
     (lambda x: np.where(np.arange(x.size).reshape(x.shape) == 7, np.inf, x), "NaN/inf"),
     (lambda x: np.full_like(x, np.nan), "NaN/inf"),
@@ -123,6 +123,24 @@ def test_bad_calibration_gives_clear_error_and_no_bundle(tmp_path, digits_files,
     assert main(args) == 2
     assert message in capsys.readouterr().err
     assert not out.exists() and not list(tmp_path.glob(".bundle*"))
+
+
+@pytest.mark.parametrize("mutate, fault", [
+    (lambda x: x.transpose(0, 2, 3, 1), "the model rejects it: the model rejected the data"),
+    (lambda x: x[:, :, :6, :], "holds {'input': ('Nx1x6x8', 'float32')}"),
+])
+def test_a_bad_eval_file_is_the_one_named(tmp_path, digits_files, capsys, mutate, fault):
+    """The model declares no input shapes: they were taken from --eval, and a wrong --eval made the
+    error blame the right --calib with a self-contradicting shape. Each file is named with what it
+    holds and whether the model runs on it."""
+    x = np.load(digits_files["eval"])["x"]
+    np.savez(tmp_path / "eval.npz", x=mutate(x).astype(np.float32))
+    args = _export_args(digits_files, tmp_path / "bundle", "--int8")
+    args[args.index("--eval") + 1] = str(tmp_path / "eval.npz")
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"calibration ({digits_files['calib']}) holds {{'input': ('Nx1x8x8', 'float32')}} — the model runs on it" in err
+    assert f"eval ({tmp_path / 'eval.npz'}) holds" in err and fault in err
 
 
 def test_failed_export_keeps_previous_bundle(tmp_path, digits_files, capsys):
