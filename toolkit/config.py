@@ -302,6 +302,9 @@ class ExportConfig:
     emulation: str = "auto"
     # Ship the artifacts that passed when others fail (the export still reports the failure).
     allow_partial: bool = False
+    # Requested cells the support table lacks (a format with no converter from the source's framework,
+    # a precision with no quantizer for it) are warnings and make no artifact; strict makes them errors.
+    strict: bool = False
 
     def __post_init__(self):
         if isinstance(self.target_cpu, str):

@@ -82,6 +82,7 @@ def export(model, example_inputs=None, *, calib=None, eval=None, targets=("onnx"
         with timed_step("load source", report.stages, progress):
             source = load_source(model, weights=weights, input_specs=input_specs, trust_model=trust_model)
         report.source = {"model": source.description, "framework": source.framework}
+        config = _plan(source, config, report)  # unsupported cells: known before any work
 
         with timed_step("load data", report.stages, progress):
             calibration, evaluation = _load_datasets(source, example_inputs, calib, eval, preprocess, labels,
@@ -158,6 +159,33 @@ def export(model, example_inputs=None, *, calib=None, eval=None, targets=("onnx"
                 raise ParityError(f"parity failed (candidate kept at {rejected}): " + "; ".join(report.failures),
                                   report)
         return report
+
+
+def _plan(source, config, report):
+    """``config`` without the requested cells the support table lacks for this source: each is a
+    warning (an error with ``strict``), found before any conversion starts."""
+    from edgekit.export import CONVERTERS
+    from edgekit.quantize import QUANTIZERS
+    converters, quantizers = CONVERTERS.entries(), QUANTIZERS.entries()
+    framework, missing, targets = source.framework, [], []
+    for fmt in config.targets:
+        if (framework, fmt) not in converters:
+            formats = sorted({f for fw, f in converters if fw == framework})
+            missing.append(f"{fmt} from a {framework} model: no converter (from {framework}: {', '.join(formats)})")
+            continue
+        targets.append(fmt)
+        for precision in config.precisions:
+            if precision == Precision.FP32 or (config.qat is not None and precision == Precision.INT8):
+                continue
+            if (framework, fmt, str(precision)) not in quantizers and (fmt, str(precision)) not in quantizers:
+                missing.append(f"{fmt} {precision} from a {framework} model: not supported")
+    if missing and config.strict:
+        raise UnsupportedError("unsupported in the support matrix (--strict): " + "; ".join(missing))
+    report.warnings += [f"{cell}; no artifact made" for cell in missing if "no converter" in cell]
+    if not targets:
+        raise UnsupportedError(f"none of the requested formats can be made from a {framework} model: "
+                               + "; ".join(missing))
+    return dataclasses.replace(config, targets=tuple(targets))
 
 
 def _load_datasets(source, example_inputs, calib, eval, preprocess, labels, config, report):

@@ -359,3 +359,20 @@ def test_verify_judges_with_the_tolerances_the_bundle_recorded(digits_bundle, di
     assert main(args + ["--tol", "int8.min_cosine=0.99"]) == 0
     assert "recorded in the bundle, with --tol overrides (onnx-int8)" in capsys.readouterr().out
     assert main(args + ["--tol", "int8.bogus=1"]) == 2
+
+
+def test_unsupported_cells_are_warnings_found_before_any_work(digits_bundle, digits_files, tmp_path, capsys):
+    """An ONNX source with --to onnx,tflite ran seven stages and then exited 2 with a registry tuple.
+    The plan is checked against the support table first: a warning and no artifact (--strict: exit 2
+    before anything is converted)."""
+    onnx_model = str(digits_bundle[0] / "model.onnx")
+    args = ["export", onnx_model, "--eval", str(digits_files["eval"]), "--to", "onnx,tflite", "--no-latency"]
+    assert main(args + ["--out", str(tmp_path / "b"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [a["id"] for a in report["artifacts"]] == ["onnx-fp32"]
+    assert any("tflite from a onnx model: no converter (from onnx: onnx, openvino); no artifact made" in w
+               for w in report["warnings"])
+    assert main(args + ["--out", str(tmp_path / "s"), "--strict", "--json"]) == 2
+    error = json.loads(capsys.readouterr().out)["error"]["message"]
+    assert "--strict" in error and "tflite from a onnx model" in error and "('onnx'" not in error
+    assert not (tmp_path / "s").exists()

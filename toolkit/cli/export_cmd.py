@@ -98,6 +98,9 @@ def register(sub):
                         "outputs are inferred (class scores only when named or shaped so)")
     v.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
     add_profiles(v, "default: $EDGEKIT_TARGET_CPU, else host,x86-avx2")
+    v.add_argument("--strict", action="store_true",
+                   help="a requested format or precision the source's framework does not support is an error "
+                        "(default: a warning, and no artifact for it)")
     v.add_argument("--allow-partial", action="store_true",
                    help="when some artifacts fail, still write the bundle with those that passed (the failed ones "
                         "are recorded in the manifest; the exit code is still 1)")
@@ -229,7 +232,7 @@ def run(args) -> int:
                           opset=args.opset, seed=args.seed, measure_latency=not args.no_latency,
                           isolate=args.isolate, timeout=args.timeout, output_kinds=_output_kinds(args.output_kinds),
                           prune=_prune_options(args), qat=_qat_options(args), emulation=args.emulation,
-                          allow_partial=args.allow_partial,
+                          allow_partial=args.allow_partial, strict=args.strict,
                           **({"target_cpu": args.target_cpu} if args.target_cpu else {}))
     specs = [parse_input_spec(t, args.layout) for t in args.input] or None
     progress = Progress(3 + (2 if config.prune else 0) + (2 if config.qat else 0)
