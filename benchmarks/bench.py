@@ -276,7 +276,7 @@ def _compression_rows(name, model, weights, data, targets, options, x1, work, ru
                           measure_latency=False)
     try:
         report = edgekit.export(model, weights=weights, calib=data["calib"], eval=data["eval"], targets=targets,
-                                int8=True, out=work / slug, measure_latency=False, prune=options)
+                                int8=True, out=work / slug, prune=options)
         bundle = work / slug
     except ParityError as exc:  # random weights: report the figures even if a tolerance is missed
         report, bundle = exc.report, Path(exc.report.output)
