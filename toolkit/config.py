@@ -227,7 +227,11 @@ class PruneOptions:
     scope: str = "global"               # global | layer (unstructured)
     steps: int = 300
     train: object = None
-    max_accuracy_drop: float = 1.0      # the pruned model against the original, in points (labels needed)
+    # The pruned model against the original: with labels, its accuracy drop in points; without, top-1
+    # agreement >= 1 - max_accuracy_drop / 100 (so the drop cannot exceed it) and a mean cosine of at
+    # least ``min_cosine`` on every output (None: no cosine floor, e.g. random-weight test models).
+    max_accuracy_drop: float = 1.0
+    min_cosine: float | None = 0.9
 
     def __post_init__(self):
         if not isinstance(self.sparsity, (int, float)) or not 0.0 < self.sparsity < 1.0:
@@ -238,6 +242,9 @@ class PruneOptions:
                 raise ConfigError(f"prune {name}: expected one of {list(allowed)}, got {getattr(self, name)!r}")
         if not isinstance(self.steps, int) or self.steps < 0:
             raise ConfigError(f"prune steps: expected an integer >= 0, got {self.steps!r}")
+        if self.min_cosine is not None and (not isinstance(self.min_cosine, (int, float))
+                                            or not -1.0 <= self.min_cosine <= 1.0):
+            raise ConfigError(f"prune min_cosine: expected a value in [-1, 1] or None, got {self.min_cosine!r}")
         _resolve_callable(self, "train", "a callable fit(model, steps, callbacks)")
 
 

@@ -8,7 +8,7 @@ import pytest
 import edgekit
 from edgekit.cli.main import main
 from edgekit.config import PruneOptions
-from edgekit.errors import ConfigError
+from edgekit.errors import ConfigError, ParityError
 from edgekit.quantize import prune as P
 
 
@@ -205,14 +205,16 @@ def test_channel_pruning_through_prelu_flatten_and_past_residuals(tmp_path):
     rng = np.random.default_rng(0)
     data = rng.standard_normal((24, 3, 9, 9)).astype(np.float32)
     torch.manual_seed(0)
+    # Random weights, one-shot, no labels: the unlabelled prune gate (agreement, cosine) would fail it.
+    loose = {"max_accuracy_drop": 100, "min_cosine": None}
     report = edgekit.export(prelu_ceil(), eval=data, targets=["onnx"], out=tmp_path / "p", measure_latency=False,
-                            prune=PruneOptions(0.5, structure="channels"))
+                            prune=PruneOptions(0.5, structure="channels", **loose))
     assert report.compression[1]["per_layer"]["conv"]["channels"] == "4/8"
     assert report.passed and any("one-shot" in w for w in report.warnings)
     torch.manual_seed(0)
     residual = Residual().eval()
     report = edgekit.export(residual, eval=data, targets=["onnx"], out=tmp_path / "r", measure_latency=False,
-                            prune=PruneOptions(0.5, structure="channels"))
+                            prune=PruneOptions(0.5, structure="channels", **loose))
     assert report.compression[1]["per_layer"]["expand"]["channels"] == "12/24"
     assert any("stem: left whole (its output" in w for w in report.warnings)
 
@@ -263,10 +265,10 @@ def test_a_live_subclassed_keras_model_is_never_pruned_in_place(tmp_path):
     data = np.random.default_rng(0).standard_normal((64, 8)).astype(np.float32)
     with pytest.raises(ConfigError, match="would change the model you passed"):
         edgekit.export(live, eval=data, targets=["tflite"], out=tmp_path / "live", measure_latency=False,
-                       prune=PruneOptions(0.5))
+                       prune=PruneOptions(0.5, max_accuracy_drop=100, min_cosine=None))
     assert all((a == b).all() for a, b in zip(before, live.get_weights()))
     report = edgekit.export(f"{tmp_path / 'tiny.py'}:build", eval=data, targets=["tflite"], out=tmp_path / "own",
-                            measure_latency=False, prune=PruneOptions(0.5))
+                            measure_latency=False, prune=PruneOptions(0.5, max_accuracy_drop=100, min_cosine=None))
     assert report.compression[1]["sparsity"] == pytest.approx(0.5, abs=0.01)
     assert any("own copy was pruned in place" in n for n in report.compression[1].get("notes", []) + report.warnings)
 
@@ -286,3 +288,15 @@ def test_an_error_in_the_users_own_code_is_named_as_theirs(tmp_path, digits_file
     assert main(["export", f"{tmp_path / 'bad.py'}:build", "--eval", str(digits_files["eval"]),
                  "--out", str(tmp_path / "b")]) == 2
     assert "the model factory" in capsys.readouterr().err and not (tmp_path / "b").exists()
+
+
+def test_without_labels_the_prune_stage_is_gated_on_agreement_and_cosine(tmp_path):
+    """The prune gate checked accuracy only, so without labels it never gated: a one-shot 50% cut of
+    an untrained network passed silently. Now the pruned model must agree with the original."""
+    from ..models import prelu_ceil
+    data = np.random.default_rng(0).standard_normal((24, 3, 9, 9)).astype(np.float32)
+    with pytest.raises(ParityError, match=r"pruned \(torch\): output: cosine") as failed:
+        edgekit.export(prelu_ceil(), eval=data, targets=["onnx"], out=tmp_path / "p", measure_latency=False,
+                       prune=PruneOptions(0.5, structure="channels"))
+    row = failed.value.report.compression[1]
+    assert not row["passed"] and row["gated_by"] == "top-1 agreement and cosine with the original model (no labels)"

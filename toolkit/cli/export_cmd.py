@@ -87,7 +87,12 @@ def register(sub):
                    help="quantization-aware training with --train (NNCF for PyTorch, TensorFlow Model Optimization "
                         "for tf_keras); the int8 artifacts are converted from the trained model (implies --int8)")
     c.add_argument("--prune-max-drop", type=float, default=1.0, metavar="POINTS",
-                   help="largest accuracy drop of the pruned model against the original (default 1.0)")
+                   help="largest accuracy drop of the pruned model against the original (default 1.0; without labels "
+                        "the top-1 agreement must be at least 1 - POINTS/100)")
+    c.add_argument("--prune-min-cosine", type=_cosine_or_none, default=0.9,
+                   metavar="X|none", help="without labelled --eval: the pruned model's mean cosine with the original "
+                                          "on every output must reach X (default 0.9; 'none' to skip), and its top-1 "
+                                          "agreement 1 - POINTS/100")
     v = p.add_argument_group("verification")
     v.add_argument("--reference-device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="where the source model runs for the reference outputs (auto: CUDA when present)")
@@ -109,6 +114,15 @@ def register(sub):
     p.add_argument("--seed", type=int, default=0)
     add_common(p)
     p.set_defaults(run=run)
+
+
+def _cosine_or_none(text):
+    if text.lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected a cosine in [-1, 1] or 'none', got {text!r}") from exc
 
 
 _UNITS = {"s": 1, "m": 60, "h": 3600}
@@ -183,7 +197,7 @@ def _prune_options(args):
         return None
     return PruneOptions(args.prune, schedule=args.prune_schedule, structure=args.prune_structure,
                         scope=args.prune_scope, steps=args.train_steps, train=args.train,
-                        max_accuracy_drop=args.prune_max_drop)
+                        max_accuracy_drop=args.prune_max_drop, min_cosine=args.prune_min_cosine)
 
 
 def _qat_options(args):
