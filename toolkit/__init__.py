@@ -16,7 +16,7 @@ def __getattr__(name):
         import importlib
         return importlib.import_module("edgekit.export")
     if name == "verify":
-        from .verify import verify
+        from .verification import verify
         return verify
     if name == "errors":
         from . import errors

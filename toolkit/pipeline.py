@@ -36,7 +36,7 @@ from .profiles import checkable, not_verified_warnings
 from .report import Report
 from .sources import load_source
 from .timing import timed_step
-from .verify import evaluate
+from .verification import evaluate
 
 log = logging.getLogger("edgekit.pipeline")
 

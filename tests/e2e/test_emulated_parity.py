@@ -15,7 +15,7 @@ import pytest
 import edgekit
 import edgekit.runtime as ekr
 from edgekit.profiles import plan
-from edgekit.verify import verify
+from edgekit.verification import verify
 from edgekit.runtime._child import run_isolated
 from edgekit.runtime._cpu import host_profile
 

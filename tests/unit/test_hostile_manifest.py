@@ -15,7 +15,7 @@ import pytest
 import edgekit.runtime as ekr
 from edgekit.cli.main import main
 from edgekit.errors import InputError, ParityError
-from edgekit.verify import verify
+from edgekit.verification import verify
 
 from ..timeouts import deadline
 

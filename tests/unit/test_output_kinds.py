@@ -73,7 +73,7 @@ def test_several_heads_are_judged_and_shown_one_by_one(tmp_path):
     import json
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
     assert manifest["output_kinds"] == {"boxes": "detection", "scores": "classification"}
-    from edgekit.verify import verify
+    from edgekit.verification import verify
     again = verify(tmp_path / "b", x, isolate=False)
     assert "top1_agreement" not in again.artifacts[0]["parity"]["per_output"]["boxes"]
     with pytest.raises(ConfigError, match="model's outputs are"):

@@ -16,7 +16,7 @@ from edgekit.errors import ConfigError, ParityError
 from edgekit.runtime import _cpu, _model
 from edgekit.runtime._child import Launcher
 from edgekit.runtime._manifest import select_artifact
-from edgekit.verify import evaluate
+from edgekit.verification import evaluate
 
 
 @pytest.mark.parametrize("machine, flags, profile", [

@@ -79,7 +79,7 @@ def write_junit(path, report=None, error=None):
 
 def run(args) -> int:
     from edgekit.errors import ParityError
-    from edgekit.verify import verify
+    from edgekit.verification import verify
 
     progress = Progress(len(args.artifact or []) or 1, quiet=True)
     try:

@@ -28,7 +28,7 @@ from .reference import ReferenceOutputs
 from .report import Report
 from .timing import timed_step
 
-log = logging.getLogger("edgekit.verify")
+log = logging.getLogger("edgekit.verification")
 EVAL_BATCH = 64
 LATENCY_BUDGET_S = 1.0
 LATENCY_MAX_RUNS = 200
