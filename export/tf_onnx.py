@@ -1,23 +1,22 @@
 """TensorFlow/Keras -> ONNX with tf2onnx, from the source's frozen SavedModel (opset >= 17)."""
 
 import io
-import logging
 from contextlib import redirect_stdout
 
+from edgekit._logs import quiet_loggers
 from edgekit.errors import ConversionError
 
 from . import ConversionResult
 from .onnx_format import rename_inputs, rename_outputs
 
 MIN_OPSET = 17
+TF2ONNX_LOGGERS = ("tf2onnx", "tensorflow")  # its progress, at INFO/WARNING on every conversion
 
 
 def convert(source, out_path, config, example=None) -> ConversionResult:
     import tensorflow as tf
     import tf2onnx
 
-    for name in ("tf2onnx", "tensorflow"):
-        logging.getLogger(name).setLevel(logging.ERROR)
     opset = max(config.opset, MIN_OPSET)
     loaded = tf.saved_model.load(str(source.saved_model_dir()))
     serving = loaded.signatures["serving_default"]
@@ -29,7 +28,7 @@ def convert(source, out_path, config, example=None) -> ConversionResult:
         return serving(**dict(zip(names, args)))
 
     try:
-        with redirect_stdout(io.StringIO()):
+        with redirect_stdout(io.StringIO()), quiet_loggers(*TF2ONNX_LOGGERS):
             proto, _ = tf2onnx.convert.from_function(serve, input_signature=signature, opset=opset)
     except Exception as exc:
         raise ConversionError(f"tf2onnx failed: {type(exc).__name__}: {exc}") from exc
@@ -64,7 +63,7 @@ def convert_keras(source, out_path, config) -> ConversionResult:
     opset = max(config.opset, MIN_OPSET)
     signature = [tf.TensorSpec(list(s.shape), tf.as_dtype(s.dtype), name=s.name) for s in source.input_specs]
     try:
-        with redirect_stdout(io.StringIO()):
+        with redirect_stdout(io.StringIO()), quiet_loggers(*TF2ONNX_LOGGERS):
             proto, _ = tf2onnx.convert.from_keras(source.native, input_signature=signature, opset=opset)
     except Exception as exc:
         raise ConversionError(f"tf2onnx (from_keras) failed: {type(exc).__name__}: {exc}") from exc

@@ -12,6 +12,7 @@ from contextlib import redirect_stdout
 
 import numpy as np
 
+from edgekit._logs import quiet_loggers
 from edgekit.errors import ConversionError
 
 from . import ConversionResult
@@ -68,10 +69,10 @@ def convert(source, out_path, config, example=None) -> ConversionResult:
         batch = torch.export.Dim("batch", min=1, max=1 << 16)
         dynamic_shapes = tuple({0: batch} if s.shape[0] is None else {} for s in source.input_specs)
     log.info("exporting %s to ONNX opset %d", source.description, config.opset)
-    # torch warns once per missing torchvision op at every export; not the user's concern.
-    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings(), redirect_stdout(io.StringIO()):
+        # torch warns once per missing torchvision op at every export; not the user's concern.
+        with warnings.catch_warnings(), redirect_stdout(io.StringIO()), \
+                quiet_loggers("torch.onnx._internal.exporter._registration"):
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
                 model, args, dynamo=True, opset_version=config.opset, input_names=input_names,

@@ -10,11 +10,11 @@ one sample at a time.
 
 import contextlib
 import io
-import logging
 import warnings
 
 import numpy as np
 
+from edgekit._logs import quiet_loggers
 from edgekit.errors import ConversionError
 
 from . import ConversionResult
@@ -40,9 +40,8 @@ def prepared(source, example):
 @contextlib.contextmanager
 def quiet():
     """litert-torch and torch.export print progress and deprecation notices on every conversion."""
-    for name in ("litert_torch", "absl", "torch._export", "torch.export"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings(), \
+            quiet_loggers("litert_torch", "absl", "torch._export", "torch.export"):
         warnings.simplefilter("ignore")
         yield
 

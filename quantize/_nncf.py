@@ -4,16 +4,12 @@ import contextlib
 import io
 import logging
 
+from edgekit._logs import quiet_loggers
+
 
 @contextlib.contextmanager
 def quiet_nncf():
     from edgekit.export.openvino_ir import disable_telemetry
     disable_telemetry()
-    logger = logging.getLogger("nncf")
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
-    finally:
-        logger.setLevel(level)
+    with quiet_loggers("nncf", level=logging.WARNING), contextlib.redirect_stdout(io.StringIO()):
+        yield

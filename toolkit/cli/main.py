@@ -77,11 +77,9 @@ def main(argv=None) -> int:
         args = _parse(parser, argv)
     except SystemExit as exc:
         return EXIT_USAGE if exc.code else EXIT_PASS
-    level = logging.DEBUG if args.verbose else logging.ERROR if args.quiet else logging.WARNING
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter
-    logging.basicConfig(level=level, format="edgekit: %(levelname)s: %(message)s")
-    for noisy in ("torch.onnx", "onnxscript", "onnx_ir", "onnxruntime", "tensorflow", "tf2onnx", "absl"):
-        logging.getLogger(noisy).setLevel(max(level, logging.ERROR))
+    from edgekit._logs import configure
+    configure(args.verbose, args.quiet)
     signal.signal(signal.SIGTERM, _terminate)
     try:
         code = args.run(args)
