@@ -51,7 +51,7 @@ def _Flat(module):
     """The module with its outputs as a flat tuple in the source's order."""
     import torch
 
-    from edgekit.sources.torch_source import flatten_outputs
+    from edgekit._torch import flatten_outputs
 
     class Flat(torch.nn.Module):
         def __init__(self):

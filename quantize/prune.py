@@ -132,3 +132,11 @@ class PruneResult:
         self.sparsity = overall_sparsity(per_layer) if sparsity is None else sparsity
         self.notes = tuple(notes)
         self.details = details or {}
+
+
+def fine_tune(module, options, steps, callbacks=()):
+    """Run the user's training hook on ``module`` (train mode during it), if there is one."""
+    if options.train is not None and steps:
+        module.train()
+        options.train(module, steps, list(callbacks))
+        module.eval()

@@ -18,8 +18,7 @@ import numpy as np
 
 from edgekit.errors import ConfigError
 
-from .prune import PruneResult, rounds
-from .prune_torch import fine_tune
+from .prune import PruneResult, fine_tune, rounds
 
 _PER_CHANNEL = ("BatchNorm1d", "BatchNorm2d", "PReLU")
 _PASS_MODULES = ("ReLU", "ReLU6", "LeakyReLU", "GELU", "SiLU", "Hardswish", "Hardsigmoid", "Sigmoid", "Tanh",

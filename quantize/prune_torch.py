@@ -9,7 +9,7 @@ import copy
 
 from edgekit.errors import ConfigError
 
-from .prune import PruneResult, layer_sparsity, masks_for, rounds
+from .prune import PruneResult, fine_tune, layer_sparsity, masks_for, rounds
 
 
 def prunable(module) -> dict:
@@ -17,14 +17,6 @@ def prunable(module) -> dict:
     import torch.nn as nn
     kinds = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
     return {name: m for name, m in module.named_modules() if isinstance(m, kinds)}
-
-
-def fine_tune(module, options, steps, callbacks=()):
-    """Run the user's training hook on ``module`` (train mode during it), if there is one."""
-    if options.train is not None and steps:
-        module.train()
-        options.train(module, steps, list(callbacks))
-        module.eval()
 
 
 def _weights(layers) -> dict:

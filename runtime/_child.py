@@ -23,7 +23,7 @@ from ._errors import ModelLoadError
 
 # Executed by ``python -I -c``: the only code the child runs before edgekit.runtime.
 _BOOTSTRAP = ("import sys, json; sys.path[:0] = json.loads(sys.argv[1]); "
-              "from edgekit.runtime._child import main; sys.exit(main(sys.argv[2:]))")
+              "from edgekit.runtime._childmain import main; sys.exit(main(sys.argv[2:]))")
 EXIT_LOAD, EXIT_RUN = 3, 4
 _STDERR_TAIL = 2000
 
@@ -107,58 +107,14 @@ def run_isolated(file, inputs: dict, *, timeout, entry=None, batch=64, what=None
         with open(request, "w", encoding="utf-8") as fh:
             json.dump({"entry": entry, "inputs": list(inputs), "batch": int(batch)}, fh)
         inputs_npz, outputs_npz = os.path.join(tmp, "inputs.npz"), os.path.join(tmp, "outputs.npz")
-        _save(inputs_npz, list(inputs.values()))
+        save_arrays(inputs_npz, list(inputs.values()))
         answer = spawn(["run", os.path.abspath(file), request, inputs_npz, outputs_npz], timeout=timeout,
                        what=what or f"running {os.path.basename(file)}", workdir=tmp, launcher=launcher)
         with np.load(outputs_npz, allow_pickle=False) as archive:
             return {name: archive[f"a{i}"] for i, name in enumerate(answer["outputs"])}
 
 
-def _save(path, arrays):
+def save_arrays(path, arrays):
     import numpy as np
     with open(path, "wb") as fh:
         np.savez(fh, **{f"a{i}": a for i, a in enumerate(arrays)})
-
-
-# --- the child's side -------------------------------------------------------------------------
-
-def main(argv) -> int:
-    import numpy as np
-
-    from . import _model
-
-    answer_file, command, *rest = argv
-    try:
-        if command == "probe":
-            path, backend = rest
-            model = _model.load(path, backend=backend)
-        else:
-            file, request_json, inputs_npz, outputs_npz = rest
-            with open(request_json, encoding="utf-8") as fh:
-                request = json.load(fh)
-            entry = request["entry"]
-            model = _model.load(file) if entry is None else _model.load_artifact(file, entry)
-    except ModelLoadError as exc:
-        return _say(answer_file, {"error": str(exc)}, EXIT_LOAD)
-    if command == "probe":
-        # A constant used only at inference is read here: a crash in it is the caller's rejection.
-        # An error on synthetic zeros (a shape the model does not take) is not: real data may fit.
-        try:
-            model.run(_model.trial_inputs(model))
-            return _say(answer_file, {"ok": True, "trial_run": "passed"})
-        except Exception as exc:  # any engine error on made-up data is only reported
-            return _say(answer_file, {"ok": True, "trial_run": f"{type(exc).__name__}: {exc}"})
-    try:
-        with np.load(inputs_npz, allow_pickle=False) as archive:
-            inputs = {name: archive[f"a{i}"] for i, name in enumerate(request["inputs"])}
-        outputs = model.run_batched(inputs, request["batch"])
-        _save(outputs_npz, list(outputs.values()))
-    except Exception as exc:  # whatever the engine raised on this file is the answer to report
-        return _say(answer_file, {"error": f"{type(exc).__name__}: {exc}"}, EXIT_RUN)
-    return _say(answer_file, {"ok": True, "outputs": list(outputs)})
-
-
-def _say(path, answer, code=0) -> int:
-    with open(path, "w", encoding="utf-8") as fh:
-        json.dump(answer, fh)
-    return code

@@ -9,6 +9,7 @@ import numpy as np
 from edgekit.runtime import TensorInfo
 
 from ..config import ReferenceDevice
+from .._torch import flatten_outputs
 from ..errors import ConfigError, InputError
 from ..reference import ReferenceOutputs
 
@@ -25,18 +26,6 @@ def resolve_device(requested, cuda_available: bool) -> str:
     if requested == ReferenceDevice.AUTO:
         return "cuda" if cuda_available else "cpu"
     return requested.value
-
-
-def flatten_outputs(result) -> dict:
-    """A module's output (tensor, tuple/list, or dict of tensors) as ordered name -> tensor."""
-    import torch
-    if isinstance(result, torch.Tensor):
-        return {"output": result}
-    if isinstance(result, dict):
-        return {str(k): v for k, v in result.items()}
-    if isinstance(result, (tuple, list)):
-        return {f"output_{i}": v for i, v in enumerate(result)}
-    raise InputError(f"the model returned {type(result).__name__}; expected a tensor, a tuple or a dict of tensors")
 
 
 TORCHSCRIPT_SUFFIXES = (".ts", ".torchscript", ".jit")
