@@ -11,6 +11,9 @@ $(STAMP): setup.cfg constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -c constraints.txt -e ".[dev]"
+	@# NNCF compiles its PyTorch C++ extension on first use (~90 s on 2 cores): here, not inside an export.
+	$(BIN)/python -c "import nncf.torch; nncf.torch.force_build_cpu_extensions()" >/dev/null 2>&1 || \
+	  echo "note: NNCF's CPU extension was not prebuilt (no C++ compiler?); the first PyTorch QAT builds it"
 	touch $(STAMP)
 
 # The emulators behind the target CPU profiles (edgekit.profiles): qemu-user for x86-avx2 and arm64,
