@@ -10,7 +10,7 @@ tensorflow, onnx or any other part of edgekit; ``tests/runtime`` proves it.
 """
 
 from ._errors import BackendUnavailableError, ModelLoadError, RuntimeInputError
-from ._manifest import MANIFEST_NAME, SCHEMA_VERSION, read_manifest, sha256_file
+from ._manifest import MANIFEST_NAME, SCHEMA_VERSION, preferred, read_manifest, sha256_file
 from ._model import Model, TensorInfo, load, load_artifact
 from ._quant import dequantize, quantize
 from .backends import available_backends
@@ -27,6 +27,7 @@ __all__ = [
     "dequantize",
     "load",
     "load_artifact",
+    "preferred",
     "quantize",
     "read_manifest",
     "sha256_file",

@@ -131,13 +131,22 @@ def select_artifact(manifest: dict, *, artifact=None, precision=None, fmt=None, 
     for entry in candidates:
         if entry.get("id") == default:
             return entry
-    # Otherwise the fastest measured at export time (several formats can hold one precision),
-    # among those fed in the source model's own layout (the data a caller has) where any are.
-    source_layouts = [t.get("layout") for t in manifest.get("inputs", [])]
-    same_layout = [e for e in candidates if [t.get("layout") for t in e.get("inputs", [])] == source_layouts]
-    candidates = same_layout or candidates
-    timed = [e for e in candidates if e.get("latency_ms") is not None]
-    return min(timed, key=lambda e: e["latency_ms"]) if timed else candidates[0]
+    # Otherwise by the rule the export chose its default with (several formats can hold one precision).
+    return preferred(candidates, [t.get("layout") for t in manifest.get("inputs", [])])
+
+
+def preferred(entries: list, source_layouts=None, margin=1.10) -> dict:
+    """The one artifact-choice rule (the export's default, and ``load``'s pick among candidates):
+    among those fed in the source model's own layout where any are (the data a caller has), those
+    within ``margin`` of the fastest measured latency (noise on a tiny model must not flip the
+    choice), the smallest."""
+    if source_layouts is not None:
+        entries = [e for e in entries if [t.get("layout") for t in e.get("inputs", [])] == source_layouts] or entries
+    timed = [e for e in entries if e.get("latency_ms") is not None]
+    if timed:
+        fastest = min(e["latency_ms"] for e in timed)
+        entries = [e for e in timed if e["latency_ms"] <= fastest * margin]
+    return min(entries, key=lambda e: e.get("size_bytes") or 0)
 
 
 def artifact_path(bundle_dir: Path, entry: dict, *, check_hash: bool) -> Path:

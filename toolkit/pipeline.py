@@ -520,24 +520,17 @@ def _versions() -> dict:
     return versions
 
 
-def choose_default(artifacts, margin=1.10, source_layouts=None):
-    """The artifact ``load(bundle)`` picks: the smallest that passed among those within 10% of the
-    fastest measured latency (so measurement noise on a tiny model does not flip the choice), among
-    those that take the source model's input layouts where any do (the data a caller has: a
-    PyTorch model's NHWC TFLite artifact is loaded by asking for it). A quantized artifact measured
-    slower than its format's fp32 one is never the default: it gains size, not speed, here."""
+def choose_default(artifacts, source_layouts=None):
+    """The artifact ``load(bundle)`` picks: among those that passed, by the runtime's one choice rule
+    (``edgekit.runtime.preferred``: source layout, within 10% of the fastest, smallest). A quantized
+    artifact measured slower than its format's fp32 one is never the default: it gains size, not
+    speed, here."""
     passed = [a for a in artifacts if a["parity"]["passed"]]
     if not passed:
         return None
     slower = {id(a) for a, _ in _slower_than_own_fp32(passed)}
     passed = [a for a in passed if id(a) not in slower] or passed
-    if source_layouts is not None:
-        passed = [a for a in passed if [t.get("layout") for t in a["inputs"]] == source_layouts] or passed
-    timed = [a for a in passed if a.get("latency_ms") is not None]
-    if timed:
-        fastest = min(a["latency_ms"] for a in timed)
-        passed = [a for a in timed if a["latency_ms"] <= fastest * margin]
-    return min(passed, key=lambda a: a["size_bytes"])
+    return ekr.preferred(passed, source_layouts)
 
 
 def _partial_possible(report) -> bool:

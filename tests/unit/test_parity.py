@@ -68,6 +68,19 @@ def test_default_artifact_is_smallest_within_ten_percent_of_fastest():
     assert choose_default(both)["id"] == "tflite"
 
 
+def test_load_picks_among_candidates_by_the_exports_rule():
+    """``load(bundle, precision=...)`` and the export's default chose by two rules (fastest vs
+    smallest within 10% of the fastest): one rule now, ``edgekit.runtime.preferred``."""
+    from edgekit.runtime._manifest import select_artifact
+
+    def art(id_, fmt, ms, size):
+        return {"id": id_, "format": fmt, "precision": "int8", "latency_ms": ms, "size_bytes": size,
+                "inputs": [{"name": "x", "layout": "nchw"}]}
+    manifest = {"default_artifact": "onnx-fp32", "inputs": [{"name": "x", "layout": "nchw"}],
+                "artifacts": [art("onnx-int8", "onnx", 0.95, 100), art("openvino-int8", "openvino", 1.0, 30)]}
+    assert select_artifact(manifest, precision="int8")["id"] == "openvino-int8"
+
+
 def test_one_bad_sample_of_a_regression_output_fails_int8_and_per_output_limits_apply():
     from edgekit.config import parse_tolerance_overrides
     rng = np.random.default_rng(3)
