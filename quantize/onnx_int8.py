@@ -55,7 +55,7 @@ def quantize(conversion, out_path, calibration, options, evaluation=None) -> Qua
 
     if calibration is None:
         raise CalibrationError("int8 needs calibration data (--calib)")
-    count = min(len(calibration), options.max_calibration_samples)
+    count = len(calibration)  # capped to max_calibration_samples by the pipeline
     notes = ["int8 I/O was asked for; ONNX QDQ models keep float32 inputs and outputs"] if options.int8_io else []
     with tempfile.TemporaryDirectory(prefix="edgekit-ort-") as tmp:
         prepared = Path(tmp) / "prepared.onnx"

@@ -33,7 +33,7 @@ def quantize_transformer(conversion, out_path, calibration, options, evaluation=
         raise CalibrationError("static int8 needs calibration data (--calib)")
     model = onnx.load(str(conversion.path))
     ignored = float_nodes(model.graph)
-    count = min(len(calibration), options.max_calibration_samples)
+    count = len(calibration)  # capped to max_calibration_samples by the pipeline
     samples = [{name: array[i:i + 1] for name, array in calibration.inputs.items()} for i in range(count)]
     try:
         with quiet_nncf():

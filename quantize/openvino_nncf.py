@@ -50,7 +50,7 @@ def quantize_int8(conversion, out_path, calibration, options, evaluation=None) -
         raise CalibrationError("OpenVINO int8 needs calibration data (--calib)")
     model = core().read_model(str(conversion.path))
     names = [port.get_any_name() for port in model.inputs]
-    count = min(len(calibration), options.max_calibration_samples)
+    count = len(calibration)  # capped to max_calibration_samples by the pipeline
     model_type = options.model_type if options.model_type != "auto" else detect_model_type(model)
     keep = matching_names((op.get_friendly_name() for op in model.get_ops()), options.keep_fp32, "OpenVINO")
     # 7-bit weights in every layer (NNCF's overflow fix) where asked: oneDNN's int8 kernels on x86

@@ -55,7 +55,7 @@ def qat_torch(source, options, calibration, quantize_options, pruned=False) -> Q
             return self.inner(*args)
 
     module = Wrapped(copy.deepcopy(source._module()).cpu()).eval()
-    count = min(len(calibration), quantize_options.max_calibration_samples)
+    count = len(calibration)  # capped to max_calibration_samples by the pipeline
     samples = _torch_samples(source, calibration, count)
     try:
         with quiet_nncf():

@@ -24,8 +24,8 @@ from edgekit.export.tf_tflite import converter, run_converter
 from . import QuantizationResult, blame, tflite_blame
 
 
-def _representative(calibration, options, names):
-    count = min(len(calibration), options.max_calibration_samples)
+def _representative(calibration, names):
+    count = len(calibration)  # capped to max_calibration_samples by the pipeline
 
     def samples():
         for i in range(count):
@@ -40,7 +40,7 @@ def _calibrated(conversion, calibration, options, ops, what):
     source = conversion.source
     conv = converter(source)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    samples, count = _representative(calibration, options, [s.name for s in source.input_specs])
+    samples, count = _representative(calibration, [s.name for s in source.input_specs])
     conv.representative_dataset = samples
     conv.target_spec.supported_ops = [ops]
     return conv, count

@@ -27,7 +27,7 @@ def _quantize(conversion, out_path, calibration, options, *, dynamic):
     wrapped, args, nchw = prepared(source, example)
     quantizer = pt2e_quantizer.PT2EQuantizer().set_global(
         pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=dynamic))
-    count = min(len(calibration), options.max_calibration_samples)
+    count = len(calibration)  # capped to max_calibration_samples by the pipeline
     try:
         with quiet():
             module = torch.export.export(wrapped, args).module()

@@ -212,6 +212,9 @@ def _load_datasets(source, example_inputs, calib, eval, preprocess, labels, conf
     calibration = validated.get("calibration")
     if calibration is not None and calibrated:
         report.warnings += check_calibration(calibration, min_samples=config.quantize.min_calibration_samples)
+    if calibration is not None:
+        # Capped here, once: every quantizer, QAT and the blame passes calibrate on these samples.
+        calibration = calibration.take(config.quantize.max_calibration_samples)
     evaluation = validated.get("eval") or calibration or next(iter(validated.values()))
     if "eval" not in validated and "random" not in validated:
         report.warnings.append("no eval data given: parity checked on the calibration set")

@@ -291,3 +291,9 @@ def test_a_recipe_whose_quantizer_fails_is_a_failed_recipe(tmp_path, monkeypatch
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.int8.onnx"]
     with pytest.raises(QuantizationError, match="a cannot"):
         _fake_search(tmp_path, monkeypatch, ["raise", "raise", "raise"], 1.0)
+
+
+def test_calibration_is_capped_once_for_every_quantizer(tmp_path, data):
+    with pytest.raises(ParityError) as capped:  # 16 samples of random data calibrate poorly: figures only
+        _export(tmp_path, data, "cap", 1, max_calibration_samples=16, min_calibration_samples=8, search=False)
+    assert _int8(capped.value.report)["quantization"]["calibration_samples"] == 16
