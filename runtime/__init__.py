@@ -12,6 +12,7 @@ tensorflow, onnx or any other part of edgekit; ``tests/runtime`` proves it.
 from ._errors import BackendUnavailableError, ModelLoadError, RuntimeInputError
 from ._manifest import MANIFEST_NAME, SCHEMA_VERSION, preferred, read_manifest, sha256_file
 from ._model import Model, TensorInfo, load, load_artifact
+from ._tensor import format_shape
 from ._quant import dequantize, quantize
 from .backends import available_backends
 
@@ -25,6 +26,7 @@ __all__ = [
     "TensorInfo",
     "available_backends",
     "dequantize",
+    "format_shape",
     "load",
     "load_artifact",
     "preferred",

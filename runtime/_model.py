@@ -10,7 +10,7 @@ from ._cpu import describe_host, host_profile
 from ._errors import ModelLoadError, RuntimeInputError
 from ._manifest import artifact_path, read_manifest, select_artifact, verified_profiles
 from ._quant import dequantize, quantize
-from ._tensor import TensorInfo
+from ._tensor import TensorInfo, format_shape
 from .backends import backend_for
 
 __all__ = ["Model", "TensorInfo", "load", "load_artifact"]
@@ -212,12 +212,12 @@ def _prepare(info: TensorInfo, value):
         added = True
     elif value.ndim != len(info.shape):
         raise RuntimeInputError(
-            f"input {info.key!r}: expected rank {len(info.shape)} shape {_fmt(info.shape)} "
+            f"input {info.key!r}: expected rank {len(info.shape)} shape {format_shape(info.shape)} "
             f"(or one sample of rank {len(info.shape) - 1}), got shape {value.shape}")
     for axis, (want, got) in enumerate(zip(info.shape, value.shape)):
         if axis and want is not None and want != got:
             raise RuntimeInputError(
-                f"input {info.key!r}: expected shape {_fmt(info.shape)}"
+                f"input {info.key!r}: expected shape {format_shape(info.shape)}"
                 f"{' layout ' + info.layout if info.layout else ''}, got {value.shape} "
                 f"(axis {axis} is {got}, expected {want})")
     if value.dtype == info.dtype:
@@ -232,8 +232,3 @@ def _prepare(info: TensorInfo, value):
             raise RuntimeInputError(f"input {info.key!r}: values outside the range of {info.dtype}")
         return value.astype(info.dtype), added
     raise RuntimeInputError(f"input {info.key!r}: expected dtype {info.dtype.name}, got {value.dtype.name}")
-
-
-def _fmt(shape):
-    return "(" + ", ".join("N" if d is None and i == 0 else "?" if d is None else str(d)
-                           for i, d in enumerate(shape)) + ")"

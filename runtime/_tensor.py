@@ -47,3 +47,11 @@ class TensorInfo:
     def key(self) -> str:
         """The name callers use: the source model's name when the converter renamed the tensor."""
         return self.alias or self.name
+
+
+def format_shape(shape, compact=False) -> str:
+    """A shape as edgekit writes it everywhere: ``(N, 3, 224, ?)`` (N: a free batch axis, ?: another
+    free axis), or ``Nx3x224x?`` with ``compact``."""
+    dims = ["N" if d is None and i == 0 else "?" if d is None else str(d) for i, d in enumerate(shape)]
+    return "x".join(dims) if compact else "(" + ", ".join(dims) + ")"
+

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+import edgekit.runtime as ekr
+
 from ._npz import load_npy, load_npz
 from ._pyfile import is_pyfile_ref, load_attr
 from .errors import CalibrationError, ConfigError, InputError
@@ -226,12 +228,8 @@ def validate(dataset: Dataset, specs, *, role: str) -> Dataset:
     return Dataset(inputs, dataset.labels, dataset.origin, dataset.class_names)
 
 
-def _shape_text(shape):
-    return "(" + ", ".join("N" if i == 0 else "?" if d is None else str(d) for i, d in enumerate(shape)) + ")"
-
-
 def _check_shape(array, spec, role, origin):
-    expected = _shape_text(spec.shape)
+    expected = ekr.format_shape(spec.shape)
     layout = f" [{spec.layout.upper()}]" if spec.layout else ""
     if array.ndim != len(spec.shape):
         raise InputError(f"{role} ({origin}): input {spec.name!r} expected shape {expected}{layout} "

@@ -231,7 +231,7 @@ def _specs_from_data(source, loaded) -> list:
             inferred[role] = source.specs_from_data(dataset)
         except InputError as exc:
             raise InputError(f"{role} ({dataset.origin}): {exc}") from exc
-    held = {role: {s.name: (_shape_text(s.shape), np.dtype(s.dtype).name) for s in specs}
+    held = {role: {s.name: (ekr.format_shape(s.shape, compact=True), np.dtype(s.dtype).name) for s in specs}
             for role, specs in inferred.items()}
     if len({repr(sorted(h.items())) for h in held.values()}) > 1:
         verdicts = {}
@@ -247,10 +247,6 @@ def _specs_from_data(source, loaded) -> list:
                          "each is checked against the model): " + "; ".join(
                              f"{role} ({loaded[role].origin}) holds {held[role]} — {verdicts[role]}" for role in held))
     return inferred["eval"] if "eval" in inferred else next(iter(inferred.values()))
-
-
-def _shape_text(shape) -> str:
-    return "x".join("N" if d is None else str(d) for d in shape)
 
 
 RANDOM_SAMPLES = 64

@@ -14,10 +14,6 @@ def register(sub):
     p.set_defaults(run=run)
 
 
-def _shape(t):
-    return "x".join("N" if d is None and i == 0 else "?" if d is None else str(d) for i, d in enumerate(t["shape"]))
-
-
 def print_line(text):
     print(printable(text))
 
@@ -25,7 +21,7 @@ def print_line(text):
 def run(args) -> int:
     from edgekit.errors import InputError
     from edgekit.runtime import ModelLoadError
-    from edgekit.runtime import read_manifest
+    from edgekit.runtime import format_shape, read_manifest
     try:
         manifest = read_manifest(args.bundle)
     except ModelLoadError as exc:
@@ -38,7 +34,7 @@ def run(args) -> int:
     print_line(f"source      {manifest.get('source', {}).get('model')} ({manifest.get('source', {}).get('framework')})")
     print_line(f"reference   {ref.get('framework')} on {ref.get('device')}, {ref.get('num_samples')} samples")
     for t in manifest.get("inputs", []):
-        print_line(f"input       {t['name']}  {_shape(t)}  {t['dtype']}  {t.get('layout') or ''}")
+        print_line(f"input       {t['name']}  {format_shape(t['shape'], compact=True)}  {t['dtype']}  {t.get('layout') or ''}")
     print_line(f"default     {manifest.get('default_artifact')}")
     targets = manifest.get("target_cpu") if isinstance(manifest.get("target_cpu"), dict) else {}
     if targets:
