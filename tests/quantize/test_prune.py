@@ -300,3 +300,24 @@ def test_without_labels_the_prune_stage_is_gated_on_agreement_and_cosine(tmp_pat
                        prune=PruneOptions(0.5, structure="channels"))
     row = failed.value.report.compression[1]
     assert not row["passed"] and row["gated_by"] == "top-1 agreement and cosine with the original model (no labels)"
+
+
+def test_one_shot_channel_pruning_leaves_batchnorm_in_eval_mode(tmp_path):
+    """The layers channel pruning rebuilds are new modules (training mode by default): without a
+    fine-tuning hook nothing switched them back, BatchNorm used batch statistics, and the pruned
+    reference disagreed with its own fp32 export (MobileNetV2: cosine 0.53)."""
+    import torch
+    import torch.nn as nn
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                          nn.Conv2d(16, 8, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
+    with torch.no_grad():  # running statistics far from a batch's, as after real training
+        model[1].running_mean.fill_(0.5)
+        model[1].running_var.fill_(4.0)
+    model.eval()
+    data = np.random.default_rng(0).standard_normal((32, 3, 9, 9)).astype(np.float32)
+    report = edgekit.export(model, eval=data, targets=["onnx"], out=tmp_path / "bn", measure_latency=False,
+                            prune=PruneOptions(0.5, structure="channels", max_accuracy_drop=100, min_cosine=None))
+    fp32 = next(a for a in report.artifacts if a["id"] == "onnx-fp32")
+    assert report.compression[1]["per_layer"]["0"]["channels"] == "8/16"
+    assert fp32["parity"]["passed"] and fp32["parity"]["cosine"] > 0.99999
