@@ -367,8 +367,8 @@ def _search(fmt, precision, path, source, checker, conversion, calibration, eval
                     checker.check(path)
             except QuantizationError as exc:
                 files.clear()
-                if len(ladder) == 1:
-                    raise
+                if len(ladder) == 1 or isinstance(exc.__cause__, (OSError, MemoryError)):
+                    raise  # a full disk or no memory is the machine's failure, not this recipe's
                 # One recipe's quantizer failing on this graph is that recipe's failure, not the search's.
                 tried.append({"recipe": recipe.name, "scheme": None, "passed": False,
                               "failures": [f"quantization failed: {exc}"]})
