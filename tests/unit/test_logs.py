@@ -29,12 +29,12 @@ def _from_library(message, package="litert_torch"):
 def test_library_lines_carry_their_own_name_and_harmless_ones_wait_for_verbose(clean_logging, capsys):
     _logs.configure(verbose=False, quiet=False)
     logging.getLogger("edgekit.pipeline").warning("int8 slower than fp32 here")
-    logging.getLogger("torch.onnx").error("an operator has no symbolic")
+    logging.getLogger("somelib.export").error("an operator has no symbolic")
     logging.getLogger().handle(_from_library("Your model is converted in training mode. Please set ..."))
     logging.getLogger().handle(_from_library("a notice worth seeing"))
     logging.getLogger("tf2onnx").warning("progress")  # chatty library below ERROR: not shown
     err = capsys.readouterr().err.splitlines()
-    assert err == ["edgekit: WARNING: int8 slower than fp32 here", "torch.onnx: ERROR: an operator has no symbolic",
+    assert err == ["edgekit: WARNING: int8 slower than fp32 here", "somelib.export: ERROR: an operator has no symbolic",
                    "litert_torch: WARNING: a notice worth seeing"]
     _logs.configure(verbose=True, quiet=False)
     logging.getLogger().handle(_from_library("Your model is converted in training mode. Please set ..."))
