@@ -5,12 +5,10 @@ calibrated; float I/O, or int8 I/O with ``int8_io``), int16x8 (int8 weights, int
 activations), selective (int8 with the ops that add the most quantization noise left in float).
 Each starts from the same SavedModel as the fp32 artifact.
 
-Selective quantization uses TensorFlow's QuantizationDebugger: the calibrated model is quantized
-once with a NumericVerify op after every quantized op, which compares the op's int8 output with
-the float op run on the same (dequantized) inputs — the noise that op adds, not the noise it
-inherits. Ops are ranked by that noise relative to their output's energy (as ``onnx_blame`` ranks
-ONNX nodes) and the worst ``keep_sensitive`` fraction is denylisted, so the converter leaves them
-in float with quantize/dequantize around them.
+Selective quantization ranks the quantized ops by the noise each adds over its worst input
+(``tflite_blame``: the converter's whole-model NumericVerify debug mode, ranked as ``onnx_blame``
+ranks ONNX nodes) and denylists the worst ``keep_sensitive`` fraction with the ops around them, so
+the converter leaves those in float with quantize/dequantize around them.
 """
 
 import warnings

@@ -50,7 +50,8 @@ def _zip_kind(path) -> str:
     return "a zip file"
 
 
-def what_came(path) -> str:
-    """"; it is a text file (...)" for an error message, or ""."""
-    kind = describe(path)
-    return f"; {path} is {kind}" if kind else ""
+def what_came(origin) -> str:
+    """"; FILE is a text file (...)" for an error message, or "" (also for an origin that is not a
+    path, such as an archive member)."""
+    kind = describe(origin) if isinstance(origin, (str, Path)) else ""
+    return f"; {origin} is {kind}" if kind else ""

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._filekind import what_came
 from .errors import ConfigError, InputError
 
 MAX_BYTES_ENV = "EDGEKIT_MAX_ARRAY_BYTES"
@@ -94,7 +95,7 @@ def read_npz(fh, origin, *, role: str) -> dict:
                     _check_declared(member, f"{origin} member {info.filename!r}", info.file_size, cap, role)
             return {info.filename[:-len(".npy")]: _read_member(archive, info) for info in members}
     except _READ_ERRORS as exc:
-        raise InputError(f"{role}: {origin} is not a readable .npz file: {exc}{_what_came(origin)}") from exc
+        raise InputError(f"{role}: {origin} is not a readable .npz file: {exc}{what_came(origin)}") from exc
 
 
 def read_npy(fh, origin, *, role: str) -> np.ndarray:
@@ -104,12 +105,8 @@ def read_npy(fh, origin, *, role: str) -> np.ndarray:
         fh.seek(0)
         return np.lib.format.read_array(fh, allow_pickle=False, max_header_size=_MAX_HEADER_CHARS)
     except _READ_ERRORS as exc:
-        raise InputError(f"{role}: {origin} is not a readable .npy file: {exc}{_what_came(origin)}") from exc
+        raise InputError(f"{role}: {origin} is not a readable .npy file: {exc}{what_came(origin)}") from exc
 
-
-def _what_came(origin) -> str:
-    from ._filekind import what_came
-    return what_came(origin) if isinstance(origin, (str, Path)) else ""
 
 
 def _checked_members(archive, origin, role, cap) -> list:

@@ -32,7 +32,6 @@ def prune_stage(source, reference, evaluation, config, report, progress):
     from edgekit.quantize import PRUNERS
 
     from .config import Tolerance
-    from .parity import compare, judge, token_mask
     if source.framework not in PRUNERS.entries():
         raise ConfigError(f"pruning needs a PyTorch or Keras model; {source.description} is {source.framework}")
     with timed_step("prune", report.stages, progress):
@@ -50,9 +49,7 @@ def prune_stage(source, reference, evaluation, config, report, progress):
         floor = config.prune.min_cosine
         gate = Tolerance(min_cosine=-1.0 if floor is None else floor, max_accuracy_drop=drop,
                          min_top1_agreement=max(0.0, 1 - drop / 100))
-    parity = judge(compare(reference.outputs, pruned_reference.outputs, evaluation.labels,
-                           mask=token_mask(evaluation.inputs)), gate).to_dict()
-    parity["gated_by"] = _gated_by(evaluation)
+    parity = _stage_verdict(reference, pruned_reference, evaluation, gate)
     options = config.prune
     report.compression = [
         _reference_row(source, parity),
@@ -78,7 +75,7 @@ def qat_gate(config, labelled: bool):
     cosine 0.969 and top-1 agreement 0.975 to the original at +0.8 pt accuracy). Without labels:
     top-1 agreement with the original for class scores (not after pruning, which changes predictions
     by design) and the DIVERGED_COSINE floor for every output."""
-    from .config import Precision, Tolerance
+    from .config import DIVERGED_COSINE, Precision, Tolerance
     int8 = config.tolerances[Precision.INT8]
     pruned = config.prune is not None
     drop = int8.max_accuracy_drop + (config.prune.max_accuracy_drop if pruned else 0.0)
@@ -88,14 +85,16 @@ def qat_gate(config, labelled: bool):
                      max_accuracy_drop=drop)
 
 
-# Without labels a compressed model is also held to this mean cosine with the original on every
-# output: a floor that catches a diverged model (the digits QAT model keeps 0.969, pruned + QAT 0.945).
-DIVERGED_COSINE = 0.9
-
-
-def _gated_by(evaluation) -> str:
-    return ("accuracy drop against the labels" if evaluation.labels is not None
-            else "top-1 agreement and cosine with the original model (no labels)")
+def _stage_verdict(original, compressed, evaluation, gate) -> dict:
+    """A compressed model's outputs judged against the original's by a stage's ``gate``, with the gate
+    and which metric gated recorded in the row."""
+    from .parity import compare, judge, token_mask
+    parity = judge(compare(original.outputs, compressed.outputs, evaluation.labels,
+                           mask=token_mask(evaluation.inputs)), gate).to_dict()
+    parity["gate"] = {k: v for k, v in vars(gate).items() if v is not None and k != "per_output"}
+    parity["gated_by"] = ("accuracy drop against the labels" if evaluation.labels is not None
+                          else "top-1 agreement and cosine with the original model (no labels)")
+    return parity
 
 
 def qat_stage(source, original, calibration, evaluation, config, report, progress):
@@ -104,7 +103,6 @@ def qat_stage(source, original, calibration, evaluation, config, report, progres
 
     from edgekit.quantize import QAT
 
-    from .parity import compare, judge, token_mask
     if source.framework not in QAT.entries():
         raise ConfigError(f"QAT needs a PyTorch or Keras model; {source.description} is {source.framework}")
     with timed_step("quantization-aware training", report.stages, progress):
@@ -115,13 +113,10 @@ def qat_stage(source, original, calibration, evaluation, config, report, progres
         qat_reference = dataclasses.replace(qat_source.reference(evaluation, config.reference_device),
                                             file="reference.qat.npz")
     gate = qat_gate(config, evaluation.labels is not None)
-    parity = judge(compare(original.outputs, qat_reference.outputs, evaluation.labels,
-                           mask=token_mask(evaluation.inputs)), gate).to_dict()
+    parity = _stage_verdict(original, qat_reference, evaluation, gate)
     if not report.compression:
         report.compression.append(_reference_row(source, parity))
-    parity["gated_by"] = _gated_by(evaluation)
     report.compression.append({"stage": f"QAT ({source.framework})", **parity,
-                               "gate": {k: v for k, v in vars(gate).items() if v is not None and k != "per_output"},
                                "size_bytes": weight_bytes(result.model), "recipe": result.details})
     report.warnings += [f"qat: {note}" for note in result.notes]
     return qat_source, qat_reference

@@ -211,6 +211,12 @@ def _resolve_callable(options, name, expected):
     object.__setattr__(options, name, value)
 
 
+# Without labels a compressed model (pruned, QAT) is held to this mean cosine with the original on
+# every output: a floor that catches a diverged model (the digits QAT model keeps 0.969 to the
+# original, pruned + QAT 0.945).
+DIVERGED_COSINE = 0.9
+
+
 @dataclass(frozen=True)
 class PruneOptions:
     """Magnitude pruning before export (see ``edgekit.quantize.prune``).
@@ -231,7 +237,7 @@ class PruneOptions:
     # agreement >= 1 - max_accuracy_drop / 100 (so the drop cannot exceed it) and a mean cosine of at
     # least ``min_cosine`` on every output (None: no cosine floor, e.g. random-weight test models).
     max_accuracy_drop: float = 1.0
-    min_cosine: float | None = 0.9
+    min_cosine: float | None = DIVERGED_COSINE
 
     def __post_init__(self):
         if not isinstance(self.sparsity, (int, float)) or not 0.0 < self.sparsity < 1.0:

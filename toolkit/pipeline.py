@@ -360,13 +360,12 @@ def _search(fmt, precision, path, source, checker, conversion, calibration, eval
                     return None
                 continue
             label = f"quantize {fmt} {precision}" + (f" ({recipe.name})" if len(ladder) > 1 else "")
-            files.clear()
             try:
                 with timed_step(label, report.stages, progress):
                     qresult = quantizer(conversion, path, calibration, options, evaluation=evaluation)
                     checker.check(path)
             except QuantizationError as exc:
-                files.clear()
+                files.clear()  # what the failed quantizer left half-written
                 if len(ladder) == 1 or isinstance(exc.__cause__, (OSError, MemoryError)):
                     raise  # a full disk or no memory is the machine's failure, not this recipe's
                 # One recipe's quantizer failing on this graph is that recipe's failure, not the search's.

@@ -89,7 +89,7 @@ def register(sub):
     c.add_argument("--prune-max-drop", type=float, default=1.0, metavar="POINTS",
                    help="largest accuracy drop of the pruned model against the original (default 1.0; without labels "
                         "the top-1 agreement must be at least 1 - POINTS/100)")
-    c.add_argument("--prune-min-cosine", type=_cosine_or_none, default=0.9,
+    c.add_argument("--prune-min-cosine", type=_cosine_or_none, default=argparse.SUPPRESS,
                    metavar="X|none", help="without labelled --eval: the pruned model's mean cosine with the original "
                                           "on every output must reach X (default 0.9; 'none' to skip), and its top-1 "
                                           "agreement 1 - POINTS/100")
@@ -197,7 +197,8 @@ def _prune_options(args):
         return None
     return PruneOptions(args.prune, schedule=args.prune_schedule, structure=args.prune_structure,
                         scope=args.prune_scope, steps=args.train_steps, train=args.train,
-                        max_accuracy_drop=args.prune_max_drop, min_cosine=args.prune_min_cosine)
+                        max_accuracy_drop=args.prune_max_drop,
+                        **({"min_cosine": args.prune_min_cosine} if "prune_min_cosine" in args else {}))
 
 
 def _qat_options(args):
