@@ -1,10 +1,4 @@
-"""Converters, and the ``edgekit.export(...)`` entry point.
-
-``edgekit.export`` is both this package and the Python API's main function: the
-package's module object is callable and forwards to ``edgekit.pipeline.export``
-(the layout fixes the package name; the API fixes the call).
-
-Converters: one module per (source framework, target format), behind one registry.
+"""``edgekit.converters`` (the ``export/`` folder): converters: one module per (source framework, target format), behind one registry.
 
 A converter is a function ``convert(source, out_path, config, example=None) -> ConversionResult``
 writing the fp32 artifact of ``source`` to ``out_path`` (``example`` is a validated data set
@@ -14,30 +8,28 @@ that format (and, for formats of several files, ``companions(path)``). Adding a
 (framework, format) pair is one module and one line here.
 """
 
-import sys
-import types
 from dataclasses import dataclass, field
 
 from edgekit.registry import Registry
 
 CONVERTERS = Registry("converters")
-CONVERTERS.register(("torch", "onnx"), "edgekit.export.torch_onnx:convert",
+CONVERTERS.register(("torch", "onnx"), "edgekit.converters.torch_onnx:convert",
                     requires=("torch", "onnx", "onnxscript"), extra="torch")
-CONVERTERS.register(("onnx", "onnx"), "edgekit.export.onnx_onnx:convert", requires=("onnx",), extra="onnx")
-CONVERTERS.register(("torch", "tflite"), "edgekit.export.torch_tflite:convert",
+CONVERTERS.register(("onnx", "onnx"), "edgekit.converters.onnx_onnx:convert", requires=("onnx",), extra="onnx")
+CONVERTERS.register(("torch", "tflite"), "edgekit.converters.torch_tflite:convert",
                     requires=("torch", "litert_torch"), extra="tflite")
-CONVERTERS.register(("tf", "tflite"), "edgekit.export.tf_tflite:convert", requires=("tensorflow",), extra="tf")
-CONVERTERS.register(("tf", "onnx"), "edgekit.export.tf_onnx:convert", requires=("tensorflow", "tf2onnx", "onnx"),
+CONVERTERS.register(("tf", "tflite"), "edgekit.converters.tf_tflite:convert", requires=("tensorflow",), extra="tf")
+CONVERTERS.register(("tf", "onnx"), "edgekit.converters.tf_onnx:convert", requires=("tensorflow", "tf2onnx", "onnx"),
                     extra="tf")
 for _framework in ("torch", "tf", "onnx"):
-    CONVERTERS.register((_framework, "openvino"), f"edgekit.export.openvino_ir:convert_{_framework}",
+    CONVERTERS.register((_framework, "openvino"), f"edgekit.converters.openvino_ir:convert_{_framework}",
                         requires=("openvino",), extra="openvino")
 
 # format -> (artifact suffix, "module:attr" of its checker/describer)
 FORMATS = {
-    "onnx": (".onnx", "edgekit.export.onnx_format"),
-    "tflite": (".tflite", "edgekit.export.tflite_format"),
-    "openvino": (".xml", "edgekit.export.openvino_format"),   # + the .bin beside it (its companion)
+    "onnx": (".onnx", "edgekit.converters.onnx_format"),
+    "tflite": (".tflite", "edgekit.converters.tflite_format"),
+    "openvino": (".xml", "edgekit.converters.openvino_format"),   # + the .bin beside it (its companion)
 }
 
 
@@ -78,12 +70,3 @@ def format_module(fmt: str):
 
 
 __all__ = ["CONVERTERS", "FORMATS", "ConversionResult", "format_module", "weight_sparsity"]
-
-
-class _CallableModule(types.ModuleType):
-    def __call__(self, *args, **kwargs):
-        from edgekit.pipeline import export
-        return export(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

@@ -18,7 +18,7 @@ from edgekit.errors import ConversionError
 from . import ConversionResult
 from .onnx_format import rename_outputs
 
-log = logging.getLogger("edgekit.export.torch_onnx")
+log = logging.getLogger("edgekit.converters.torch_onnx")
 
 
 def example_inputs(source, example):

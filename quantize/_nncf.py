@@ -9,7 +9,7 @@ from edgekit._logs import quiet_loggers
 
 @contextlib.contextmanager
 def quiet_nncf():
-    from edgekit.export.openvino_ir import disable_telemetry
+    from edgekit.converters.openvino_ir import disable_telemetry
     disable_telemetry()
     with quiet_loggers("nncf", level=logging.WARNING), contextlib.redirect_stdout(io.StringIO()):
         yield

@@ -18,9 +18,9 @@ import numpy as np
 from edgekit.config import COSINE_METRIC
 from edgekit.parity import masked, sample_cosines, token_mask
 from edgekit.errors import CalibrationError, ConfigError, QuantizationError
-from edgekit.export import model_type_of
-from edgekit.export.openvino_format import layer_precisions
-from edgekit.export.openvino_ir import save
+from edgekit.converters import model_type_of
+from edgekit.converters.openvino_format import layer_precisions
+from edgekit.converters.openvino_ir import save
 
 from . import QuantizationResult
 from ._nncf import quiet_nncf

@@ -122,16 +122,16 @@ def qat_keras(source, options, calibration, quantize_options, pruned=False) -> Q
 
 def export_int8(qat_source, fmt, out_path, config, example):
     """The int8 artifact of ``fmt`` converted from the QAT model (no second calibration)."""
-    from edgekit.export import CONVERTERS
+    from edgekit.converters import CONVERTERS
     framework = qat_source.framework
     if (framework, fmt) == ("tf", "tflite"):
         import tensorflow as tf
 
-        from edgekit.export.tf_tflite import converter, run_converter
+        from edgekit.converters.tf_tflite import converter, run_converter
         conv = converter(qat_source)
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         run_converter(conv, out_path, "QAT int8")
-        from edgekit.export import ConversionResult
+        from edgekit.converters import ConversionResult
         return ConversionResult(out_path, f"tf.lite.TFLiteConverter (QAT model) tensorflow {tf.__version__}",
                                 source=qat_source)
     if (framework, fmt) == ("torch", "tflite"):
@@ -139,7 +139,7 @@ def export_int8(qat_source, fmt, out_path, config, example):
                                "TFLite int8 of a PyTorch model is post-training (PT2E) only")
     try:
         if (framework, fmt) == ("tf", "onnx"):
-            from edgekit.export.tf_onnx import convert_keras
+            from edgekit.converters.tf_onnx import convert_keras
             result = convert_keras(qat_source, out_path, config)
         else:
             result = CONVERTERS.get((framework, fmt))(qat_source, out_path, config, example=example)
@@ -172,8 +172,8 @@ def fold_weight_quantizers(path, unsigned=False) -> int:
     import onnx
     from onnx import numpy_helper
 
-    from edgekit.export.onnx_format import check
-    from edgekit.export.torch_onnx import onnx_save
+    from edgekit.converters.onnx_format import check
+    from edgekit.converters.torch_onnx import onnx_save
     model = onnx.load(str(path))
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
@@ -250,8 +250,8 @@ def store_grid_weights(path, unsigned=False) -> int:
     import onnx
     from onnx import helper, numpy_helper
 
-    from edgekit.export.onnx_format import check
-    from edgekit.export.torch_onnx import onnx_save
+    from edgekit.converters.onnx_format import check
+    from edgekit.converters.torch_onnx import onnx_save
     model = onnx.load(str(path))
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}

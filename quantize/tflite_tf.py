@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import CalibrationError, QuantizationError
-from edgekit.export.tf_tflite import converter, run_converter
+from edgekit.converters.tf_tflite import converter, run_converter
 
 from . import QuantizationResult, blame, tflite_blame
 

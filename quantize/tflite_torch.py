@@ -7,7 +7,7 @@ activations quantized per call.
 """
 
 from edgekit.errors import CalibrationError, QuantizationError
-from edgekit.export.torch_tflite import prepared, quiet, write
+from edgekit.converters.torch_tflite import prepared, quiet, write
 
 from . import QuantizationResult
 

@@ -1,8 +1,9 @@
 """edgekit — prune, quantize, convert and parity-verify models for edge devices.
 
 The top-level package stays light: ``import edgekit`` (and so ``import
-edgekit.runtime`` on a device) loads no framework. ``edgekit.export(...)`` is
-the callable ``edgekit.export`` package (see its docstring), loaded on use.
+edgekit.runtime`` on a device) loads no framework. ``edgekit.export(...)`` and
+``edgekit.verify(...)`` are functions of the pipeline, loaded on first use; no submodule bears
+their names (the converters live in ``edgekit.converters``), so no import can shadow them.
 """
 
 from ._version import __version__
@@ -13,8 +14,8 @@ __all__ = ["__version__", "export", "verify", "errors"]
 def __getattr__(name):
     # PEP 562: heavy parts load on first use only.
     if name == "export":
-        import importlib
-        return importlib.import_module("edgekit.export")
+        from .pipeline import export
+        return export
     if name == "verify":
         from .verification import verify
         return verify

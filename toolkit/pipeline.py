@@ -20,7 +20,7 @@ import numpy as np
 
 import edgekit.runtime as ekr
 from edgekit.runtime._cpu import cpu_flags, describe_host
-from edgekit.export import CONVERTERS, FORMATS, format_module
+from edgekit.converters import CONVERTERS, FORMATS, format_module
 from edgekit.quantize import SCHEMES, quantizer_for
 from edgekit.quantize.prune import gzip_size
 from edgekit.quantize.recipes import candidates, summary
@@ -164,7 +164,7 @@ def export(model, example_inputs=None, *, calib=None, eval=None, targets=("onnx"
 def _plan(source, config, report):
     """``config`` without the requested cells the support table lacks for this source: each is a
     warning (an error with ``strict``), found before any conversion starts."""
-    from edgekit.export import CONVERTERS
+    from edgekit.converters import CONVERTERS
     from edgekit.quantize import QUANTIZERS
     converters, quantizers = CONVERTERS.entries(), QUANTIZERS.entries()
     framework, missing, targets = source.framework, [], []

@@ -80,7 +80,7 @@ def test_gate_catches_an_artifact_that_lost_its_weights(tmp_path, keras_digits, 
     """Simulate the known failure of concrete-function routes: the artifact holds fresh, untrained weights."""
     import digits_keras
     import tensorflow as tf
-    from edgekit.export import tf_tflite
+    from edgekit.converters import tf_tflite
     fresh = digits_keras.build_model()
     fresh.export(str(tmp_path / "fresh"), format="tf_saved_model", verbose=False)
     monkeypatch.setattr(tf_tflite, "converter",

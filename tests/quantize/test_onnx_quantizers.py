@@ -6,8 +6,8 @@ import pytest
 from edgekit.config import QuantizeOptions
 from edgekit.data import Dataset
 from edgekit.errors import CalibrationError, QuantizationError
-from edgekit.export import ConversionResult
-from edgekit.export.onnx_format import check, describe
+from edgekit.converters import ConversionResult
+from edgekit.converters.onnx_format import check, describe
 from edgekit.quantize import QUANTIZERS
 
 

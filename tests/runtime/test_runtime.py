@@ -8,7 +8,7 @@ import pytest
 import edgekit.runtime as ekr
 
 HEAVY = ("torch", "tensorflow", "onnx", "onnxscript", "nncf", "openvino", "tf_keras", "keras",
-         "edgekit.export", "edgekit.quantize", "edgekit.pipeline", "edgekit.sources", "edgekit.verification")
+         "edgekit.converters", "edgekit.quantize", "edgekit.pipeline", "edgekit.sources", "edgekit.verification")
 
 
 @pytest.mark.parametrize("kind", ["onnx", "tflite", "openvino"])

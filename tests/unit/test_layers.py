@@ -14,11 +14,8 @@ RUNTIME_ALLOWED = {"numpy", "onnxruntime", "hashlib", "json", "pathlib", "datacl
                    "warnings"}
 
 
-FOLDERS = {"toolkit": "edgekit", "export": "edgekit.export", "quantize": "edgekit.quantize",
+FOLDERS = {"toolkit": "edgekit", "export": "edgekit.converters", "quantize": "edgekit.quantize",
            "runtime": "edgekit.runtime"}
-# The one import against the flow, by design: ``edgekit.export(...)`` (the package is callable) forwards
-# to the pipeline, imported on call (issue 13's typed-contracts redesign is to remove it).
-CALLABLE_PACKAGE = ("edgekit.export", "edgekit.pipeline")
 
 
 def _module_name(path: Path) -> str:
@@ -62,8 +59,6 @@ def test_runtime_imports_only_numpy_stdlib_and_backends(path):
                          ids=lambda p: p.name)
 def test_converters_and_quantizers_do_not_import_the_pipeline_cli_or_sources(path):
     for module in _imports(path):
-        if (_module_name(path), module) == CALLABLE_PACKAGE:
-            continue
         assert not module.startswith(("edgekit.pipeline", "edgekit.cli", "edgekit.verification", "edgekit.sources")), \
             f"{path.name} imports {module}"
 
@@ -73,7 +68,6 @@ def test_edgekit_modules_import_no_cycle():
     # package's __init__ is loaded first by Python anyway.
     graph = {name: {m for m in _imports(path) if m in MODULES and m != name and not name.startswith(m + ".")}
              for name, path in MODULES.items()}
-    graph[CALLABLE_PACKAGE[0]].discard(CALLABLE_PACKAGE[1])
     cycles = []
 
     def visit(node, stack, seen):

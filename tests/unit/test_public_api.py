@@ -14,8 +14,10 @@ def test_public_names_are_not_shadowed_by_submodules():
     for info in pkgutil.iter_modules(edgekit.__path__):
         if info.name != "__main__":  # (running it is the CLI)
             importlib.import_module(f"edgekit.{info.name}")  # every submodule of the package, as a run may
+    for package in ("converters", "quantize", "runtime", "sources", "cli"):  # mapped from their own folders
+        importlib.import_module(f"edgekit.{package}")
     kinds = {"__version__": lambda v: isinstance(v, str),
-             "export": callable,
+             "export": inspect.isfunction,  # (was a callable module until the converters moved out)
              "verify": inspect.isfunction,
              "errors": lambda v: isinstance(v, types.ModuleType)}
     assert set(edgekit.__all__) == set(kinds)
