@@ -252,7 +252,7 @@ def bench_compression(work: Path, mobilenet=True):
             ("Keras", str(keras_paths["model"]), None, keras_paths, digits_keras.fit, ["tflite", "onnx", "openvino"],
              "unstructured", 0.5)):
         data = {"calib": paths["calib"], "eval": paths["eval"]}
-        options = PruneOptions(sparsity, structure=structure, schedule="polynomial", train=fit, steps=600)
+        options = PruneOptions(sparsity=sparsity, structure=structure, schedule="polynomial", train=fit, steps=600)
         rows += _compression_rows(f"digits CNN ({name}), {int(sparsity * 100)}% {structure} + int8", model, weights,
                                   data, targets, options, np.load(paths["eval"])["x"][:1], work, 2000)
     if mobilenet:
@@ -263,7 +263,7 @@ def bench_compression(work: Path, mobilenet=True):
         for structure, sparsity in (("channels", 0.3), ("unstructured", 0.5)):
             rows += _compression_rows(f"MobileNetV2 (PyTorch, random weights), {int(sparsity * 100)}% {structure} "
                                       "one-shot + int8", mobilenet_v2(), None, data, ["onnx", "openvino", "tflite"],
-                                      PruneOptions(sparsity, structure=structure, max_accuracy_drop=100.0, min_cosine=None),
+                                      PruneOptions(sparsity=sparsity, structure=structure, max_accuracy_drop=100.0, min_cosine=None),
                                       data["eval"][:1], work, 150)
     return rows
 

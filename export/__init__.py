@@ -10,6 +10,7 @@ that format (and, for formats of several files, ``companions(path)``). Adding a
 
 from dataclasses import dataclass, field
 
+from edgekit.config import ModelType
 from edgekit.registry import Registry
 
 CONVERTERS = Registry("converters")
@@ -42,12 +43,12 @@ class ConversionResult:
     input_layouts: dict = field(default_factory=dict)  # artifact input name -> layout, where it differs
 
 
-def model_type_of(ops) -> str:
+def model_type_of(ops) -> ModelType:
     """``transformer`` for attention graphs (Softmax and MatMul, no convolution), else ``cnn``, from
     a graph's operator type names (ONNX's or OpenVINO's)."""
     ops = set(ops)
     convolutions = {"Conv", "ConvTranspose", "Convolution", "GroupConvolution"}
-    return "transformer" if {"Softmax", "MatMul"} <= ops and not convolutions & ops else "cnn"
+    return ModelType.TRANSFORMER if {"Softmax", "MatMul"} <= ops and not convolutions & ops else ModelType.CNN
 
 
 def weight_sparsity(arrays) -> float | None:

@@ -15,6 +15,7 @@ import warnings
 import numpy as np
 
 from edgekit._logs import quiet_loggers
+from edgekit.runtime import Layout
 from edgekit.errors import ConversionError
 
 from . import ConversionResult
@@ -26,7 +27,7 @@ def prepared(source, example):
     import torch
     litert_torch.config.show_progress = False
     module = source._module()
-    nchw = [i for i, s in enumerate(source.input_specs) if s.layout == "nchw"]
+    nchw = [i for i, s in enumerate(source.input_specs) if s.layout == Layout.NCHW]
     wrapped = litert_torch.to_channel_last_io(module, args=nchw).eval() if nchw else module
     args = []
     for i, spec in enumerate(source.input_specs):
@@ -57,7 +58,7 @@ def write(edge_model, out_path, what):
 def layouts_of(out_path, nchw) -> dict:
     from edgekit.runtime.backends._tflite import TFLiteBackend
     names = [t.name for t in TFLiteBackend(out_path).inputs]
-    return {names[i]: "nhwc" for i in nchw}
+    return {names[i]: Layout.NHWC for i in nchw}
 
 
 def convert(source, out_path, config, example=None) -> ConversionResult:

@@ -10,6 +10,7 @@ import logging
 import tempfile
 from pathlib import Path
 
+from edgekit.config import WeightType
 from edgekit.errors import CalibrationError, QuantizationError
 
 from . import QuantizationResult, blame, onnx_blame
@@ -90,7 +91,7 @@ def quantize(conversion, out_path, calibration, options, evaluation=None) -> Qua
                          f"nodes that produce and read their tensors ({len(kept)} nodes)")
     details = {"tool": "onnxruntime.quantization.quantize_static", "format": "QDQ",
                "activations": "uint8 asymmetric",
-               "weights": "uint8 asymmetric" if options.weight_type == "u8" else "int8 symmetric", "bias": "float32",
+               "weights": "uint8 asymmetric" if options.weight_type == WeightType.U8 else "int8 symmetric", "bias": "float32",
                "per_channel": options.per_channel, "reduce_range": options.reduce_range,
                "calibration_method": str(options.calibration_method),
                "calibration_samples": count, "nodes_kept_fp32": excluded}
@@ -113,7 +114,7 @@ def _quantize_static(prepared, out_path, calibration, count, options, excluded):
             str(prepared), str(out_path), _Reader(calibration, count, batch),
             quant_format=QuantFormat.QDQ, per_channel=options.per_channel,
             reduce_range=options.reduce_range, activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QUInt8 if options.weight_type == "u8" else QuantType.QInt8,
+            weight_type=QuantType.QUInt8 if options.weight_type == WeightType.U8 else QuantType.QInt8,
             nodes_to_exclude=list(excluded) or None,
             calibrate_method=_method(options.calibration_method), extra_options=extra,
             calibration_providers=["CPUExecutionProvider"])

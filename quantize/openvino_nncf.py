@@ -15,7 +15,7 @@ fp16: the fp32 IR saved with its weights compressed to float16.
 
 import numpy as np
 
-from edgekit.config import COSINE_METRIC
+from edgekit.config import COSINE_METRIC, ModelType
 from edgekit.parity import masked, sample_cosines, token_mask
 from edgekit.errors import CalibrationError, ConfigError, QuantizationError
 from edgekit.converters import model_type_of
@@ -33,7 +33,7 @@ def quantize_fp16(conversion, out_path, calibration, options, evaluation=None) -
     return QuantizationResult(out_path, "fp16", {"weights": "float16 (compress_to_fp16)"})
 
 
-def detect_model_type(model) -> str:
+def detect_model_type(model) -> ModelType:
     """``transformer`` for attention graphs (Softmax and MatMul, no convolution), else ``cnn``."""
     return model_type_of(op.get_type_name() for op in model.get_ops())
 
@@ -51,13 +51,13 @@ def quantize_int8(conversion, out_path, calibration, options, evaluation=None) -
     model = core().read_model(str(conversion.path))
     names = [port.get_any_name() for port in model.inputs]
     count = len(calibration)  # capped to max_calibration_samples by the pipeline
-    model_type = options.model_type if options.model_type != "auto" else detect_model_type(model)
+    model_type = options.model_type if options.model_type != ModelType.AUTO else detect_model_type(model)
     keep = matching_names((op.get_friendly_name() for op in model.get_ops()), options.keep_fp32, "OpenVINO")
     # 7-bit weights in every layer (NNCF's overflow fix) where asked: oneDNN's int8 kernels on x86
     # without VNNI sum u8*s8 pairs into saturating 16-bit lanes (see QuantizeOptions.reduce_range).
     overflow_fix = nncf.OverflowFix.ENABLE if options.reduce_range else nncf.OverflowFix.FIRST_LAYER
     kwargs = dict(subset_size=count, fast_bias_correction=options.fast_bias_correction,
-                  model_type=nncf.ModelType.TRANSFORMER if model_type == "transformer" else None,
+                  model_type=nncf.ModelType.TRANSFORMER if model_type == ModelType.TRANSFORMER else None,
                   ignored_scope=nncf.IgnoredScope(names=keep) if keep else None)
     advanced = nncf.AdvancedQuantizationParameters(overflow_fix=overflow_fix)
     details = {"tool": f"nncf {nncf.__version__}", "calibration_samples": count, "model_type": model_type,

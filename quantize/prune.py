@@ -19,12 +19,14 @@ import io
 
 import numpy as np
 
+from edgekit.config import PruneSchedule, PruneScope, PruneStructure
+
 PHASES = 5
 
 
 def schedule(options) -> list:
     """The sparsity to reach before each round of fine-tuning."""
-    if options.schedule == "constant":
+    if options.schedule == PruneSchedule.CONSTANT:
         return [options.sparsity]
     return [options.sparsity * (1 - (1 - k / PHASES) ** 3) for k in range(1, PHASES + 1)]
 
@@ -45,7 +47,7 @@ def masks_for(weights: dict, sparsity: float, options, notes: list, output_axis:
     """Keep-masks for ``options.structure`` (unstructured or 2:4). For 2:4 every axis but the
     output one is the reduction a group of 4 runs along; layers whose reduction is not a multiple
     of 4 stay dense (noted)."""
-    if options.structure == "unstructured":
+    if options.structure == PruneStructure.UNSTRUCTURED:
         return magnitude_masks(weights, sparsity, options.scope)
     masks = {}
     for name, w in weights.items():
@@ -61,7 +63,7 @@ def masks_for(weights: dict, sparsity: float, options, notes: list, output_axis:
 
 def magnitude_masks(weights: dict, sparsity: float, scope: str) -> dict:
     """name -> boolean keep-mask zeroing the ``sparsity`` fraction of smallest |w|."""
-    if scope == "layer":
+    if scope == PruneScope.LAYER:
         return {name: _keep_largest(np.abs(w), sparsity) for name, w in weights.items()}
     magnitudes = np.concatenate([np.abs(w).ravel() for w in weights.values()])
     count = int(round(sparsity * magnitudes.size))

@@ -14,6 +14,7 @@ live one passed by the caller is refused rather than changed.
 
 import numpy as np
 
+from edgekit.config import PruneSchedule, PruneStructure
 from edgekit.errors import ConfigError, UnsupportedError
 
 from .prune import PruneResult, layer_sparsity, masks_for, rounds
@@ -90,12 +91,12 @@ def _prune_tfmot(model, options, notes):
     import tensorflow_model_optimization as tfmot
     sparsity = tfmot.sparsity.keras
     end = max(options.steps, 1)
-    if options.schedule == "polynomial" and options.structure == "unstructured":
+    if options.schedule == PruneSchedule.POLYNOMIAL and options.structure == PruneStructure.UNSTRUCTURED:
         plan = sparsity.PolynomialDecay(0.0, options.sparsity, begin_step=0, end_step=max(end - 1, 1), frequency=1)
     else:
-        plan = sparsity.ConstantSparsity(options.sparsity if options.structure == "unstructured" else 0.5,
+        plan = sparsity.ConstantSparsity(options.sparsity if options.structure == PruneStructure.UNSTRUCTURED else 0.5,
                                          begin_step=0, frequency=1)
-    kwargs = {"sparsity_m_by_n": (2, 4)} if options.structure == "2:4" else {}
+    kwargs = {"sparsity_m_by_n": (2, 4)} if options.structure == PruneStructure.TWO_FOUR else {}
     try:
         wrapped = sparsity.prune_low_magnitude(model, pruning_schedule=plan, **kwargs)
     except Exception as exc:
@@ -110,7 +111,7 @@ def prune(source, options) -> PruneResult:
     if source.kind == "saved_model":
         raise ConfigError("pruning needs the Keras model (a .keras/.h5 file, FILE.py:factory or a live model); "
                           "a SavedModel's weights are frozen into its graph")
-    if options.structure == "channels":
+    if options.structure == PruneStructure.CHANNELS:
         raise UnsupportedError("channel pruning is implemented for PyTorch models; for Keras use "
                                "--prune-structure unstructured or 2:4")
     model, notes = _clone(source.native, getattr(source, "owned", False))

@@ -12,12 +12,13 @@ tensorflow, onnx or any other part of edgekit; ``tests/runtime`` proves it.
 from ._errors import BackendUnavailableError, ModelLoadError, RuntimeInputError
 from ._manifest import MANIFEST_NAME, SCHEMA_VERSION, preferred, read_manifest, sha256_file
 from ._model import Model, TensorInfo, load, load_artifact
-from ._tensor import format_shape
+from ._tensor import Layout, format_shape
 from ._quant import dequantize, quantize
 from .backends import available_backends
 
 __all__ = [
     "BackendUnavailableError",
+    "Layout",
     "MANIFEST_NAME",
     "Model",
     "ModelLoadError",

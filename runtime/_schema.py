@@ -10,6 +10,7 @@ keys the schema does not name (written by newer exports or for people), unless `
 import json
 
 from ._errors import ModelLoadError
+from ._tensor import Layout
 
 MAX_MANIFEST_BYTES = 16 << 20  # an export writes a few KiB; the cap bounds memory and parse time
 MAX_NESTING = 32               # an export nests 6 levels (artifacts[i].parity.per_output.NAME)
@@ -179,11 +180,12 @@ _QUANTIZATION = _Object("an object with scale and zero_point", optional={
     "scale": _Nullable(_Is("a finite number >= 0", lambda v: _is_finite(v) and v >= 0)),
     "zero_point": _Nullable(_Is("an integer within int32", lambda v: _is_int(v) and -2**31 <= v < 2**31)),
 })
+_LAYOUT = _Is(f"one of {[layout.value for layout in Layout]}", lambda v: v in tuple(Layout))
 _TENSOR = _Object("a tensor description, an object with name, shape and dtype", required={
     "name": _NAME,
     "shape": _ListOf(_Nullable(_COUNT), "a list of integers or null (one per axis)", lengths=range(65)),
     "dtype": _Is(f"one of {list(DTYPES)}", lambda v: v in DTYPES),
-}, optional={"layout": _Nullable(_TEXT), "quantization": _Nullable(_QUANTIZATION), "source_name": _Nullable(_TEXT)},
+}, optional={"layout": _Nullable(_LAYOUT), "quantization": _Nullable(_QUANTIZATION), "source_name": _Nullable(_TEXT)},
     check=_quantization_fits)
 _TENSORS = _ListOf(_TENSOR, "a list of tensor descriptions")
 
@@ -218,7 +220,7 @@ _PREPROCESSING = _Object("the image preprocessing, an object", closed=True, opti
                     "a list of 1 or 3 numbers", lengths=(1, 3)),
     "std": _ListOf(_Is("a finite number other than 0", lambda v: _is_finite(v) and v != 0),
                    "a list of 1 or 3 numbers", lengths=(1, 3)),
-    "layout": _Is("'nchw' or 'nhwc'", lambda v: v in ("nchw", "nhwc")),
+    "layout": _LAYOUT,
     "grayscale": _FLAG,
     "scale": _TEXT,
 })

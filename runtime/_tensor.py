@@ -1,8 +1,15 @@
 """TensorInfo: what the runtime knows about one model input or output."""
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 import numpy as np
+
+
+class Layout(StrEnum):
+    """The axis order of an image input (None on a tensor: not an image, or not known)."""
+    NCHW = "nchw"
+    NHWC = "nhwc"
 
 
 @dataclass(frozen=True)
@@ -18,10 +25,14 @@ class TensorInfo:
     name: str
     shape: tuple
     dtype: np.dtype
-    layout: str | None = None
+    layout: Layout | None = None
     scale: float | None = None
     zero_point: int | None = None
     alias: str | None = None
+
+    def __post_init__(self):
+        if self.layout is not None:
+            object.__setattr__(self, "layout", Layout(self.layout))
 
     @property
     def quantized(self) -> bool:

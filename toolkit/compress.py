@@ -6,6 +6,7 @@ pruned → QAT) with its accuracy against the original model. The compressed mod
 become the reference its artifacts are verified against.
 """
 
+from .config import PruneStructure
 from .errors import ConfigError
 from .timing import timed_step
 
@@ -62,7 +63,7 @@ def prune_stage(source, reference, evaluation, config, report, progress):
     report.warnings += [f"prune: {note}" for note in result.notes]
     if options.train is None:
         report.warnings.append("prune: no training hook (--train FILE.py:fit): pruned one-shot, without fine-tuning")
-    if options.structure == "2:4" and options.sparsity != 0.5:
+    if options.structure == PruneStructure.TWO_FOUR and options.sparsity != 0.5:
         report.warnings.append(f"prune: 2:4 is 50% sparsity by construction; the requested {options.sparsity} "
                                "does not apply")
     return pruned, pruned_reference

@@ -5,6 +5,8 @@ from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
 
 from .errors import ConfigError, did_you_mean
+from . import profiles
+from .profiles import Emulation
 
 
 class Precision(StrEnum):
@@ -25,6 +27,40 @@ class ReferenceDevice(StrEnum):
     AUTO = "auto"
     CPU = "cpu"
     CUDA = "cuda"
+
+
+class Format(StrEnum):
+    """A target format (its converters and quantizers: ``edgekit.routes``)."""
+    ONNX = "onnx"
+    TFLITE = "tflite"
+    OPENVINO = "openvino"
+
+
+class ModelType(StrEnum):
+    AUTO = "auto"                # detected from the graph (transformer: Softmax and MatMul, no convolution)
+    CNN = "cnn"
+    TRANSFORMER = "transformer"
+
+
+class WeightType(StrEnum):
+    S8 = "s8"                    # u8*s8 kernels (fast; 7-bit weights so they cannot saturate without VNNI)
+    U8 = "u8"                    # u8*u8 (never saturates)
+
+
+class PruneSchedule(StrEnum):
+    CONSTANT = "constant"
+    POLYNOMIAL = "polynomial"
+
+
+class PruneStructure(StrEnum):
+    UNSTRUCTURED = "unstructured"
+    TWO_FOUR = "2:4"
+    CHANNELS = "channels"
+
+
+class PruneScope(StrEnum):
+    GLOBAL = "global"
+    LAYER = "layer"
 
 
 def _enum(cls, value, name):
@@ -146,7 +182,7 @@ class QuantizeOptions:
     min_calibration_samples: int = 32
     keep_fp32: tuple = ()
     int8_io: bool = False          # int8 inputs/outputs where the format has them (TFLite)
-    model_type: str = "auto"       # "cnn" | "transformer" | "auto" (detected from the graph; OpenVINO/NNCF)
+    model_type: ModelType = ModelType.AUTO  # picks the transformer ladder (ONNX) and NNCF's scheme (IR)
     # NNCF's fast bias correction: measured to cost the digits sample 0.56 pt (cosine 0.984) where
     # full bias correction loses nothing, at equal accuracy and speed on MobileNetV2 and MiniLM.
     fast_bias_correction: bool = False
@@ -154,7 +190,7 @@ class QuantizeOptions:
     # or the units of ``metric``); layers are reverted to float until the drop is within it.
     max_drop: float | None = None
     metric: object = None          # callable(predictions, labels) -> float, higher is better, "file.py:name", or "cosine"
-    weight_type: str = "s8"        # ONNX int8 weights: "s8" (fast u8*s8 kernels) or "u8" (u8*u8, never saturates)
+    weight_type: WeightType = WeightType.S8  # ONNX int8 weights
     # Recipe search (edgekit.quantize.recipes): try the format's ladder of recipes until one passes
     # the gate, at most ``search_budget`` of them; off = exactly the options above.
     search: bool = True
@@ -178,15 +214,13 @@ class QuantizeOptions:
             raise ConfigError(f"max_calibration_samples: expected >= 1, got {self.max_calibration_samples}")
         if self.min_calibration_samples < 1:
             raise ConfigError(f"min_calibration_samples: expected >= 1, got {self.min_calibration_samples}")
-        if self.weight_type not in ("s8", "u8"):
-            raise ConfigError(f"weight_type: expected 's8' or 'u8', got {self.weight_type!r}")
+        object.__setattr__(self, "weight_type", _enum(WeightType, self.weight_type, "weight_type"))
         if not isinstance(self.search_budget, int) or isinstance(self.search_budget, bool) or self.search_budget < 1:
             raise ConfigError(f"search_budget: expected an integer >= 1, got {self.search_budget!r}")
         if self.search_time is not None and (isinstance(self.search_time, bool)
                                              or not isinstance(self.search_time, (int, float)) or not self.search_time > 0):
             raise ConfigError(f"search_time: expected a number of seconds > 0 or None, got {self.search_time!r}")
-        if self.model_type not in ("auto", "cnn", "transformer"):
-            raise ConfigError(f"model_type: expected 'auto', 'cnn' or 'transformer', got {self.model_type!r}")
+        object.__setattr__(self, "model_type", _enum(ModelType, self.model_type, "model_type"))
         if self.max_drop is not None and (not isinstance(self.max_drop, (int, float)) or not self.max_drop >= 0):
             raise ConfigError(f"max_drop: expected a number >= 0, got {self.max_drop!r}")
         if self.metric != COSINE_METRIC:
@@ -217,7 +251,7 @@ def _resolve_callable(options, name, expected):
 DIVERGED_COSINE = 0.9
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PruneOptions:
     """Magnitude pruning before export (see ``edgekit.quantize.prune``).
 
@@ -228,9 +262,9 @@ class PruneOptions:
     """
 
     sparsity: float
-    schedule: str = "constant"          # constant | polynomial
-    structure: str = "unstructured"     # unstructured | 2:4 | channels
-    scope: str = "global"               # global | layer (unstructured)
+    schedule: PruneSchedule = PruneSchedule.CONSTANT
+    structure: PruneStructure = PruneStructure.UNSTRUCTURED
+    scope: PruneScope = PruneScope.GLOBAL   # (unstructured)
     steps: int = 300
     train: object = None
     # The pruned model against the original: with labels, its accuracy drop in points; without, top-1
@@ -242,10 +276,8 @@ class PruneOptions:
     def __post_init__(self):
         if not isinstance(self.sparsity, (int, float)) or not 0.0 < self.sparsity < 1.0:
             raise ConfigError(f"prune sparsity: expected a fraction in (0, 1), got {self.sparsity!r}")
-        for name, allowed in (("schedule", ("constant", "polynomial")),
-                              ("structure", ("unstructured", "2:4", "channels")), ("scope", ("global", "layer"))):
-            if getattr(self, name) not in allowed:
-                raise ConfigError(f"prune {name}: expected one of {list(allowed)}, got {getattr(self, name)!r}")
+        for name, enum in (("schedule", PruneSchedule), ("structure", PruneStructure), ("scope", PruneScope)):
+            object.__setattr__(self, name, _enum(enum, getattr(self, name), f"prune {name}"))
         if not isinstance(self.steps, int) or self.steps < 0:
             raise ConfigError(f"prune steps: expected an integer >= 0, got {self.steps!r}")
         if self.min_cosine is not None and (not isinstance(self.min_cosine, (int, float))
@@ -254,7 +286,7 @@ class PruneOptions:
         _resolve_callable(self, "train", "a callable fit(model, steps, callbacks)")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class QATOptions:
     """Quantization-aware training: ``train`` is the training hook (as for PruneOptions), which
     fine-tunes the model with fake quantizers in place for about ``steps`` optimizer steps."""
@@ -282,16 +314,11 @@ def check_timeout(value):
         raise ConfigError(f"timeout: expected a number of seconds > 0, got {value!r}")
 
 
-def _profiles():
-    from . import profiles
-    return profiles
-
-
 @dataclass(frozen=True, kw_only=True)
 class ExportConfig:
     """Everything the pipeline needs besides the model and the data."""
 
-    targets: tuple = ("onnx",)
+    targets: tuple = (Format.ONNX,)
     precisions: tuple = (Precision.FP32,)
     quantize: QuantizeOptions = field(default_factory=QuantizeOptions)
     prune: PruneOptions | None = None
@@ -311,8 +338,8 @@ class ExportConfig:
     # The CPU classes whose parity every artifact must hold on (edgekit.profiles): "host", "x86-avx2",
     # "x86-vnni", "arm64" or "all"; measured natively where this machine matches, else emulated
     # (``emulation``: auto | always | never). Default: $EDGEKIT_TARGET_CPU, else host + x86-avx2.
-    target_cpu: tuple = field(default_factory=lambda: _profiles().default_targets())
-    emulation: str = "auto"
+    target_cpu: tuple = field(default_factory=lambda: profiles.default_targets())
+    emulation: Emulation = Emulation.AUTO
     # Ship the artifacts that passed when others fail (the export still reports the failure).
     allow_partial: bool = False
     # Requested cells the support table lacks (a format with no converter from the source's framework,
@@ -322,16 +349,14 @@ class ExportConfig:
     def __post_init__(self):
         if isinstance(self.target_cpu, str):
             object.__setattr__(self, "target_cpu", tuple(t.strip() for t in self.target_cpu.split(",") if t.strip()))
-        _profiles().resolve(self.target_cpu)  # unknown names fail here, before any work
-        if self.emulation not in _profiles().EMULATION_MODES:
-            raise ConfigError(f"emulation: expected one of {list(_profiles().EMULATION_MODES)}, "
-                              f"got {self.emulation!r}")
+        profiles.resolve(self.target_cpu)  # unknown names fail here, before any work
+        object.__setattr__(self, "emulation", _enum(Emulation, self.emulation, "emulation"))
         for name, kind in dict(self.output_kinds).items():
             if kind not in OUTPUT_KINDS:
                 raise ConfigError(f"output_kinds[{name!r}]: expected one of {list(OUTPUT_KINDS)}, got {kind!r}")
         check_timeout(self.timeout)
         if isinstance(self.prune, (int, float)) and not isinstance(self.prune, bool):
-            object.__setattr__(self, "prune", PruneOptions(float(self.prune)))
+            object.__setattr__(self, "prune", PruneOptions(sparsity=float(self.prune)))
         if self.prune is not None and not isinstance(self.prune, PruneOptions):
             raise ConfigError(f"prune: expected a sparsity or PruneOptions, got {self.prune!r}")
         if self.qat is not None and not isinstance(self.qat, QATOptions):
@@ -343,6 +368,7 @@ class ExportConfig:
             object.__setattr__(self, "targets", tuple(t for t in self.targets.split(",") if t))
         if not self.targets:
             raise ConfigError("targets: expected at least one format, got none")
+        object.__setattr__(self, "targets", tuple(dict.fromkeys(_enum(Format, t, "target") for t in self.targets)))
         precisions = tuple(dict.fromkeys(_enum(Precision, p, "precision") for p in self.precisions))
         if Precision.FP32 not in precisions:
             # The fp32 artifact is the baseline every quantizer starts from.

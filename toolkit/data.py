@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 import edgekit.runtime as ekr
+from edgekit.runtime import Layout
 
 from ._npz import load_npy, load_npz
 from ._pyfile import is_pyfile_ref, load_attr
@@ -64,12 +65,13 @@ class ImagePreprocess:
     size: tuple = (224, 224)
     mean: tuple = (0.0,)
     std: tuple = (1.0,)
-    layout: str = "nchw"
+    layout: Layout = Layout.NCHW
     grayscale: bool = False
 
     def __post_init__(self):
-        if self.layout not in ("nchw", "nhwc"):
-            raise ConfigError(f"preprocess layout: expected 'nchw' or 'nhwc', got {self.layout!r}")
+        if self.layout not in tuple(Layout):
+            raise ConfigError(f"preprocess layout: expected one of {[v.value for v in Layout]}, got {self.layout!r}")
+        object.__setattr__(self, "layout", Layout(self.layout))
         if len(self.size) != 2 or min(self.size) < 1:
             raise ConfigError(f"preprocess size: expected (height, width), got {self.size!r}")
         if any(s == 0 for s in self.std):
@@ -172,7 +174,7 @@ def _from_image_folder(root: Path, pre: ImagePreprocess, role: str) -> Dataset:
     if x.ndim == 3:
         x = x[..., None]
     x = (x - np.asarray(pre.mean, np.float32)) / np.asarray(pre.std, np.float32)
-    if pre.layout == "nchw":
+    if pre.layout == Layout.NCHW:
         x = x.transpose(0, 3, 1, 2)
     labels = np.asarray([i for _, i in files], np.int64) if classes else None
     return Dataset({SINGLE_INPUT_KEY: np.ascontiguousarray(x, np.float32)}, labels, str(root),
@@ -238,9 +240,9 @@ def _check_shape(array, spec, role, origin):
     if not mismatched:
         return
     hint = ""
-    if array.ndim == 4 and spec.layout == "nchw" and array.shape[1:] == (spec.shape[2], spec.shape[3], spec.shape[1]):
+    if array.ndim == 4 and spec.layout == Layout.NCHW and array.shape[1:] == (spec.shape[2], spec.shape[3], spec.shape[1]):
         hint = " — the data looks NHWC; transpose it with x.transpose(0, 3, 1, 2) (edgekit never transposes silently)"
-    elif array.ndim == 4 and spec.layout == "nhwc" and array.shape[1:] == (spec.shape[3], spec.shape[1], spec.shape[2]):
+    elif array.ndim == 4 and spec.layout == Layout.NHWC and array.shape[1:] == (spec.shape[3], spec.shape[1], spec.shape[2]):
         hint = " — the data looks NCHW; transpose it with x.transpose(0, 2, 3, 1) (edgekit never transposes silently)"
     raise InputError(f"{role} ({origin}): input {spec.name!r} expected shape {expected}{layout}, "
                      f"got {array.shape}{hint}")

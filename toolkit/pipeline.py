@@ -28,7 +28,7 @@ from edgekit.quantize.recipes import candidates, summary
 from ._version import __version__
 from .bundle import check_output_dir, output_lock, staged_bundle
 from .compress import prune_stage, qat_stage
-from .config import CALIBRATED, ExportConfig, Precision, QuantizeOptions
+from .config import CALIBRATED, ExportConfig, ModelType, Precision, QuantizeOptions
 from .data import Dataset, check_calibration, load_data, validate
 from .errors import ConfigError, InputError, ParityError, QuantizationError, UnsupportedError, did_you_mean
 from .parity import output_kinds
@@ -68,9 +68,6 @@ def export(model, example_inputs=None, *, calib=None, eval=None, targets=("onnx"
         precisions = list(precisions or []) + ([Precision.FP16] if fp16 else []) + ([Precision.INT8] if int8 else [])
         config = ExportConfig(targets=tuple(targets) if not isinstance(targets, str) else targets,
                               precisions=tuple(precisions), quantize=quantize or QuantizeOptions(), **options)
-    for fmt in config.targets:
-        if fmt not in FORMATS:
-            raise ConfigError(f"target {fmt!r}: expected one of {sorted(FORMATS)}{did_you_mean(fmt, FORMATS)}")
     runners, not_verified = checkable(config.target_cpu, config.emulation)
     out = check_output_dir(Path(out))
     with output_lock(out):  # one export per output folder; held until the bundle is in place
@@ -339,8 +336,8 @@ def _search(fmt, precision, path, source, checker, conversion, calibration, eval
     (TFLite's 16x8 runs on reference kernels, ONNX dynamic int8 of convolutions on slow ones), and the
     fastest that passed ships."""
     model_type = config.quantize.model_type
-    if model_type == "auto":  # a format whose module can tell (ONNX) picks its transformer ladder
-        model_type = getattr(checker, "model_type", lambda _: "cnn")(conversion.path)
+    if model_type == ModelType.AUTO:  # a format whose module can tell (ONNX) picks its transformer ladder
+        model_type = getattr(checker, "model_type", lambda _: ModelType.CNN)(conversion.path)
     ladder = candidates(fmt, precision, config.quantize, model_type)
     tried, entry, started, out_of_time = [], None, time.monotonic(), None
     shipped, slow, last_failed, failed_quantizing = None, [], None, []  # slow: (latency, index in tried, entry)

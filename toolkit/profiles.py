@@ -24,6 +24,7 @@ import platform
 import shutil
 import tempfile
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 from edgekit.runtime._child import NATIVE, Launcher
@@ -31,7 +32,13 @@ from edgekit.runtime._cpu import PROFILES, describe_host, host_profile
 
 from .errors import ConfigError
 
-EMULATION_MODES = ("auto", "always", "never")
+
+class Emulation(StrEnum):
+    AUTO = "auto"        # native where this machine matches a profile, else emulated
+    ALWAYS = "always"    # emulated wherever an emulator exists (checks the emulated path on a matching machine)
+    NEVER = "never"      # native only
+
+
 # The default: the machine exporting, and the x86 class whose int8 kernels saturate (a workstation
 # with VNNI cannot see that failure itself; a bundle verified there alone fails on AVX2 devices).
 DEFAULT_TARGETS = ("host", "x86-avx2")
@@ -93,8 +100,8 @@ def plan(profiles, emulation="auto") -> tuple:
     measured here, and profile -> reason for those that cannot. ``emulation``: auto (native where
     this machine matches, else emulated), always (emulated wherever an emulator exists: checks the
     emulated path on a matching machine), never (native only)."""
-    if emulation not in EMULATION_MODES:
-        raise ConfigError(f"emulation: expected one of {list(EMULATION_MODES)}, got {emulation!r}")
+    if emulation not in tuple(Emulation):
+        raise ConfigError(f"emulation: expected one of {[e.value for e in Emulation]}, got {emulation!r}")
     host = host_profile()
     runners, not_verified = [], {}
     for profile in profiles:

@@ -13,6 +13,7 @@ import numpy as np
 
 import edgekit.runtime as ekr
 
+from edgekit.runtime import Layout
 from edgekit.runtime._child import ChildFailure, run_isolated
 from edgekit.runtime._cpu import describe_host
 from edgekit.runtime._manifest import artifact_path
@@ -49,7 +50,7 @@ def median_latency_ms(model, sample: dict) -> float:
 def _transpose(array, have, want):
     if have == want or array.ndim != 4 or not have or not want:
         return array
-    return array.transpose((0, 2, 3, 1) if (have, want) == ("nchw", "nhwc") else (0, 3, 1, 2))
+    return array.transpose((0, 2, 3, 1) if (have, want) == (Layout.NCHW, Layout.NHWC) else (0, 3, 1, 2))
 
 
 def in_artifact_layout(artifact_inputs, dataset, specs) -> dict:

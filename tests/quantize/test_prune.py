@@ -32,11 +32,11 @@ def test_two_of_four_keeps_the_two_largest_of_each_group():
 
 
 def test_polynomial_schedule_rises_to_the_target_and_budgets_add_up():
-    options = PruneOptions(0.6, schedule="polynomial", steps=103)
+    options = PruneOptions(sparsity=0.6, schedule="polynomial", steps=103)
     rounds = P.schedule(options)
     assert rounds == sorted(rounds) and rounds[-1] == pytest.approx(0.6) and len(rounds) == P.PHASES
     assert sum(P.step_budgets(options, len(rounds))) == 103
-    assert P.schedule(PruneOptions(0.6)) == [0.6]
+    assert P.schedule(PruneOptions(sparsity=0.6)) == [0.6]
 
 
 @pytest.mark.parametrize("bad", [dict(sparsity=1.0), dict(sparsity=0.5, structure="blocks"),
@@ -100,7 +100,7 @@ def test_keras3_pruning_holds_the_masks_through_fine_tuning(tmp_path, keras_digi
     model = keras.models.load_model(keras_digits["model"])
     report = edgekit.export(model, calib=keras_digits["calib"], eval=keras_digits["eval"], targets=["tflite"],
                             int8=True, out=tmp_path / "k", measure_latency=False,
-                            prune=PruneOptions(0.5, schedule="polynomial", train=digits_keras.fit, steps=60))
+                            prune=PruneOptions(sparsity=0.5, schedule="polynomial", train=digits_keras.fit, steps=60))
     pruned = report.compression[1]
     assert pruned["sparsity"] == pytest.approx(0.5, abs=0.01) and pruned["accuracy_drop"] <= 1.0
     assert "constraints" in pruned["recipe"]["method"]
@@ -122,7 +122,7 @@ def test_tf_keras_pruning_uses_model_optimization(tmp_path, keras_digits):
     digits_keras.fit(model, 200)
     report = edgekit.export(model, calib=keras_digits["calib"], eval=keras_digits["eval"], targets=["tflite"],
                             out=tmp_path / "t", measure_latency=False,
-                            prune=PruneOptions(0.5, train=digits_keras.fit, steps=40, max_accuracy_drop=100))
+                            prune=PruneOptions(sparsity=0.5, train=digits_keras.fit, steps=40, max_accuracy_drop=100))
     assert "tensorflow_model_optimization" in report.compression[1]["recipe"]["method"]
     assert report.artifacts[0]["contents"]["sparsity"] == pytest.approx(0.5, abs=0.02)
 
@@ -208,13 +208,13 @@ def test_channel_pruning_through_prelu_flatten_and_past_residuals(tmp_path):
     # Random weights, one-shot, no labels: the unlabelled prune gate (agreement, cosine) would fail it.
     loose = {"max_accuracy_drop": 100, "min_cosine": None}
     report = edgekit.export(prelu_ceil(), eval=data, targets=["onnx"], out=tmp_path / "p", measure_latency=False,
-                            prune=PruneOptions(0.5, structure="channels", **loose))
+                            prune=PruneOptions(sparsity=0.5, structure="channels", **loose))
     assert report.compression[1]["per_layer"]["conv"]["channels"] == "4/8"
     assert report.passed and any("one-shot" in w for w in report.warnings)
     torch.manual_seed(0)
     residual = Residual().eval()
     report = edgekit.export(residual, eval=data, targets=["onnx"], out=tmp_path / "r", measure_latency=False,
-                            prune=PruneOptions(0.5, structure="channels", **loose))
+                            prune=PruneOptions(sparsity=0.5, structure="channels", **loose))
     assert report.compression[1]["per_layer"]["expand"]["channels"] == "12/24"
     assert any("stem: left whole (its output" in w for w in report.warnings)
 
@@ -223,7 +223,7 @@ def test_keras3_two_of_four_and_stage_sizes(tmp_path, keras_digits):
     import keras
     model = keras.models.load_model(keras_digits["model"])
     report = edgekit.export(model, eval=keras_digits["eval"], targets=["tflite"], out=tmp_path / "k24",
-                            measure_latency=False, prune=PruneOptions(0.5, structure="2:4", max_accuracy_drop=100))
+                            measure_latency=False, prune=PruneOptions(sparsity=0.5, structure="2:4", max_accuracy_drop=100))
     reference, pruned = report.compression
     assert reference["size_bytes"] == pruned["size_bytes"] > 90_000  # same weights, half of them zero
     assert pruned["per_layer"]["conv2d"]["sparsity"] == 0.0  # 9 inputs per output: left dense
@@ -265,10 +265,10 @@ def test_a_live_subclassed_keras_model_is_never_pruned_in_place(tmp_path):
     data = np.random.default_rng(0).standard_normal((64, 8)).astype(np.float32)
     with pytest.raises(ConfigError, match="would change the model you passed"):
         edgekit.export(live, eval=data, targets=["tflite"], out=tmp_path / "live", measure_latency=False,
-                       prune=PruneOptions(0.5, max_accuracy_drop=100, min_cosine=None))
+                       prune=PruneOptions(sparsity=0.5, max_accuracy_drop=100, min_cosine=None))
     assert all((a == b).all() for a, b in zip(before, live.get_weights()))
     report = edgekit.export(f"{tmp_path / 'tiny.py'}:build", eval=data, targets=["tflite"], out=tmp_path / "own",
-                            measure_latency=False, prune=PruneOptions(0.5, max_accuracy_drop=100, min_cosine=None))
+                            measure_latency=False, prune=PruneOptions(sparsity=0.5, max_accuracy_drop=100, min_cosine=None))
     assert report.compression[1]["sparsity"] == pytest.approx(0.5, abs=0.01)
     assert any("own copy was pruned in place" in n for n in report.compression[1].get("notes", []) + report.warnings)
 
@@ -282,7 +282,7 @@ def test_an_error_in_the_users_own_code_is_named_as_theirs(tmp_path, digits_file
         raise ZeroDivisionError("lr / 0")
     with pytest.raises(UserCodeError, match=r"your train function \(fit\) raised ZeroDivisionError: lr / 0") as err:
         edgekit.export(digits_files["factory"], weights=digits_files["weights"], eval=digits_files["eval"],
-                       out=tmp_path / "p", measure_latency=False, prune=PruneOptions(0.5, train=fit, steps=5))
+                       out=tmp_path / "p", measure_latency=False, prune=PruneOptions(sparsity=0.5, train=fit, steps=5))
     assert isinstance(err.value.__cause__, ZeroDivisionError)
     (tmp_path / "bad.py").write_text("def build():\n    raise KeyError('no such layer')\n")
     assert main(["export", f"{tmp_path / 'bad.py'}:build", "--eval", str(digits_files["eval"]),
@@ -297,7 +297,7 @@ def test_without_labels_the_prune_stage_is_gated_on_agreement_and_cosine(tmp_pat
     data = np.random.default_rng(0).standard_normal((24, 3, 9, 9)).astype(np.float32)
     with pytest.raises(ParityError, match=r"pruned \(torch\): output: cosine") as failed:
         edgekit.export(prelu_ceil(), eval=data, targets=["onnx"], out=tmp_path / "p", measure_latency=False,
-                       prune=PruneOptions(0.5, structure="channels"))
+                       prune=PruneOptions(sparsity=0.5, structure="channels"))
     row = failed.value.report.compression[1]
     assert not row["passed"] and row["gated_by"] == "top-1 agreement and cosine with the original model (no labels)"
 
@@ -317,7 +317,7 @@ def test_one_shot_channel_pruning_leaves_batchnorm_in_eval_mode(tmp_path):
     model.eval()
     data = np.random.default_rng(0).standard_normal((32, 3, 9, 9)).astype(np.float32)
     report = edgekit.export(model, eval=data, targets=["onnx"], out=tmp_path / "bn", measure_latency=False,
-                            prune=PruneOptions(0.5, structure="channels", max_accuracy_drop=100, min_cosine=None))
+                            prune=PruneOptions(sparsity=0.5, structure="channels", max_accuracy_drop=100, min_cosine=None))
     fp32 = next(a for a in report.artifacts if a["id"] == "onnx-fp32")
     assert report.compression[1]["per_layer"]["0"]["channels"] == "8/16"
     assert fp32["parity"]["passed"] and fp32["parity"]["cosine"] > 0.99999

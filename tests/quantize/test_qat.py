@@ -18,7 +18,7 @@ def test_pytorch_qat_int8_artifacts_match_ptq_or_better(tmp_path, digits_files, 
     import digits
     report = edgekit.export(digits_files["factory"], weights=digits_files["weights"], calib=digits_files["calib"],
                             eval=digits_files["eval"], targets=["onnx", "openvino", "tflite"], out=tmp_path / "q",
-                            qat=QATOptions(digits.fit, steps=60), measure_latency=False)
+                            qat=QATOptions(train=digits.fit, steps=60), measure_latency=False)
     arts = _arts(report)
     ptq = _arts(digits_bundle[1])["onnx-int8"]["parity"]["accuracy"]
     for art in ("onnx-int8", "openvino-int8"):
@@ -43,7 +43,7 @@ def test_qat_after_pruning_keeps_the_zeros(tmp_path, digits_files):
     import digits
     report = edgekit.export(digits_files["factory"], weights=digits_files["weights"], calib=digits_files["calib"],
                             eval=digits_files["eval"], targets=["onnx"], out=tmp_path / "pq", measure_latency=False,
-                            prune=PruneOptions(0.5, train=digits.fit, steps=40), qat=QATOptions(digits.fit, steps=40))
+                            prune=PruneOptions(sparsity=0.5, train=digits.fit, steps=40), qat=QATOptions(train=digits.fit, steps=40))
     assert [row["stage"] for row in report.compression] == ["reference (torch)", "pruned (torch)", "QAT (torch)"]
     assert report.compression[2]["gate"]["max_accuracy_drop"] == 2.0  # int8's 1 pt + the prune stage's 1 pt
     assert _arts(report)["onnx-int8"]["contents"]["sparsity"] >= 0.49
@@ -59,7 +59,7 @@ def test_tf_keras_qat_to_tflite_onnx_and_ir_int8(tmp_path, keras_digits):
     digits_keras.fit(model, 1500)  # trained on: QAT of an unconverged model moves it (-3.9 pt after 300 steps)
     report = edgekit.export(model, calib=keras_digits["calib"], eval=keras_digits["eval"],
                             targets=["tflite", "onnx", "openvino"], out=tmp_path / "t", measure_latency=False,
-                            qat=QATOptions(digits_keras.fit, steps=40))
+                            qat=QATOptions(train=digits_keras.fit, steps=40))
     arts = _arts(report)
     int8 = arts["tflite-int8"]
     assert int8["scheme"] == "w8a8-qat" and int8["contents"]["weight_elements_by_dtype"].get("int8", 0) > 100
@@ -75,14 +75,14 @@ def test_tf_keras_qat_to_tflite_onnx_and_ir_int8(tmp_path, keras_digits):
 
 def test_qat_needs_a_training_hook_and_keras3_is_refused(tmp_path, keras_digits, digits_files, capsys):
     with pytest.raises(ConfigError, match="training hook"):
-        QATOptions(None)
+        QATOptions(train=None)
     assert main(["export", digits_files["factory"], "--eval", str(digits_files["eval"]), "--out",
                  str(tmp_path / "x"), "--qat"]) == 2
     assert "--qat needs --train" in capsys.readouterr().err
     import digits_keras
     with pytest.raises(edgekit.errors.UnsupportedError, match="Keras 3"):
         edgekit.export(str(keras_digits["model"]), calib=keras_digits["calib"], eval=keras_digits["eval"],
-                       targets=["tflite"], out=tmp_path / "k", qat=QATOptions(digits_keras.fit, steps=5))
+                       targets=["tflite"], out=tmp_path / "k", qat=QATOptions(train=digits_keras.fit, steps=5))
     assert not (tmp_path / "k").exists()
 
 
@@ -106,5 +106,5 @@ def test_a_qat_model_that_drifts_from_the_original_fails_its_stage(tmp_path, dig
     with pytest.raises(ParityError, match=r"QAT \(torch\): accuracy drop") as failed:
         edgekit.export(digits_files["factory"], weights=digits_files["weights"], calib=digits_files["calib"],
                        eval=digits_files["eval"], targets=["onnx"], out=tmp_path / "bad", measure_latency=False,
-                       qat=QATOptions(scramble, steps=60))
+                       qat=QATOptions(train=scramble, steps=60))
     assert not failed.value.report.compression[-1]["passed"]

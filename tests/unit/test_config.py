@@ -64,7 +64,7 @@ def test_export_options_are_given_one_way_and_typos_are_named(tmp_path):
         edgekit.export("m.onnx", config=ExportConfig(), seed=3, out=tmp_path / "o")
     with pytest.raises(ConfigError, match=r"unknown export option\(s\): sead \(did you mean 'seed'\?\)"):
         edgekit.export("m.onnx", sead=3, out=tmp_path / "o")
-    with pytest.raises(ConfigError, match=r"target 'onxx'.*did you mean 'onnx'"):
+    with pytest.raises(ConfigError, match=r"target: got 'onxx'.*did you mean 'onnx'"):
         edgekit.export("m.onnx", targets=["onxx"], out=tmp_path / "o")
     with pytest.raises(ConfigError, match="did you mean 'cuda'"):
         ExportConfig(reference_device="cudaa")

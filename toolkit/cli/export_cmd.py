@@ -195,7 +195,7 @@ def _prune_options(args):
         if (args.train and not args.qat) or args.prune_structure != "unstructured" or args.prune_schedule != "constant":
             raise ConfigError("--train, --prune-structure and --prune-schedule need --prune SPARSITY (or --qat)")
         return None
-    return PruneOptions(args.prune, schedule=args.prune_schedule, structure=args.prune_structure,
+    return PruneOptions(sparsity=args.prune, schedule=args.prune_schedule, structure=args.prune_structure,
                         scope=args.prune_scope, steps=args.train_steps, train=args.train,
                         max_accuracy_drop=args.prune_max_drop,
                         **({"min_cosine": args.prune_min_cosine} if "prune_min_cosine" in args else {}))
@@ -208,7 +208,7 @@ def _qat_options(args):
         return None
     if not args.train:
         raise ConfigError("--qat needs --train FILE.py:fit (QAT without training is post-training int8: --int8)")
-    return QATOptions(args.train, steps=args.train_steps)
+    return QATOptions(train=args.train, steps=args.train_steps)
 
 
 def _output_kinds(items) -> dict:

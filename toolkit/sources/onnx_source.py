@@ -4,7 +4,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.runtime import TensorInfo
+from edgekit.runtime import Layout, TensorInfo
 
 from ..config import VERIFY_TIMEOUT_S
 from ..errors import InputError
@@ -14,14 +14,14 @@ _ONNX_DTYPES = {1: np.float32, 10: np.float16, 11: np.float64, 2: np.uint8, 3: n
                 5: np.int16, 6: np.int32, 7: np.int64, 9: np.bool_}
 
 
-def guess_layout(shape, dtype) -> str | None:
+def guess_layout(shape, dtype) -> Layout | None:
     if len(shape) != 4 or np.dtype(dtype).kind != "f":
         return None
     if shape[1] in (1, 3, 4) and shape[3] not in (1, 3, 4):
-        return "nchw"
+        return Layout.NCHW
     if shape[3] in (1, 3, 4) and shape[1] not in (1, 3, 4):
-        return "nhwc"
-    return "nchw" if shape[1] in (1, 3, 4) else None
+        return Layout.NHWC
+    return Layout.NCHW if shape[1] in (1, 3, 4) else None
 
 
 def onnx_input_specs(model) -> list:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.runtime import TensorInfo
+from edgekit.runtime import Layout, TensorInfo
 
 from ..config import ReferenceDevice
 from ..errors import ConfigError, ConversionError, InputError
@@ -205,7 +205,7 @@ class TFSource:
 def _spec(name, shape, dtype) -> TensorInfo:
     shape = tuple(None if d is None else int(d) for d in shape)
     dtype = np.dtype(dtype.as_numpy_dtype if hasattr(dtype, "as_numpy_dtype") else dtype)
-    layout = "nhwc" if len(shape) == 4 and dtype.kind == "f" else None
+    layout = Layout.NHWC if len(shape) == 4 and dtype.kind == "f" else None
     return TensorInfo(name=name, shape=shape, dtype=dtype, layout=layout)
 
 

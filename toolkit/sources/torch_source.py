@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.runtime import TensorInfo
+from edgekit.runtime import Layout, TensorInfo
 
 from ..config import ReferenceDevice
 from .._torch import flatten_outputs
@@ -111,7 +111,7 @@ class TorchSource:
         specs = []
         for name, array in zip(names, arrays):
             dtype = np.float32 if array.dtype.kind == "f" else array.dtype
-            layout = "nchw" if array.ndim == 4 and array.dtype.kind == "f" else None
+            layout = Layout.NCHW if array.ndim == 4 and array.dtype.kind == "f" else None
             specs.append(TensorInfo(name=name, shape=(None,) + tuple(array.shape[1:]),
                                     dtype=np.dtype(dtype), layout=layout))
         return specs
@@ -215,6 +215,6 @@ def _program_specs(program) -> list:
             raise InputError(f"program input {node.name!r} is not a tensor; edgekit feeds tensors only")
         shape = tuple(d if isinstance(d, int) else None for d in value.shape)
         dtype = np.dtype(str(value.dtype).removeprefix("torch."))
-        layout = "nchw" if len(shape) == 4 and dtype.kind == "f" else None
+        layout = Layout.NCHW if len(shape) == 4 and dtype.kind == "f" else None
         specs.append(TensorInfo(name=node.name, shape=shape, dtype=dtype, layout=layout))
     return specs
