@@ -144,3 +144,14 @@ def test_tf_reference_device_resolution():
     assert resolve_tf_device("auto", ["GPU:0"]) == "cuda"
     with pytest.raises(ConfigError, match="no GPU"):
         resolve_tf_device("cuda", [])
+
+
+def test_keras_exact_gelu_converts_to_onnx(tmp_path):
+    """Keras' exact GELU (transformer blocks' default) computes with Erfc, which tf2onnx has no
+    handler for: the ONNX file failed its check ("No Op registered for Erfc")."""
+    import keras
+    inp = keras.Input((8,), name="x")
+    model = keras.Model(inp, keras.layers.Dense(4, activation="gelu")(inp))
+    x = np.random.default_rng(0).standard_normal((32, 8)).astype(np.float32)
+    report = edgekit.export(model, eval=x, targets=["onnx"], out=tmp_path / "b", measure_latency=False)
+    assert report.passed and report.artifacts[0]["contents"]["op_counts"].get("Erf", 0) == 1
