@@ -1,30 +1,16 @@
-"""``edgekit.converters`` (the ``export/`` folder): converters: one module per (source framework, target format), behind one registry.
+"""``edgekit.converters`` (the ``export/`` folder): one module per (source framework, target
+format), each registered as the fp32 route of ``edgekit.routes``.
 
-A converter is a function ``convert(source, out_path, config, example=None) -> ConversionResult``
-writing the fp32 artifact of ``source`` to ``out_path`` (``example`` is a validated data set
-for converters that trace). ``FORMATS`` holds, per
-target format, the file suffix and the module that checks and describes files of
-that format (and, for formats of several files, ``companions(path)``). Adding a
-(framework, format) pair is one module and one line here.
+A converter is a function ``convert(model, out_path, config, example=None) -> ConversionResult``
+writing the fp32 artifact of the PreparedModel ``model`` to ``out_path`` (``example`` is a
+validated data set for converters that trace). ``FORMATS`` holds, per target format, the file
+suffix and the module that checks and describes files of that format (and, for formats of
+several files, ``companions(path)``).
 """
 
 from dataclasses import dataclass, field
 
-from edgekit.config import ModelType
-from edgekit.registry import Registry
-
-CONVERTERS = Registry("converters")
-CONVERTERS.register(("torch", "onnx"), "edgekit.converters.torch_onnx:convert",
-                    requires=("torch", "onnx", "onnxscript"), extra="torch")
-CONVERTERS.register(("onnx", "onnx"), "edgekit.converters.onnx_onnx:convert", requires=("onnx",), extra="onnx")
-CONVERTERS.register(("torch", "tflite"), "edgekit.converters.torch_tflite:convert",
-                    requires=("torch", "litert_torch"), extra="tflite")
-CONVERTERS.register(("tf", "tflite"), "edgekit.converters.tf_tflite:convert", requires=("tensorflow",), extra="tf")
-CONVERTERS.register(("tf", "onnx"), "edgekit.converters.tf_onnx:convert", requires=("tensorflow", "tf2onnx", "onnx"),
-                    extra="tf")
-for _framework in ("torch", "tf", "onnx"):
-    CONVERTERS.register((_framework, "openvino"), f"edgekit.converters.openvino_ir:convert_{_framework}",
-                        requires=("openvino",), extra="openvino")
+from edgekit.choices import ModelType
 
 # format -> (artifact suffix, "module:attr" of its checker/describer)
 FORMATS = {
@@ -39,7 +25,9 @@ class ConversionResult:
     path: object                   # the fp32 artifact
     tool: str                      # e.g. "torch.onnx.export (dynamo)"
     notes: tuple = field(default_factory=tuple)
-    source: object = None          # quantizers that convert again (TFLite) start from the source
+    # The PreparedModel the artifact was converted from: formats whose converter quantizes while
+    # converting (TFLite) quantize by converting it again.
+    model: object = None
     input_layouts: dict = field(default_factory=dict)  # artifact input name -> layout, where it differs
 
 
@@ -70,4 +58,4 @@ def format_module(fmt: str):
     return importlib.import_module(FORMATS[fmt][1])
 
 
-__all__ = ["CONVERTERS", "FORMATS", "ConversionResult", "format_module", "weight_sparsity"]
+__all__ = ["FORMATS", "ConversionResult", "format_module", "weight_sparsity"]

@@ -25,10 +25,11 @@ def convert_torch(source, out_path, config, example=None) -> ConversionResult:
     import torch
 
     from .torch_onnx import example_inputs
-    if source.is_program:
-        return _finish(lambda ov: ov.convert_model(source.native), source, out_path, "torch.export program")
+    program = source.torch_program()
+    if program is not None:
+        return _finish(lambda ov: ov.convert_model(program), source, out_path, "torch.export program")
     args = example_inputs(source, example)
-    module = source._module()
+    module = source.torch_module()
     try:
         return _finish(lambda ov: ov.convert_model(module, example_input=tuple(a[:1] for a in args)), source,
                        out_path, "PyTorch module, traced")
@@ -69,11 +70,12 @@ def convert_tf(source, out_path, config, example=None) -> ConversionResult:
 
 
 def convert_onnx(source, out_path, config, example=None) -> ConversionResult:
-    if source.path is not None:
-        return _finish(lambda ov: ov.convert_model(str(source.path)), source, out_path, "ONNX")
+    path = source.onnx_path()
+    if path is not None:
+        return _finish(lambda ov: ov.convert_model(str(path)), source, out_path, "ONNX")
     with tempfile.TemporaryDirectory(prefix="edgekit-ov-") as tmp:
         file = Path(tmp) / "model.onnx"
-        file.write_bytes(source.native.SerializeToString())
+        file.write_bytes(source.onnx_model().SerializeToString())
         return _finish(lambda ov: ov.convert_model(str(file)), source, out_path, "ONNX")
 
 
@@ -108,7 +110,7 @@ def _finish(convert, source, out_path, route, notes=()) -> ConversionResult:
                    for i, spec in enumerate(source.input_specs)})
     save(model, out_path, compress_to_fp16=False)
     return ConversionResult(out_path, f"openvino.convert_model ({route}) openvino {ov.get_version().split('-')[0]}",
-                            notes=tuple(notes), source=source)
+                            notes=tuple(notes), model=source)
 
 
 _AUTO_NAME = re.compile(r"^[A-Z][A-Za-z0-9]*_\d+$")

@@ -29,4 +29,4 @@ def convert(source, out_path, config, example=None) -> ConversionResult:
     import tensorflow as tf
     run_converter(converter(source), out_path)
     return ConversionResult(out_path, f"tf.lite.TFLiteConverter (SavedModel) tensorflow {tf.__version__}",
-                            source=source)
+                            model=source)

@@ -62,8 +62,9 @@ def convert(source, out_path, config, example=None) -> ConversionResult:
     input_names = [s.name for s in source.input_specs]
     output_names = list(source.output_names)
     notes = []
-    model = source.native
-    if source.is_program:
+    program = source.torch_program()
+    model = program if program is not None else source.torch_module()
+    if program is not None:
         dynamic_shapes = None
     else:
         batch = torch.export.Dim("batch", min=1, max=1 << 16)
@@ -84,7 +85,7 @@ def convert(source, out_path, config, example=None) -> ConversionResult:
             onnx_save(proto, out_path)
         tool = f"torch.onnx.export (dynamo) torch {torch.__version__}"
     except Exception as exc:
-        if source.is_program:
+        if program is not None:
             raise ConversionError(f"torch.onnx.export failed: {type(exc).__name__}: {exc}") from exc
         first_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         log.warning("dynamo ONNX export failed (%s); trying the TorchScript exporter", first_error)
@@ -101,4 +102,4 @@ def convert(source, out_path, config, example=None) -> ConversionResult:
             raise ConversionError(f"torch.onnx.export failed with both exporters: dynamo: {first_error}; "
                                   f"torchscript: {type(exc2).__name__}: {exc2}") from exc2
         tool = f"torch.onnx.export (torchscript) torch {torch.__version__}"
-    return ConversionResult(out_path, tool, tuple(notes), source=source)
+    return ConversionResult(out_path, tool, tuple(notes), model=source)

@@ -26,7 +26,7 @@ def prepared(source, example):
     import litert_torch
     import torch
     litert_torch.config.show_progress = False
-    module = source._module()
+    module = source.torch_module()
     nchw = [i for i, s in enumerate(source.input_specs) if s.layout == Layout.NCHW]
     wrapped = litert_torch.to_channel_last_io(module, args=nchw).eval() if nchw else module
     args = []
@@ -71,5 +71,5 @@ def convert(source, out_path, config, example=None) -> ConversionResult:
         raise ConversionError(f"litert-torch conversion failed: {type(exc).__name__}: "
                               f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
     write(edge, out_path, "fp32")
-    return ConversionResult(out_path, f"litert-torch {litert_torch.__version__}", source=source,
+    return ConversionResult(out_path, f"litert-torch {litert_torch.__version__}", model=source,
                             input_layouts=layouts_of(out_path, nchw))

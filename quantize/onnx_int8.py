@@ -10,7 +10,7 @@ import logging
 import tempfile
 from pathlib import Path
 
-from edgekit.config import WeightType
+from edgekit.choices import WeightType
 from edgekit.errors import CalibrationError, QuantizationError
 
 from . import QuantizationResult, blame, onnx_blame

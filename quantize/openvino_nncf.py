@@ -15,7 +15,8 @@ fp16: the fp32 IR saved with its weights compressed to float16.
 
 import numpy as np
 
-from edgekit.config import COSINE_METRIC, ModelType
+from edgekit.choices import ModelType
+from edgekit.config import COSINE_METRIC
 from edgekit.parity import masked, sample_cosines, token_mask
 from edgekit.errors import CalibrationError, ConfigError, QuantizationError
 from edgekit.converters import model_type_of

@@ -19,7 +19,7 @@ import io
 
 import numpy as np
 
-from edgekit.config import PruneSchedule, PruneScope, PruneStructure
+from edgekit.choices import PruneSchedule, PruneScope, PruneStructure
 
 PHASES = 5
 

@@ -163,7 +163,7 @@ def _parameter_count(module) -> int:
 
 
 def prune_channels(source, options) -> PruneResult:
-    module = copy.deepcopy(source._module()).cpu().eval()
+    module = copy.deepcopy(source.torch_module()).cpu().eval()
     original = {}
     before = _parameter_count(module)
     plans, skipped = _plan(module)

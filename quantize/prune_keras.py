@@ -14,7 +14,7 @@ live one passed by the caller is refused rather than changed.
 
 import numpy as np
 
-from edgekit.config import PruneSchedule, PruneStructure
+from edgekit.choices import PruneSchedule, PruneStructure
 from edgekit.errors import ConfigError, UnsupportedError
 
 from .prune import PruneResult, layer_sparsity, masks_for, rounds
@@ -114,7 +114,7 @@ def prune(source, options) -> PruneResult:
     if options.structure == PruneStructure.CHANNELS:
         raise UnsupportedError("channel pruning is implemented for PyTorch models; for Keras use "
                                "--prune-structure unstructured or 2:4")
-    model, notes = _clone(source.native, getattr(source, "owned", False))
+    model, notes = _clone(source.keras_model(), source.owned)
     if source.kind == "tf_keras" and options.train is not None:
         model, layers = _prune_tfmot(model, options, notes)
         method = "tensorflow_model_optimization prune_low_magnitude + strip_pruning"

@@ -7,7 +7,7 @@ them into plain weights. The user's module is never modified: a copy is pruned.
 
 import copy
 
-from edgekit.config import PruneStructure
+from edgekit.choices import PruneStructure
 from edgekit.errors import ConfigError
 
 from .prune import PruneResult, fine_tune, layer_sparsity, masks_for, rounds
@@ -42,13 +42,13 @@ def _remove(layers):
 
 
 def prune(source, options) -> PruneResult:
-    if source.is_program:
+    if source.torch_program() is not None:
         raise ConfigError("pruning needs the nn.Module (FILE.py:factory or a live module); "
                           "a torch.export .pt2 program's weights are frozen into its graph")
     if options.structure == PruneStructure.CHANNELS:
         from .prune_channels import prune_channels
         return prune_channels(source, options)
-    module = copy.deepcopy(source._module()).cpu().eval()
+    module = copy.deepcopy(source.torch_module()).cpu().eval()
     layers = prunable(module)
     if not layers:
         raise ConfigError("the model has no Conv or Linear layers to prune")

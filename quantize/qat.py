@@ -40,7 +40,7 @@ def qat_torch(source, options, calibration, quantize_options, pruned=False) -> Q
     import nncf
     import torch
 
-    if source.is_program:
+    if source.torch_program() is not None:
         raise ConfigError("QAT needs the nn.Module (FILE.py:factory or a live module), not a .pt2 program")
 
     class Wrapped(torch.nn.Module):
@@ -54,7 +54,7 @@ def qat_torch(source, options, calibration, quantize_options, pruned=False) -> Q
         def forward(self, *args):
             return self.inner(*args)
 
-    module = Wrapped(copy.deepcopy(source._module()).cpu()).eval()
+    module = Wrapped(copy.deepcopy(source.torch_module()).cpu()).eval()
     count = len(calibration)  # capped to max_calibration_samples by the pipeline
     samples = _torch_samples(source, calibration, count)
     try:
@@ -107,11 +107,11 @@ def qat_keras(source, options, calibration, quantize_options, pruned=False) -> Q
         if pruned:
             from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.prune_preserve import (
                 default_8bit_prune_preserve_quantize_scheme as preserve)
-            annotated = quantization.quantize_annotate_model(source.native)
+            annotated = quantization.quantize_annotate_model(source.keras_model())
             model = quantization.quantize_apply(annotated, preserve.Default8BitPrunePreserveQuantizeScheme())
             scheme = "pruning-preserving QAT (Default8BitPrunePreserveQuantizeScheme)"
         else:
-            model = quantization.quantize_model(source.native)
+            model = quantization.quantize_model(source.keras_model())
             scheme = "quantize_model (default 8-bit scheme)"
     except Exception as exc:
         raise UnsupportedError(f"TensorFlow Model Optimization cannot quantize this model: {type(exc).__name__}: "
@@ -120,42 +120,51 @@ def qat_keras(source, options, calibration, quantize_options, pruned=False) -> Q
     return QATResult(model, {"tool": "tensorflow_model_optimization", "scheme": scheme, "steps": options.steps})
 
 
-def export_int8(qat_source, fmt, out_path, config, example):
-    """The int8 artifact of ``fmt`` converted from the QAT model (no second calibration)."""
-    from edgekit.converters import CONVERTERS
-    framework = qat_source.framework
-    if (framework, fmt) == ("tf", "tflite"):
-        import tensorflow as tf
+def export_tflite_tf(qat_model, out_path, config, example):
+    """TFLite int8 of a TF-MOT QAT model: the converter reads the learned ranges (no calibration)."""
+    import tensorflow as tf
 
-        from edgekit.converters.tf_tflite import converter, run_converter
-        conv = converter(qat_source)
-        conv.optimizations = [tf.lite.Optimize.DEFAULT]
-        run_converter(conv, out_path, "QAT int8")
-        from edgekit.converters import ConversionResult
-        return ConversionResult(out_path, f"tf.lite.TFLiteConverter (QAT model) tensorflow {tf.__version__}",
-                                source=qat_source)
-    if (framework, fmt) == ("torch", "tflite"):
-        raise UnsupportedError("litert-torch does not convert NNCF's fake-quantized modules; "
-                               "TFLite int8 of a PyTorch model is post-training (PT2E) only")
+    from edgekit.converters import ConversionResult
+    from edgekit.converters.tf_tflite import converter, run_converter
+    conv = converter(qat_model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    run_converter(conv, out_path, "QAT int8")
+    return ConversionResult(out_path, f"tf.lite.TFLiteConverter (QAT model) tensorflow {tf.__version__}")
+
+
+def export_openvino(qat_model, out_path, config, example):
+    """IR of the QAT model: its fake quantizers become FakeQuantize operations."""
+    return _converted(qat_model, "openvino", out_path, config, example)
+
+
+def export_onnx(qat_model, out_path, config, example):
+    """ONNX of the QAT model, its trained weights stored as int8 (or uint8) initializers."""
+    if qat_model.framework == "tf":
+        from edgekit.converters.tf_onnx import convert_keras
+        try:
+            result = convert_keras(qat_model, out_path, config)
+        except ConversionError as exc:
+            raise UnsupportedError(f"onnx from the QAT model: {exc}") from exc
+    else:
+        result = _converted(qat_model, "onnx", out_path, config, example)
+    # TF-MOT trains weights on the whole int8 grid (no 7-bit option), which u8*s8 kernels on x86
+    # without VNNI overflow: store them as uint8. NNCF's were trained 7-bit (overflow fix).
+    unsigned = config.quantize.reduce_range and qat_model.framework == "tf"
+    folded = fold_weight_quantizers(out_path, unsigned=unsigned)
+    gridded = store_grid_weights(out_path, unsigned=unsigned)
+    kind = "uint8 (zero point 128)" if unsigned else "int8"
+    return dataclasses.replace(result, notes=result.notes + (
+        f"{folded + gridded} QAT weights stored as {kind} initializers "
+        f"({folded} from QuantizeLinear, {gridded} float weights on the QAT grid)",))
+
+
+def _converted(qat_model, fmt, out_path, config, example):
+    """The format's own fp32 converter run on the QAT model (its fake quantizers convert with it)."""
+    from edgekit.routes import FP32, ROUTES
     try:
-        if (framework, fmt) == ("tf", "onnx"):
-            from edgekit.converters.tf_onnx import convert_keras
-            result = convert_keras(qat_source, out_path, config)
-        else:
-            result = CONVERTERS.get((framework, fmt))(qat_source, out_path, config, example=example)
+        return ROUTES.get((qat_model.framework, fmt, FP32))(qat_model, out_path, config, example=example)
     except ConversionError as exc:
         raise UnsupportedError(f"{fmt} from the QAT model: {exc}") from exc
-    if fmt == "onnx":
-        # TF-MOT trains weights on the whole int8 grid (no 7-bit option), which u8*s8 kernels on x86
-        # without VNNI overflow: store them as uint8. NNCF's were trained 7-bit (overflow fix).
-        unsigned = config.quantize.reduce_range and framework == "tf"
-        folded = fold_weight_quantizers(out_path, unsigned=unsigned)
-        gridded = store_grid_weights(out_path, unsigned=unsigned)
-        kind = "uint8 (zero point 128)" if unsigned else "int8"
-        result = dataclasses.replace(result, notes=result.notes + (
-            f"{folded + gridded} QAT weights stored as {kind} initializers "
-            f"({folded} from QuantizeLinear, {gridded} float weights on the QAT grid)",))
-    return result
 
 
 def fold_weight_quantizers(path, unsigned=False) -> int:

@@ -35,7 +35,7 @@ def _calibrated(conversion, calibration, options, ops, what):
     import tensorflow as tf
     if calibration is None:
         raise CalibrationError(f"TFLite {what} needs calibration data (--calib)")
-    source = conversion.source
+    source = conversion.model
     conv = converter(source)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     samples, count = _representative(calibration, [s.name for s in source.input_specs])
@@ -50,12 +50,12 @@ def quantize_int8(conversion, out_path, calibration, options, evaluation=None) -
     if options.int8_io:
         conv.inference_input_type = tf.int8
         conv.inference_output_type = tf.int8
-    int8_float_inputs = [s.name for s in conversion.source.input_specs if np.dtype(s.dtype).kind != "f"]
+    int8_float_inputs = [s.name for s in conversion.model.input_specs if np.dtype(s.dtype).kind != "f"]
     run_converter(conv, out_path, "int8")
     details = {"tool": "tf.lite.TFLiteConverter", "weights": "int8 per-channel (conv) / per-tensor",
                "activations": "int8", "io": "int8" if options.int8_io else "float32",
                "calibration_samples": count}
-    notes = ([f"inputs {int8_float_inputs} are not float and stay {conversion.source.input_specs[0].dtype}"]
+    notes = ([f"inputs {int8_float_inputs} are not float and stay {conversion.model.input_specs[0].dtype}"]
              if options.int8_io and int8_float_inputs else [])
     return QuantizationResult(out_path, "w8a8-static", details, tuple(notes))
 
@@ -65,7 +65,7 @@ def quantize_selective(conversion, out_path, calibration, options, evaluation=No
     the most noise (``tflite_blame``) left in float, with the ops around them; float I/O."""
     import tensorflow as tf
     conv, count = _calibrated(conversion, calibration, options, tf.lite.OpsSet.TFLITE_BUILTINS, "selective int8")
-    names = [s.name for s in conversion.source.input_specs]
+    names = [s.name for s in conversion.model.input_specs]
     order = _input_order(conversion.path, names)
     samples = min(count, blame.SAMPLES)
 
@@ -117,7 +117,7 @@ def quantize_int16x8(conversion, out_path, calibration, options, evaluation=None
 
 def quantize_dynamic(conversion, out_path, calibration, options, evaluation=None) -> QuantizationResult:
     import tensorflow as tf
-    conv = converter(conversion.source)
+    conv = converter(conversion.model)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     run_converter(conv, out_path, "dynamic-range int8")
     return QuantizationResult(out_path, "w8a32-dynamic", {"tool": "tf.lite.TFLiteConverter", "weights": "int8",
@@ -126,7 +126,7 @@ def quantize_dynamic(conversion, out_path, calibration, options, evaluation=None
 
 def quantize_fp16(conversion, out_path, calibration, options, evaluation=None) -> QuantizationResult:
     import tensorflow as tf
-    conv = converter(conversion.source)
+    conv = converter(conversion.model)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     conv.target_spec.supported_types = [tf.float16]
     run_converter(conv, out_path, "fp16")

@@ -20,7 +20,7 @@ def _quantize(conversion, out_path, calibration, options, *, dynamic):
     from litert_torch.quantize.quant_config import QuantConfig
     from torchao.quantization.pt2e import quantize_pt2e
 
-    source = conversion.source
+    source = conversion.model
     example = calibration if calibration is not None else None
     if example is None:
         raise CalibrationError("TFLite quantization of a PyTorch model needs --calib data (also to trace it)")

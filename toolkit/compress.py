@@ -6,31 +6,20 @@ pruned → QAT) with its accuracy against the original model. The compressed mod
 become the reference its artifacts are verified against.
 """
 
-from .config import PruneStructure
+from .choices import PruneStructure
 from .errors import ConfigError
 from .timing import timed_step
 
 
 def _reference_row(source, parity) -> dict:
-    return {"stage": f"reference ({source.framework})", "passed": True, "size_bytes": weight_bytes(source.native),
+    return {"stage": f"reference ({source.framework})", "passed": True, "size_bytes": source.weight_bytes(),
             **({"accuracy": parity["reference_accuracy"]} if "reference_accuracy" in parity else {})}
-
-
-def weight_bytes(model) -> int | None:
-    """Bytes of a framework model's weights as it holds them (fp32 parameters and buffers)."""
-    if hasattr(model, "state_dict") and hasattr(model, "parameters"):  # torch.nn.Module
-        return sum(t.numel() * t.element_size() for t in model.state_dict().values())
-    weights = getattr(model, "weights", None)  # Keras
-    if weights is None:
-        return None
-    import numpy as np
-    return int(sum(np.asarray(w).nbytes for w in weights))
 
 
 def prune_stage(source, reference, evaluation, config, report, progress):
     """Prune the source model; the pruned model becomes the reference its artifacts must match,
     and its own drop against the original is a stage row, gated by ``prune.max_accuracy_drop``."""
-    from edgekit.quantize import PRUNERS
+    from .routes import PRUNERS
 
     from .config import Tolerance
     if source.framework not in PRUNERS.entries():
@@ -55,7 +44,7 @@ def prune_stage(source, reference, evaluation, config, report, progress):
     report.compression = [
         _reference_row(source, parity),
         {"stage": f"pruned ({source.framework})", **parity, "sparsity": result.sparsity,
-         "size_bytes": weight_bytes(result.model),
+         "size_bytes": pruned.weight_bytes(),
          "per_layer": result.per_layer, "recipe": {"sparsity": options.sparsity, "schedule": options.schedule,
                                                    "structure": options.structure, "scope": options.scope,
                                                    "steps": options.steps if options.train else 0,
@@ -102,12 +91,12 @@ def qat_stage(source, original, calibration, evaluation, config, report, progres
     """Quantization-aware training of the (pruned) float model; returns (QAT source, its reference)."""
     import dataclasses
 
-    from edgekit.quantize import QAT
+    from .routes import QAT_TRAINERS
 
-    if source.framework not in QAT.entries():
+    if source.framework not in QAT_TRAINERS.entries():
         raise ConfigError(f"QAT needs a PyTorch or Keras model; {source.description} is {source.framework}")
     with timed_step("quantization-aware training", report.stages, progress):
-        result = QAT.get(source.framework)(source, config.qat, calibration, config.quantize,
+        result = QAT_TRAINERS.get(source.framework)(source, config.qat, calibration, config.quantize,
                                            pruned=config.prune is not None)
     qat_source = source.with_model(result.model, " (QAT)")
     with timed_step(f"reference ({source.framework}, QAT)", report.stages, progress):
@@ -118,6 +107,6 @@ def qat_stage(source, original, calibration, evaluation, config, report, progres
     if not report.compression:
         report.compression.append(_reference_row(source, parity))
     report.compression.append({"stage": f"QAT ({source.framework})", **parity,
-                               "size_bytes": weight_bytes(result.model), "recipe": result.details})
+                               "size_bytes": qat_source.weight_bytes(), "recipe": result.details})
     report.warnings += [f"qat: {note}" for note in result.notes]
     return qat_source, qat_reference

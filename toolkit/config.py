@@ -2,65 +2,10 @@
 
 import math
 from dataclasses import dataclass, field, fields, replace
-from enum import StrEnum
 
+from .choices import (CalibrationMethod, Emulation, Format, ModelType, Precision, PruneSchedule, PruneScope,
+                      PruneStructure, ReferenceDevice, WeightType)
 from .errors import ConfigError, did_you_mean
-from . import profiles
-from .profiles import Emulation
-
-
-class Precision(StrEnum):
-    FP32 = "fp32"
-    FP16 = "fp16"
-    INT8 = "int8"            # w8a8-static: calibrated int8 weights and activations
-    DYNAMIC = "dynamic"      # w8a32-dynamic: int8 weights, activations quantized per call
-    INT16X8 = "int16x8"      # w8a16-static: int8 weights, int16 activations (TFLite)
-
-
-class CalibrationMethod(StrEnum):
-    MINMAX = "minmax"
-    ENTROPY = "entropy"
-    PERCENTILE = "percentile"
-
-
-class ReferenceDevice(StrEnum):
-    AUTO = "auto"
-    CPU = "cpu"
-    CUDA = "cuda"
-
-
-class Format(StrEnum):
-    """A target format (its converters and quantizers: ``edgekit.routes``)."""
-    ONNX = "onnx"
-    TFLITE = "tflite"
-    OPENVINO = "openvino"
-
-
-class ModelType(StrEnum):
-    AUTO = "auto"                # detected from the graph (transformer: Softmax and MatMul, no convolution)
-    CNN = "cnn"
-    TRANSFORMER = "transformer"
-
-
-class WeightType(StrEnum):
-    S8 = "s8"                    # u8*s8 kernels (fast; 7-bit weights so they cannot saturate without VNNI)
-    U8 = "u8"                    # u8*u8 (never saturates)
-
-
-class PruneSchedule(StrEnum):
-    CONSTANT = "constant"
-    POLYNOMIAL = "polynomial"
-
-
-class PruneStructure(StrEnum):
-    UNSTRUCTURED = "unstructured"
-    TWO_FOUR = "2:4"
-    CHANNELS = "channels"
-
-
-class PruneScope(StrEnum):
-    GLOBAL = "global"
-    LAYER = "layer"
 
 
 def _enum(cls, value, name):
@@ -314,6 +259,11 @@ def check_timeout(value):
         raise ConfigError(f"timeout: expected a number of seconds > 0, got {value!r}")
 
 
+def _profiles():
+    from . import profiles  # (imports the runtime, and so numpy: not for `edgekit --help`)
+    return profiles
+
+
 @dataclass(frozen=True, kw_only=True)
 class ExportConfig:
     """Everything the pipeline needs besides the model and the data."""
@@ -338,7 +288,7 @@ class ExportConfig:
     # The CPU classes whose parity every artifact must hold on (edgekit.profiles): "host", "x86-avx2",
     # "x86-vnni", "arm64" or "all"; measured natively where this machine matches, else emulated
     # (``emulation``: auto | always | never). Default: $EDGEKIT_TARGET_CPU, else host + x86-avx2.
-    target_cpu: tuple = field(default_factory=lambda: profiles.default_targets())
+    target_cpu: tuple = field(default_factory=lambda: _profiles().default_targets())
     emulation: Emulation = Emulation.AUTO
     # Ship the artifacts that passed when others fail (the export still reports the failure).
     allow_partial: bool = False
@@ -349,7 +299,7 @@ class ExportConfig:
     def __post_init__(self):
         if isinstance(self.target_cpu, str):
             object.__setattr__(self, "target_cpu", tuple(t.strip() for t in self.target_cpu.split(",") if t.strip()))
-        profiles.resolve(self.target_cpu)  # unknown names fail here, before any work
+        _profiles().resolve(self.target_cpu)  # unknown names fail here, before any work
         object.__setattr__(self, "emulation", _enum(Emulation, self.emulation, "emulation"))
         for name, kind in dict(self.output_kinds).items():
             if kind not in OUTPUT_KINDS:

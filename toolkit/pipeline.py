@@ -20,8 +20,7 @@ import numpy as np
 
 import edgekit.runtime as ekr
 from edgekit.runtime._cpu import cpu_flags, describe_host
-from edgekit.converters import CONVERTERS, FORMATS, format_module
-from edgekit.quantize import SCHEMES, quantizer_for
+from edgekit.converters import FORMATS, format_module
 from edgekit.quantize.prune import gzip_size
 from edgekit.quantize.recipes import candidates, summary
 
@@ -34,6 +33,7 @@ from .errors import ConfigError, InputError, ParityError, QuantizationError, Uns
 from .parity import output_kinds
 from .profiles import checkable, not_verified_warnings
 from .report import Report
+from .routes import FP32, MANIFEST_SCHEMES, QAT, ROUTES
 from .sources import load_source
 from .timing import timed_step
 from .verification import evaluate
@@ -85,6 +85,7 @@ def export(model, example_inputs=None, *, calib=None, eval=None, targets=("onnx"
             calibration, evaluation = _load_datasets(source, example_inputs, calib, eval, preprocess, labels,
                                                      config, report)
             source.probe(evaluation, timeout=config.timeout)
+        source = source.freeze()  # the PreparedModel every later stage receives (edgekit.prepared)
 
         with timed_step(f"reference ({source.framework})", report.stages, progress):
             reference = source.reference(evaluation, config.reference_device, timeout=config.timeout)
@@ -161,24 +162,20 @@ def export(model, example_inputs=None, *, calib=None, eval=None, targets=("onnx"
 def _plan(source, config, report):
     """``config`` without the requested cells the support table lacks for this source: each is a
     warning (an error with ``strict``), found before any conversion starts."""
-    from edgekit.converters import CONVERTERS
-    from edgekit.quantize import QUANTIZERS
-    converters, quantizers = CONVERTERS.entries(), QUANTIZERS.entries()
     framework, missing, targets = source.framework, [], []
     for fmt in config.targets:
-        if (framework, fmt) not in converters:
-            formats = sorted({f for fw, f in converters if fw == framework})
-            missing.append(f"{fmt} from a {framework} model: no converter (from {framework}: {', '.join(formats)})")
+        if ROUTES.find(framework, fmt, FP32) is None:
+            formats = ", ".join(ROUTES.formats(framework))
+            missing.append(f"{fmt} from a {framework} model: no converter (from {framework}: {formats})")
             continue
         targets.append(fmt)
         for precision in config.precisions:
-            if precision == Precision.FP32 or (config.qat is not None and precision == Precision.INT8):
-                continue
-            if (framework, fmt, str(precision)) not in quantizers and (fmt, str(precision)) not in quantizers:
-                missing.append(f"{fmt} {precision} from a {framework} model: not supported")
+            qat = config.qat is not None and precision == Precision.INT8
+            if precision != Precision.FP32 and ROUTES.find(framework, fmt, QAT if qat else precision) is None:
+                missing.append(f"{fmt} {precision} from a {'QAT ' if qat else ''}{framework} model: not supported")
     if missing and config.strict:
         raise UnsupportedError("unsupported in the support matrix (--strict): " + "; ".join(missing))
-    report.warnings += [f"{cell}; no artifact made" for cell in missing if "no converter" in cell]
+    report.warnings += [f"{cell}; no artifact made" for cell in missing]
     if not targets:
         raise UnsupportedError(f"none of the requested formats can be made from a {framework} model: "
                                + "; ".join(missing))
@@ -277,7 +274,7 @@ def _artifacts_for(fmt, source, calibration, evaluation, config, staging: Path, 
     (``edgekit.quantize.recipes``) tries its recipes until one passes."""
     suffix = FORMATS[fmt][0]
     checker = format_module(fmt)
-    convert = CONVERTERS.get((source.framework, fmt))
+    convert = ROUTES.get((source.framework, fmt, FP32))
     fp32_path = staging / f"model{suffix}"
     with timed_step(f"export {fmt} fp32", report.stages, progress):
         result = convert(source, fp32_path, config, example=calibration or evaluation)
@@ -349,13 +346,12 @@ def _search(fmt, precision, path, source, checker, conversion, calibration, eval
                 out_of_time = (f"search time budget spent ({spent:.0f} s of {options.search_time:.0f} s) before "
                                f"{recipe.name!r}")
                 break
-            try:
-                quantizer = quantizer_for(source.framework, fmt, recipe.precision)
-            except UnsupportedError:
+            route = ROUTES.find(source.framework, fmt, recipe.precision)
+            if route is None:  # no quantizer for the source's framework: the cell (warned by _plan), or a rung
                 if recipe.precision == str(precision):
-                    report.warnings.append(f"{fmt} {precision} from {source.framework}: not supported, no artifact made")
                     return None
                 continue
+            quantizer = route.load()
             label = f"quantize {fmt} {precision}" + (f" ({recipe.name})" if len(ladder) > 1 else "")
             try:
                 with timed_step(label, report.stages, progress):
@@ -456,11 +452,13 @@ class _RecipeFiles:
 
 
 def _qat_artifact(fmt, path, qat, checker, config, example, report, progress):
-    from edgekit.quantize.qat import export_int8
     qat_source, qat_reference = qat
+    route = ROUTES.find(qat_source.framework, fmt, QAT)
+    if route is None:  # the cell: warned by _plan
+        return None
     with timed_step(f"export {fmt} int8 (QAT)", report.stages, progress):
         try:
-            result = export_int8(qat_source, fmt, path, config, example)
+            result = route.load()(qat_source, path, config, example)
         except UnsupportedError as exc:
             report.warnings.append(f"{fmt} int8 from the QAT model: not supported, no artifact made ({exc})")
             for leftover in _files(checker, path):
@@ -468,7 +466,7 @@ def _qat_artifact(fmt, path, qat, checker, config, example, report, progress):
             return None
         checker.check(path)
     entry = _entry(fmt, Precision.INT8, path, qat_source, checker, result, {"qat": True}, result.notes,
-                   scheme="w8a8-qat")
+                   scheme=route.capabilities.manifest_scheme)
     entry["reference"] = qat_reference.provenance()
     return entry
 
@@ -492,7 +490,7 @@ def _entry(fmt, precision, path: Path, source, checker, conversion, quantization
                for t, name in zip(engine.outputs, source.output_names)]
     return {
         "id": f"{fmt}-{precision}", "format": fmt, "precision": str(precision),
-        "scheme": scheme or ("fp32" if precision == Precision.FP32 else SCHEMES.get(str(precision))),
+        "scheme": scheme or MANIFEST_SCHEMES[str(precision)],
         "file": path.name, "sha256": ekr.sha256_file(path),
         "size_bytes": sum(p.stat().st_size for p in files),
         "gzip_bytes": sum(gzip_size(p) for p in files),

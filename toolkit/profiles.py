@@ -24,19 +24,13 @@ import platform
 import shutil
 import tempfile
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 
 from edgekit.runtime._child import NATIVE, Launcher
 from edgekit.runtime._cpu import PROFILES, describe_host, host_profile
 
+from .choices import Emulation
 from .errors import ConfigError
-
-
-class Emulation(StrEnum):
-    AUTO = "auto"        # native where this machine matches a profile, else emulated
-    ALWAYS = "always"    # emulated wherever an emulator exists (checks the emulated path on a matching machine)
-    NEVER = "never"      # native only
 
 
 # The default: the machine exporting, and the x86 class whose int8 kernels saturate (a workstation

@@ -15,6 +15,11 @@ from importlib.metadata import entry_points
 from .errors import MissingDependencyError, UnsupportedError
 
 
+def label(key) -> str:
+    """A key as people write it: ``torch/onnx/int8``."""
+    return "/".join(str(part) for part in key) if isinstance(key, tuple) else str(key)
+
+
 @dataclass(frozen=True)
 class Entry:
     key: object
@@ -32,7 +37,7 @@ class Entry:
         missing = self.missing()
         if missing:
             raise MissingDependencyError(
-                f"{self.key} needs {', '.join(missing)}: pip install 'edgekit[{self.extra}]'")
+                f"{label(self.key)} needs {', '.join(missing)}: pip install 'edgekit[{self.extra}]'")
         module, attr = self.target.split(":")
         return getattr(importlib.import_module(module), attr)
 
@@ -46,12 +51,16 @@ class Registry:
     def register(self, key, target: str, *, requires=(), extra: str = "all") -> None:
         self._entries[key] = Entry(key, target, tuple(requires), extra)
 
+    def _plugin_entry(self, name: str, target: str) -> Entry:
+        key = tuple(name.split("/")) if "/" in name else name
+        return Entry(key, target)
+
     def _load_plugins(self):
         if not self._plugins_loaded:
             self._plugins_loaded = True
             for ep in entry_points(group=f"edgekit.{self.name}"):
-                key = tuple(ep.name.split("/")) if "/" in ep.name else ep.name
-                self._entries.setdefault(key, Entry(key, ep.value))
+                entry = self._plugin_entry(ep.name, ep.value)
+                self._entries.setdefault(entry.key, entry)
 
     def entries(self) -> dict:
         self._load_plugins()
@@ -60,8 +69,8 @@ class Registry:
     def get(self, key):
         self._load_plugins()
         if key not in self._entries:
-            known = ", ".join(str(k) for k in self._entries)
-            raise UnsupportedError(f"no {self.name} entry for {key}; supported: {known}")
+            known = ", ".join(label(k) for k in self._entries)
+            raise UnsupportedError(f"no {self.name} entry for {label(key)}; supported: {known}")
         return self._entries[key].load()
 
     def __contains__(self, key):

@@ -8,7 +8,7 @@ from edgekit.data import Dataset
 from edgekit.errors import CalibrationError, QuantizationError
 from edgekit.converters import ConversionResult
 from edgekit.converters.onnx_format import check, describe
-from edgekit.quantize import QUANTIZERS
+from edgekit.routes import ROUTES
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def calibration(digits_splits):
 
 def test_int8_file_holds_int8_weights_and_qdq_nodes(tmp_path, fp32_path, conversion, calibration):
     out = tmp_path / "m.int8.onnx"
-    result = QUANTIZERS.get(("onnx", "int8"))(conversion, out, calibration, QuantizeOptions())
+    result = ROUTES.get(("onnx", "onnx", "int8"))(conversion, out, calibration, QuantizeOptions())
     check(out)
     contents = describe(out)
     weights = contents["weight_elements_by_dtype"]
@@ -43,7 +43,7 @@ def test_keep_fp32_leaves_matching_nodes_in_float(tmp_path, fp32_path, conversio
     model = onnx.load(str(fp32_path))
     first_conv = next(n.name for n in model.graph.node if n.op_type == "Conv")
     out = tmp_path / "m.int8.onnx"
-    result = QUANTIZERS.get(("onnx", "int8"))(conversion, out, calibration,
+    result = ROUTES.get(("onnx", "onnx", "int8"))(conversion, out, calibration,
                                               QuantizeOptions(keep_fp32=(first_conv,)))
     assert result.details["nodes_kept_fp32"] == [first_conv]
     quantized = onnx.load(str(out))
@@ -51,19 +51,19 @@ def test_keep_fp32_leaves_matching_nodes_in_float(tmp_path, fp32_path, conversio
     initializers = {i.name: i for i in quantized.graph.initializer}
     assert initializers[conv.input[1]].data_type == onnx.TensorProto.FLOAT
     with pytest.raises(QuantizationError, match="match no ONNX node"):
-        QUANTIZERS.get(("onnx", "int8"))(conversion, out, calibration, QuantizeOptions(keep_fp32=("nope*",)))
+        ROUTES.get(("onnx", "onnx", "int8"))(conversion, out, calibration, QuantizeOptions(keep_fp32=("nope*",)))
 
 
 def test_int8_without_calibration_is_refused(tmp_path, conversion):
     with pytest.raises(CalibrationError, match="calib"):
-        QUANTIZERS.get(("onnx", "int8"))(conversion, tmp_path / "m.onnx", None, QuantizeOptions())
+        ROUTES.get(("onnx", "onnx", "int8"))(conversion, tmp_path / "m.onnx", None, QuantizeOptions())
 
 
 def test_calibration_methods_change_the_ranges(tmp_path, conversion, calibration):
     scales = {}
     for method in ("minmax", "percentile"):
         out = tmp_path / f"{method}.onnx"
-        QUANTIZERS.get(("onnx", "int8"))(conversion, out, calibration,
+        ROUTES.get(("onnx", "onnx", "int8"))(conversion, out, calibration,
                                          QuantizeOptions(calibration_method=method))
         model = onnx.load(str(out))
         scales[method] = sorted(float(onnx.numpy_helper.to_array(i)) for i in model.graph.initializer
@@ -73,7 +73,7 @@ def test_calibration_methods_change_the_ranges(tmp_path, conversion, calibration
 
 def test_fp16_file_holds_float16_weights_with_float32_io(tmp_path, conversion):
     out = tmp_path / "m.fp16.onnx"
-    QUANTIZERS.get(("onnx", "fp16"))(conversion, out, None, QuantizeOptions())
+    ROUTES.get(("onnx", "onnx", "fp16"))(conversion, out, None, QuantizeOptions())
     check(out)
     weights = describe(out)["weight_elements_by_dtype"]
     assert weights.get("float16", 0) > 20000 and weights.get("float32", 0) == 0
@@ -84,7 +84,7 @@ def test_fp16_file_holds_float16_weights_with_float32_io(tmp_path, conversion):
 
 def test_dynamic_int8_quantizes_weights_without_calibration(tmp_path, conversion):
     out = tmp_path / "m.dynamic.onnx"
-    result = QUANTIZERS.get(("onnx", "dynamic"))(conversion, out, None, QuantizeOptions())
+    result = ROUTES.get(("onnx", "onnx", "dynamic"))(conversion, out, None, QuantizeOptions())
     check(out)
     assert result.scheme == "w8a32-dynamic"
     assert describe(out)["weight_elements_by_dtype"].get("int8", 0) > 20000

@@ -246,7 +246,7 @@ def _fake_search(tmp_path, monkeypatch, figures, fp32_ms):
             raise QuantizationError(f"{name} cannot quantize this graph")
         Path(path).write_text(name)
         return SimpleNamespace(details={}, notes=(), scheme="w8a8-static")
-    monkeypatch.setattr(pipeline, "quantizer_for", lambda *a: quantizer)
+    monkeypatch.setattr(pipeline.ROUTES, "find", lambda *a: SimpleNamespace(load=lambda: quantizer))
     monkeypatch.setattr(pipeline, "_entry", lambda fmt, precision, path, *a, **k: {
         "id": "onnx-int8", "quantization": {}, "notes": [], "scheme": "w8a8-static", "made": Path(path).read_text()})
 

@@ -9,6 +9,7 @@ from edgekit.runtime import Layout, TensorInfo
 from ..config import VERIFY_TIMEOUT_S
 from ..errors import InputError
 from ..reference import ReferenceOutputs
+from ._base import SourceBase
 
 _ONNX_DTYPES = {1: np.float32, 10: np.float16, 11: np.float64, 2: np.uint8, 3: np.int8,
                 5: np.int16, 6: np.int32, 7: np.int64, 9: np.bool_}
@@ -68,8 +69,9 @@ def load_checked(path: Path):
     return model
 
 
-class OnnxSource:
+class OnnxSource(SourceBase):
     framework = "onnx"
+    kind = "onnx"
 
     @staticmethod
     def accepts(model) -> bool:
@@ -98,6 +100,12 @@ class OnnxSource:
         self.description = description
         self.input_specs = list(input_specs) if input_specs else onnx_input_specs(proto)
         self.output_names = [o.name for o in proto.graph.output]
+
+    def onnx_model(self):
+        return self.native
+
+    def onnx_path(self):
+        return self.path
 
     def specs_from_data(self, dataset):
         return self.input_specs

@@ -21,6 +21,7 @@ from edgekit.runtime import Layout, TensorInfo
 from ..config import ReferenceDevice
 from ..errors import ConfigError, ConversionError, InputError
 from ..reference import ReferenceOutputs
+from ._base import SourceBase
 
 log = logging.getLogger("edgekit.sources.tf")
 REFERENCE_BATCH = 64
@@ -55,7 +56,7 @@ def resolve_tf_device(requested, gpus) -> str:
     return requested.value
 
 
-class TFSource:
+class TFSource(SourceBase):
     framework = "tf"
 
     @staticmethod
@@ -97,7 +98,15 @@ class TFSource:
         other = TFSource(model, _kind(model) or self.kind, self.description + suffix, self.input_specs)
         other.output_names = self.output_names
         other.owned = True  # edgekit's own compressed copy
-        return other
+        return other.freeze()
+
+    def keras_model(self):
+        return None if self.kind == "saved_model" else self.native
+
+    def weight_bytes(self) -> int | None:
+        import numpy as np
+        weights = getattr(self.keras_model(), "weights", None)
+        return None if weights is None else int(sum(np.asarray(w).nbytes for w in weights))
 
     # -- input specs ----------------------------------------------------------------------------------
     def _declared_specs(self):

@@ -12,6 +12,7 @@ from ..config import ReferenceDevice
 from .._torch import flatten_outputs
 from ..errors import ConfigError, InputError
 from ..reference import ReferenceOutputs
+from ._base import SourceBase
 
 log = logging.getLogger("edgekit.sources.torch")
 REFERENCE_BATCH = 64
@@ -31,7 +32,7 @@ def resolve_device(requested, cuda_available: bool) -> str:
 TORCHSCRIPT_SUFFIXES = (".ts", ".torchscript", ".jit")
 
 
-class TorchSource:
+class TorchSource(SourceBase):
     framework = "torch"
 
     @staticmethod
@@ -75,22 +76,30 @@ class TorchSource:
         self.input_specs = input_specs
         self.output_names = None
         import torch
-        self.is_program = isinstance(native, torch.export.ExportedProgram)
-        self._module_cache = native.module() if self.is_program else native
+        is_program = isinstance(native, torch.export.ExportedProgram)
+        self.kind = "program" if is_program else "module"
+        self._module = native.module() if is_program else native
 
-    def _module(self):
-        return self._module_cache
+    def torch_module(self):
+        return self._module
+
+    def torch_program(self):
+        return self.native if self.kind == "program" else None
+
+    def weight_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self._module.state_dict().values())
 
     def with_model(self, module, suffix) -> "TorchSource":
         """The same source (inputs, outputs) holding another module: a compressed copy."""
         other = TorchSource(module, self.description + suffix, self.input_specs)
         other.output_names = self.output_names
-        return other
+        other.owned = True  # edgekit's own compressed copy
+        return other.freeze()
 
     def input_names(self, count: int) -> list[str]:
         if self.input_specs:
             return [s.name for s in self.input_specs]
-        forward = self._module().forward
+        forward = self._module.forward
         try:
             params = [p.name for p in inspect.signature(forward).parameters.values()
                       if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
@@ -122,7 +131,7 @@ class TorchSource:
         feeds = [torch.from_numpy(np.ascontiguousarray(dataset.inputs[s.name][:2])) for s in self.input_specs]
         try:
             with torch.inference_mode():
-                result = self._module()(*feeds)
+                result = self._module(*feeds)
         except Exception as exc:
             shapes = {s.name: tuple(dataset.inputs[s.name].shape) for s in self.input_specs}
             hint = ""
@@ -137,7 +146,7 @@ class TorchSource:
     def reference(self, dataset, device, *, timeout=None) -> ReferenceOutputs:
         import torch
         torch_device = resolve_device(device, torch.cuda.is_available())
-        module = self._module().to(torch_device)
+        module = self._module.to(torch_device)
         chunks = {}
         count = len(dataset)
         try:
@@ -148,7 +157,7 @@ class TorchSource:
                     for name, value in flatten_outputs(module(*feeds)).items():
                         chunks.setdefault(name, []).append(value.detach().float().cpu().numpy())
         finally:
-            self._module().to("cpu")
+            self._module.to("cpu")
         versions = {"torch": torch.__version__}
         device_name = "cpu"
         if torch_device == "cuda":
