@@ -50,8 +50,8 @@ def latency_pair(bundle, x1, runs, fmt="onnx"):
     so that drift on this shared machine hits both alike."""
     import edgekit.runtime as ekr
     manifest = ekr.read_manifest(bundle)
-    models = {e["precision"]: ekr.load(bundle, artifact=e["id"], threads=THREADS)
-              for e in manifest["artifacts"] if e["format"] == fmt and e["precision"] in ("fp32", "int8")}
+    models = {e.precision: ekr.load(bundle, artifact=e.id, threads=THREADS)
+              for e in manifest.artifacts if e.format == fmt and e.precision in ("fp32", "int8")}
     return interleaved_ms(models, x1, runs)
 
 

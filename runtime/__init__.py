@@ -12,16 +12,20 @@ tensorflow, onnx or any other part of edgekit; ``tests/runtime`` proves it.
 from ._errors import BackendUnavailableError, ModelLoadError, RuntimeInputError
 from ._manifest import MANIFEST_NAME, SCHEMA_VERSION, preferred, read_manifest, sha256_file
 from ._model import Model, TensorInfo, load, load_artifact
+from ._records import ArtifactEntry, Manifest, ParityRecord
 from ._tensor import Layout, format_shape
 from ._quant import dequantize, quantize
 from .backends import available_backends
 
 __all__ = [
+    "ArtifactEntry",
     "BackendUnavailableError",
     "Layout",
     "MANIFEST_NAME",
+    "Manifest",
     "Model",
     "ModelLoadError",
+    "ParityRecord",
     "RuntimeInputError",
     "SCHEMA_VERSION",
     "TensorInfo",

@@ -16,9 +16,9 @@ import stat
 from pathlib import Path
 
 from ._errors import ModelLoadError
-from ._schema import MANIFEST, MAX_MANIFEST_BYTES, MAX_NESTING, _is_int, _join, _shown
+from ._records import SCHEMA_VERSION, ArtifactEntry, Manifest
+from ._schema import MAX_MANIFEST_BYTES, MAX_NESTING, _join
 
-SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 # Files an engine opens beside the one it is given, whatever the manifest lists: OpenVINO reads
 # <stem>.bin next to an IR's .xml. Each must be a listed companion, checked like the main file.
@@ -36,25 +36,20 @@ def sha256_file(file, chunk=1 << 20) -> str:
         return sha256_file(fh, chunk)
 
 
-def read_manifest(bundle_dir: Path) -> dict:
+def read_manifest(bundle_dir: Path) -> Manifest:
+    """The bundle's manifest, checked (``Manifest.from_dict``)."""
     path = Path(bundle_dir) / MANIFEST_NAME
     if not os.path.lexists(path):
         raise ModelLoadError(f"{bundle_dir} is not an edgekit bundle: no {MANIFEST_NAME} in it")
-    manifest = _parse(path, _read_capped(bundle_file(bundle_dir, MANIFEST_NAME, "the bundle's manifest"),
-                                         MAX_MANIFEST_BYTES))
-    if not isinstance(manifest, dict):
-        raise ModelLoadError(f"{path}: expected a JSON object (an edgekit manifest), got {_shown(manifest)}")
-    version = manifest.get("schema_version")
-    if not _is_int(version) or version != SCHEMA_VERSION:
-        raise ModelLoadError(
-            f"{path} has schema_version {_shown(version)}; this runtime reads version {SCHEMA_VERSION}. "
-            "Re-export the bundle or install the matching edgekit version.")
-    try:
-        _check_nesting(manifest)
-        MANIFEST(manifest, "")
-    except ModelLoadError as exc:
-        raise ModelLoadError(f"{path}: {exc} (a damaged or hand-edited manifest: re-export the bundle)") from exc
-    return manifest
+    data = _parse(path, _read_capped(bundle_file(bundle_dir, MANIFEST_NAME, "the bundle's manifest"),
+                                     MAX_MANIFEST_BYTES))
+    if isinstance(data, dict) and data.get("schema_version") == SCHEMA_VERSION:
+        try:
+            _check_nesting(data)
+            return Manifest.from_dict(data, str(path))
+        except ModelLoadError as exc:
+            raise ModelLoadError(f"{path}: {exc} (a damaged or hand-edited manifest: re-export the bundle)") from exc
+    return Manifest.from_dict(data, str(path))  # (its error names the wrong type or version)
 
 
 def _read_capped(path: Path, limit: int) -> bytes:
@@ -101,62 +96,49 @@ def _check_nesting(manifest):
                      if isinstance(child, (dict, list)))
 
 
-def verified_profiles(entry: dict) -> list:
-    """The CPU profiles an artifact passed parity on (``[]`` for bundles that do not record them)."""
-    return [v.get("profile") for v in entry.get("verified_on", []) if v.get("passed")]
-
-
-def select_artifact(manifest: dict, *, artifact=None, precision=None, fmt=None, cpu=None) -> dict:
+def select_artifact(manifest: Manifest, *, artifact=None, precision=None, fmt=None, cpu=None) -> ArtifactEntry:
     """Pick one artifact entry: by id, else by precision/format (the bundle's default when it is
     among the candidates, else the fastest measured that takes the source's layout), else the
     bundle's default. With ``cpu`` (a profile name), artifacts verified on that profile are
     preferred over those that were not."""
-    entries = manifest["artifacts"]
     if artifact is not None:
-        found = [e for e in entries if e.get("id") == artifact]
-        if not found:
-            raise ModelLoadError(
-                f"no artifact {artifact!r} in this bundle; it holds {[e.get('id') for e in entries]}")
-        return found[0]
-    candidates = [e for e in entries
-                  if (precision is None or e.get("precision") == precision)
-                  and (fmt is None or e.get("format") == fmt)]
+        return manifest.artifact(artifact)
+    candidates = [e for e in manifest.artifacts
+                  if (precision is None or e.precision == precision) and (fmt is None or e.format == fmt)]
     if not candidates:
-        have = [(e.get("format"), e.get("precision")) for e in entries]
+        have = [(e.format, e.precision) for e in manifest.artifacts]
         raise ModelLoadError(
             f"no artifact with format={fmt!r} precision={precision!r} in this bundle; it holds {have}")
-    verified_here = [e for e in candidates if cpu is not None and cpu in verified_profiles(e)]
+    verified_here = [e for e in candidates if cpu is not None and cpu in e.verified_profiles]
     candidates = verified_here or candidates
-    default = manifest.get("default_artifact")
     for entry in candidates:
-        if entry.get("id") == default:
+        if entry.id == manifest.default_artifact:
             return entry
     # Otherwise by the rule the export chose its default with (several formats can hold one precision).
-    return preferred(candidates, [t.get("layout") for t in manifest.get("inputs", [])])
+    return preferred(candidates, manifest.source_layouts)
 
 
-def preferred(entries: list, source_layouts=None, margin=1.10) -> dict:
+def preferred(entries: list, source_layouts=None, margin=1.10) -> ArtifactEntry:
     """The one artifact-choice rule (the export's default, and ``load``'s pick among candidates):
     among those fed in the source model's own layout where any are (the data a caller has), those
     within ``margin`` of the fastest measured latency (noise on a tiny model must not flip the
     choice), the smallest."""
     if source_layouts is not None:
-        entries = [e for e in entries if [t.get("layout") for t in e.get("inputs", [])] == source_layouts] or entries
-    timed = [e for e in entries if e.get("latency_ms") is not None]
+        entries = [e for e in entries if [t.layout for t in e.inputs] == list(source_layouts)] or entries
+    timed = [e for e in entries if e.latency_ms is not None]
     if timed:
-        fastest = min(e["latency_ms"] for e in timed)
-        entries = [e for e in timed if e["latency_ms"] <= fastest * margin]
-    return min(entries, key=lambda e: e.get("size_bytes") or 0)
+        fastest = min(e.latency_ms for e in timed)
+        entries = [e for e in timed if e.latency_ms <= fastest * margin]
+    return min(entries, key=lambda e: e.size_bytes or 0)
 
 
-def artifact_path(bundle_dir: Path, entry: dict, *, check_hash: bool) -> Path:
+def artifact_path(bundle_dir: Path, entry: ArtifactEntry, *, check_hash: bool) -> Path:
     """The artifact's main file, after checking that it, its companions and every file its engine
     opens beside it (an IR's ``.bin``, which must be a listed companion) are regular files inside
     the bundle and, unless ``check_hash=False``, match their sha256."""
-    owner = f"artifact {entry.get('id')!r}"
-    main = _checked_file(bundle_dir, owner, entry["file"], entry.get("sha256"), check_hash)
-    companions = {_checked_file(bundle_dir, owner, c["file"], c.get("sha256"), check_hash)
-                  for c in entry.get("companions", [])}
+    owner = f"artifact {entry.id!r}"
+    main = _checked_file(bundle_dir, owner, entry.file, entry.sha256, check_hash)
+    companions = {_checked_file(bundle_dir, owner, c.file, c.sha256, check_hash) for c in entry.companions}
     for suffix in OPENED_BESIDE.get(main.suffix.lower(), ()):
         beside = main.with_suffix(suffix)
         if _resolved(beside) not in companions:

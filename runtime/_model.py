@@ -8,7 +8,8 @@ import numpy as np
 
 from ._cpu import describe_host, host_profile
 from ._errors import ModelLoadError, RuntimeInputError
-from ._manifest import artifact_path, read_manifest, select_artifact, verified_profiles
+from ._manifest import artifact_path, read_manifest, select_artifact
+from ._records import ArtifactEntry
 from ._quant import dequantize, quantize
 from ._tensor import TensorInfo, format_shape
 from .backends import backend_for
@@ -49,11 +50,13 @@ def load(path, backend="auto", *, artifact=None, precision=None, threads=None,
     return Model(engine, list(engine.inputs), list(engine.outputs))
 
 
-def load_artifact(file, entry: dict, *, backend="auto", threads=None, manifest=None, **engine_options) -> "Model":
-    """One model file described by a manifest entry (its names, layouts, quantized I/O)."""
+def load_artifact(file, entry, *, backend="auto", threads=None, manifest=None, **engine_options) -> "Model":
+    """One model file described by a manifest entry (an ArtifactEntry, or its dict): its names,
+    layouts, quantized I/O."""
+    if not isinstance(entry, ArtifactEntry):
+        entry = ArtifactEntry.from_dict(entry)
     engine = _engine(Path(file), backend, threads, engine_options)
-    inputs = [TensorInfo.from_dict(d) for d in entry["inputs"]]
-    outputs = [TensorInfo.from_dict(d) for d in entry["outputs"]]
+    inputs, outputs = list(entry.inputs), list(entry.outputs)
     _check_against_file(entry, inputs, engine.inputs, outputs, engine.outputs)
     return Model(engine, inputs, outputs, artifact=entry, manifest=manifest)
 
@@ -61,12 +64,12 @@ def load_artifact(file, entry: dict, *, backend="auto", threads=None, manifest=N
 def _warn_if_unverified(entry):
     """A RuntimeWarning when this CPU belongs to no profile the artifact was verified on: its int8
     kernels may differ from every CPU that checked it (bundles that record no profiles: silent)."""
-    if "verified_on" not in entry:
+    if entry.verified_on is None:
         return
-    verified = verified_profiles(entry)
+    verified = entry.verified_profiles
     host = host_profile()
     if host not in verified:
-        warnings.warn(f"artifact {entry.get('id')!r} was verified on {verified or 'no CPU profile'}; this CPU is "
+        warnings.warn(f"artifact {entry.id!r} was verified on {verified or 'no CPU profile'}; this CPU is "
                       f"{describe_host()}, which it was not verified on: its accuracy here is unchecked "
                       f"(re-export with --target-cpu {host or 'host'} on such a machine, or verify it here)",
                       RuntimeWarning, stacklevel=3)
@@ -109,7 +112,7 @@ def _check_against_file(entry, inputs, file_inputs, outputs, file_outputs):
         want = [(t.name, t.dtype) for t in declared]
         if got != want:
             raise ModelLoadError(
-                f"artifact {entry.get('id')!r}: the manifest declares {kind} {want} "
+                f"artifact {entry.id!r}: the manifest declares {kind} {want} "
                 f"but the file has {got}")
 
 
@@ -127,15 +130,15 @@ class Model:
         self._engine = engine
         self.inputs = inputs
         self.outputs = outputs
-        self.artifact = artifact or {}
-        self.manifest = manifest or {}
+        self.artifact = artifact    # the bundle's ArtifactEntry (None for a bare model file)
+        self.manifest = manifest    # the bundle's Manifest (None for a bare file or a lone artifact)
         self.backend = engine.name
         # Fixed batch 1 (common in TFLite): larger batches are run one sample at a time.
         self._batch_one = [t.shape[:1] == (1,) for t in engine.inputs]
 
     def __repr__(self):
         ins = ", ".join(f"{t.name}{list(t.shape)}:{t.dtype.name}" for t in self.inputs)
-        return f"<edgekit.runtime.Model {self.artifact.get('id', '')} backend={self.backend} inputs=[{ins}]>"
+        return f"<edgekit.runtime.Model {self.artifact.id if self.artifact else ''} backend={self.backend} inputs=[{ins}]>"
 
     def __call__(self, *args, **kwargs):
         return self.predict(*args, **kwargs)

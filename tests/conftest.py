@@ -120,3 +120,4 @@ def tf_keras_qat(tmp_path_factory, keras_digits):
                             targets=["tflite", "onnx", "openvino"], out=out, measure_latency=False,
                             qat=QATOptions(train=digits_keras.fit, steps=40))
     return out, report
+

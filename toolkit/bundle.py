@@ -71,13 +71,13 @@ def owned_files(bundle: Path) -> dict | None:
     except ekr.ModelLoadError:
         return None
     owned = {ekr.MANIFEST_NAME: None, **dict.fromkeys(REPORT_FILES)}
-    records = [manifest["reference"]] + [a["reference"] for a in manifest["artifacts"] if "reference" in a]
-    for artifact in manifest["artifacts"]:
-        records += [artifact, *artifact.get("companions", [])]
-    for record in records:
-        name = record.get("file")
-        if isinstance(name, str) and name and Path(name).name == name:
-            owned[name] = record.get("sha256") or None
+    records = [(r["file"], r.get("sha256")) for r in
+               [manifest.reference, *(a.reference for a in manifest.artifacts if a.reference is not None)]]
+    for artifact in manifest.artifacts:
+        records += [(artifact.file, artifact.sha256), *((c.file, c.sha256) for c in artifact.companions)]
+    for name, sha256 in records:
+        if Path(name).name == name:
+            owned[name] = sha256 or None
     return owned
 
 

@@ -140,6 +140,8 @@ def export(model, example_inputs=None, *, calib=None, eval=None, targets=("onnx"
             qat_provenances = [a["reference"] for a in manifest["artifacts"] if "reference" in a]
             for provenance in [manifest["reference"], *qat_provenances]:
                 provenance["sha256"] = digests[provenance["file"]]  # checked by ReferenceOutputs.load
+            # Checked by the runtime's records: what a device would refuse to read fails here, not there.
+            ekr.Manifest.from_dict(json.loads(json.dumps(manifest)))
             (staging.path / ekr.MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
             (staging.path / "report.json").write_text(report.to_json() + "\n")
             (staging.path / "report.md").write_text(report.to_markdown())
@@ -523,7 +525,8 @@ def choose_default(artifacts, source_layouts=None):
         return None
     slower = {id(a) for a, _ in _slower_than_own_fp32(passed)}
     passed = [a for a in passed if id(a) not in slower] or passed
-    return ekr.preferred(passed, source_layouts)
+    chosen = ekr.preferred([ekr.ArtifactEntry.from_dict(a) for a in passed], source_layouts)
+    return next(a for a in passed if a["id"] == chosen.id)
 
 
 def _partial_possible(report) -> bool:

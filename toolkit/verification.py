@@ -17,6 +17,7 @@ from edgekit.runtime import Layout
 from edgekit.runtime._child import ChildFailure, run_isolated
 from edgekit.runtime._cpu import describe_host
 from edgekit.runtime._manifest import artifact_path
+from edgekit.runtime._records import plain
 
 from .config import (DEFAULT_TOLERANCES, VERIFY_TIMEOUT_S, Precision, Tolerance, check_timeout,
                      parse_tolerance_overrides)
@@ -127,19 +128,19 @@ def combine_profiles(verdicts) -> dict:
     return combined
 
 
-def recorded_tolerance(entry, overrides=()) -> tuple:
+def recorded_tolerance(entry: ekr.ArtifactEntry, overrides=()) -> tuple:
     """(Tolerance, where it came from) for an artifact of a bundle: the one its export judged it
     with (``parity.tolerance`` in the manifest), else the defaults, with ``--tol`` ``overrides``
     for its precision applied on top."""
-    precision = Precision(entry["precision"])
-    stored = (entry.get("parity") or {}).get("tolerance")
+    precision = Precision(entry.precision)
+    stored = entry.parity.tolerance if entry.parity is not None else None
     base, source = DEFAULT_TOLERANCES[precision], "defaults (the bundle records none)"
-    if isinstance(stored, dict):
+    if hasattr(stored, "items"):
         known = {f.name for f in dataclasses.fields(Tolerance)}
         try:
-            base = Tolerance(**{k: v for k, v in stored.items() if k in known})
+            base = Tolerance(**{k: plain(v) for k, v in stored.items() if k in known})
         except (ConfigError, TypeError) as exc:
-            raise InputError(f"{entry['id']}: the tolerance recorded in the manifest is invalid: {exc}") from exc
+            raise InputError(f"{entry.id}: the tolerance recorded in the manifest is invalid: {exc}") from exc
         source = "recorded in the bundle"
     if overrides:
         tolerance = parse_tolerance_overrides(overrides, base={**DEFAULT_TOLERANCES, precision: base})[precision]
@@ -169,20 +170,19 @@ def verify(bundle, eval, *, tolerances=None, artifacts=None, latency=False, prog
         manifest = ekr.read_manifest(bundle)  # parsed once: every artifact is selected from it
     except ekr.ModelLoadError as exc:
         raise InputError(str(exc)) from exc
-    ids = [e["id"] for e in manifest["artifacts"]]
+    ids = [e.id for e in manifest.artifacts]
     unknown = [a for a in artifacts or [] if a not in ids]
     if unknown:
         raise ConfigError(f"--artifact {', '.join(unknown)}: not in {bundle}"
                           + "".join(did_you_mean(a, ids) for a in unknown) + f"; its artifacts: {', '.join(ids)}")
-    recorded = manifest.get("target_cpu", {}).get("requested") if isinstance(manifest.get("target_cpu"), dict) else None
+    recorded = manifest.target_cpu.get("requested")
     runners, not_verified = checkable(target_cpu or recorded or default_targets(), emulation)
-    specs = [ekr.TensorInfo.from_dict(d) for d in manifest["inputs"]]
-    pre = manifest.get("preprocessing")
-    preprocess = ImagePreprocess(**{k: tuple(v) if isinstance(v, list) else v for k, v in pre.items()
-                                    if k != "scale"}) if pre else None
+    specs = list(manifest.inputs)
+    pre = manifest.preprocessing
+    preprocess = ImagePreprocess(**{k: v for k, v in pre.items() if k != "scale"}) if pre else None
     dataset = validate(load_data(eval, preprocess=preprocess, role="eval"), specs, role="eval")
-    reference = ReferenceOutputs.load(bundle, manifest["reference"])
-    unhashed = [] if manifest["reference"].get("sha256") else [
+    reference = ReferenceOutputs.load(bundle, plain(manifest.reference))
+    unhashed = [] if manifest.reference.get("sha256") else [
         f"{reference.file} has no sha256 in the manifest (exported before edgekit recorded one): used "
         "unchecked; re-export to record it"]
     if reference.eval_sha256 and dataset.sha256() != reference.eval_sha256:
@@ -190,19 +190,19 @@ def verify(bundle, eval, *, tolerances=None, artifacts=None, latency=False, prog
             f"the eval data ({dataset.origin}, {len(dataset)} samples) is not the data the reference "
             f"outputs were computed on ({reference.num_samples} samples, sha256 {reference.eval_sha256[:12]}…); "
             "verify with the same --eval as the export")
-    report = Report("verify", source=manifest.get("source", {}), reference=manifest["reference"],
+    report = Report("verify", source=plain(manifest.source), reference=plain(manifest.reference),
                     output=str(bundle))
     report.warnings += unhashed
     report.warnings += not_verified_warnings(not_verified)
-    entries = [e for e in manifest["artifacts"] if artifacts is None or e["id"] in artifacts]
+    entries = [e for e in manifest.artifacts if artifacts is None or e.id in artifacts]
     references = {reference.file: reference}
     if not entries:
         raise NothingEvaluatedError(f"no artifact to verify in {bundle} (asked for {artifacts})")
-    for entry in entries:
-        entry = dict(entry)
-        with timed_step(f"verify {entry['id']}", report.stages, progress):
+    for artifact in entries:
+        entry = artifact.to_dict()  # the report's copy, which this verification's verdict replaces
+        with timed_step(f"verify {artifact.id}", report.stages, progress):
             try:
-                file = artifact_path(bundle, entry, check_hash=True)
+                file = artifact_path(bundle, artifact, check_hash=True)
                 ekr.backends.backend_for(file)  # the engine is installed
             except ekr.BackendUnavailableError as exc:
                 # A runner without this format's engine cannot check it: not a regression, unless
@@ -218,13 +218,13 @@ def verify(bundle, eval, *, tolerances=None, artifacts=None, latency=False, prog
                 if own and own["file"] not in references:
                     references[own["file"]] = ReferenceOutputs.load(bundle, own)
                 if tolerances is not None:
-                    tolerance, used = tolerances[Precision(entry["precision"])], "given by the caller"
+                    tolerance, used = tolerances[Precision(artifact.precision)], "given by the caller"
                 else:
-                    tolerance, used = recorded_tolerance(entry, overrides)
+                    tolerance, used = recorded_tolerance(artifact, overrides)
                 entry["tolerance_source"] = used
                 evaluate(entry, file, dataset, references[own["file"]] if own else reference,
                          tolerance, specs, latency=latency, isolate=isolate,
-                         timeout=timeout, kinds=manifest.get("output_kinds"), runners=runners,
+                         timeout=timeout, kinds=plain(manifest.output_kinds), runners=runners,
                          not_verified=not_verified)
         report.artifacts.append(entry)
     if all(a["parity"].get("skipped") for a in report.artifacts):

@@ -72,12 +72,11 @@ def test_emulated_avx2_outputs_match_a_native_avx2_cpu(emulated_bundle, digits_f
     VNNI host the two differ by design: that is the point of emulating)."""
     out, _ = emulated_bundle
     (runner,), _ = plan(("x86-avx2",), "always")
-    manifest = ekr.read_manifest(out)
-    entry = next(a for a in manifest["artifacts"] if a["id"] == "onnx-int8")
+    entry = ekr.read_manifest(out).artifact("onnx-int8")
     x = np.load(digits_files["eval"])["x"][:64]
-    inputs = {entry["inputs"][0]["name"]: x}
-    emulated = run_isolated(out / entry["file"], inputs, timeout=300, entry=entry, launcher=runner.launcher)
-    native = run_isolated(out / entry["file"], inputs, timeout=300, entry=entry)
+    inputs = {entry.inputs[0].name: x}
+    emulated = run_isolated(out / entry.file, inputs, timeout=300, entry=entry.to_dict(), launcher=runner.launcher)
+    native = run_isolated(out / entry.file, inputs, timeout=300, entry=entry.to_dict())
     name = next(iter(native))
     assert emulated[name].shape == native[name].shape == (64, 10)
     if host_profile() == "x86-avx2":

@@ -35,7 +35,7 @@ def test_digits_sample_end_to_end(tmp_path):
     data = np.load(tmp_path / "eval.npz")
     model = ekr.load(bundle, precision="int8")
     accuracy = (model.predict(data["x"]).argmax(1) == data["y"]).mean() * 100
-    assert abs(accuracy - model.artifact["parity"]["accuracy"]) < 1e-9
+    assert abs(accuracy - model.artifact.parity.accuracy) < 1e-9
 
 
 @pytest.mark.slow

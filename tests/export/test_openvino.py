@@ -35,7 +35,7 @@ def _check_ir_artifacts(report, bundle, x, min_accuracy=95):
     assert arts["openvino-fp32"]["companions"][0]["file"] == "model.bin"
     assert arts["openvino-int8"]["size_bytes"] < 0.6 * arts["openvino-fp32"]["size_bytes"]
     model = ekr.load(bundle, backend="openvino", precision="int8")
-    assert model.backend == "openvino" and model.artifact["id"] == "openvino-int8"
+    assert model.backend == "openvino" and model.artifact.id == "openvino-int8"
     batch, single = model.predict(x[:6]), model.predict(x[2])
     assert batch.shape == (6, 10) and single.shape == (10,)
     np.testing.assert_allclose(single, batch[2], atol=1e-4)

@@ -105,4 +105,4 @@ def test_route_makes_a_verified_artifact_that_is_what_it_declares(key, made):
         assert {t["dtype"] for t in entry["inputs"]} == {"int8"}, entry["inputs"]
     # The device's view: the shipped bundle loads this artifact (its hash checked) as parity saw it.
     model = ekr.load(bundle, artifact=entry["id"])
-    assert model.artifact["sha256"] == entry["sha256"] and len(model.outputs) == len(entry["outputs"]) >= 1
+    assert model.artifact.sha256 == entry["sha256"] and len(model.outputs) == len(entry["outputs"]) >= 1

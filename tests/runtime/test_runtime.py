@@ -57,8 +57,8 @@ def test_predict_adds_and_removes_the_batch_axis(digits_bundle, digits_splits):
 def test_bundle_default_and_selection(digits_bundle):
     bundle, _ = digits_bundle
     manifest = json.loads((bundle / "manifest.json").read_text())
-    assert ekr.load(bundle).artifact["id"] == manifest["default_artifact"]
-    assert ekr.load(bundle, artifact="onnx-int8").artifact["precision"] == "int8"
+    assert ekr.load(bundle).artifact.id == manifest["default_artifact"]
+    assert ekr.load(bundle, artifact="onnx-int8").artifact.precision == "int8"
     with pytest.raises(ekr.ModelLoadError, match="no artifact"):
         ekr.load(bundle, artifact="tflite-int8")
 
@@ -200,26 +200,27 @@ def test_openvino_backend_caches_compiled_models_and_takes_engine_options(openvi
 
 def test_backend_choice_in_a_bundle_of_several_formats(openvino_bundle):
     manifest = json.loads((openvino_bundle / "manifest.json").read_text())
-    assert ekr.load(openvino_bundle).artifact["id"] == manifest["default_artifact"]
-    assert ekr.load(openvino_bundle, backend="openvino").artifact["format"] == "openvino"
-    assert ekr.load(openvino_bundle, backend="onnxruntime", precision="int8").artifact["id"] == "onnx-int8"
+    assert ekr.load(openvino_bundle).artifact.id == manifest["default_artifact"]
+    assert ekr.load(openvino_bundle, backend="openvino").artifact.format == "openvino"
+    assert ekr.load(openvino_bundle, backend="onnxruntime", precision="int8").artifact.id == "onnx-int8"
     assert all(a.get("latency_ms") for a in manifest["artifacts"])  # what "auto" chose from
 
 
 def test_select_artifact_prefers_the_default_then_the_fastest():
+    from tests.manifests import manifest_of
+
     from edgekit.runtime._manifest import select_artifact
-    manifest = {"default_artifact": "onnx-fp32", "artifacts": [
-        {"id": "onnx-fp32", "format": "onnx", "precision": "fp32", "latency_ms": 0.5},
-        {"id": "onnx-int8", "format": "onnx", "precision": "int8", "latency_ms": 0.4},
-        {"id": "openvino-int8", "format": "openvino", "precision": "int8", "latency_ms": 0.2}]}
-    assert select_artifact(manifest)["id"] == "onnx-fp32"
-    assert select_artifact(manifest, precision="int8")["id"] == "openvino-int8"
-    assert select_artifact(manifest, precision="int8", fmt="onnx")["id"] == "onnx-int8"
+    artifacts = [{"id": "onnx-fp32", "format": "onnx", "precision": "fp32", "latency_ms": 0.5},
+                 {"id": "onnx-int8", "format": "onnx", "precision": "int8", "latency_ms": 0.4},
+                 {"id": "openvino-int8", "format": "openvino", "precision": "int8", "latency_ms": 0.2}]
+    manifest = manifest_of(artifacts, default_artifact="onnx-fp32")
+    assert select_artifact(manifest).id == "onnx-fp32"
+    assert select_artifact(manifest, precision="int8").id == "openvino-int8"
+    assert select_artifact(manifest, precision="int8", fmt="onnx").id == "onnx-int8"
     # A faster artifact that takes another layout (PyTorch -> TFLite is NHWC) is not picked by precision.
-    manifest["inputs"] = [{"name": "x", "layout": "nchw"}]
-    for entry in manifest["artifacts"]:
-        entry["inputs"] = [{"name": "x", "layout": "nchw"}]
-    manifest["artifacts"].append({"id": "tflite-int8", "format": "tflite", "precision": "int8", "latency_ms": 0.1,
-                                  "inputs": [{"name": "x", "layout": "nhwc"}]})
-    assert select_artifact(manifest, precision="int8")["id"] == "openvino-int8"
-    assert select_artifact(manifest, precision="int8", fmt="tflite")["id"] == "tflite-int8"
+    nchw = [{"layout": "nchw"}]
+    artifacts = [{**a, "inputs": nchw} for a in artifacts] + [
+        {"id": "tflite-int8", "format": "tflite", "precision": "int8", "latency_ms": 0.1, "inputs": [{"layout": "nhwc"}]}]
+    manifest = manifest_of(artifacts, default_artifact="onnx-fp32", inputs=nchw)
+    assert select_artifact(manifest, precision="int8").id == "openvino-int8"
+    assert select_artifact(manifest, precision="int8", fmt="tflite").id == "tflite-int8"

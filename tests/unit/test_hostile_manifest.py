@@ -77,10 +77,26 @@ def test_runtime_precisions_are_the_toolkits():
 
 def test_an_exported_manifest_passes_the_schema_and_records_every_hash(bundle):
     manifest = ekr.read_manifest(bundle[0])
-    assert manifest["reference"]["sha256"] == _sha256(bundle[0] / "reference.npz")
-    assert all(a["sha256"] for a in manifest["artifacts"])
-    assert [c["file"] for c in _ov(manifest)["companions"]] == ["model.bin"]
+    assert manifest.reference["sha256"] == _sha256(bundle[0] / "reference.npz")
+    assert all(a.sha256 for a in manifest.artifacts)
+    assert [c.file for c in manifest.artifact("openvino-fp32").companions] == ["model.bin"]
     assert verify(bundle[0], bundle[1], isolate=False).passed
+
+
+def test_the_manifest_records_are_frozen_and_round_trip(bundle):
+    import dataclasses
+    manifest = ekr.read_manifest(bundle[0])
+    again = ekr.Manifest.from_dict(json.loads(json.dumps(manifest.to_dict())))
+    assert again == manifest
+    entry = manifest.artifact("onnx-fp32")
+    assert isinstance(entry.parity, ekr.ParityRecord) and entry.parity.passed
+    assert entry.inputs[0].key == manifest.inputs[0].name
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        entry.file = "elsewhere.onnx"
+    with pytest.raises(TypeError):
+        entry.quantization["recipe"] = "edited"  # read-only views, not the export's dicts
+    # What the records do not name (the export's provenance) is kept, not dropped.
+    assert manifest.extra["seed"] == 0 and "environment" in manifest.extra
 
 
 @pytest.mark.parametrize("change, match", [
@@ -93,6 +109,9 @@ def test_an_exported_manifest_passes_the_schema_and_records_every_hash(bundle):
     (lambda m: _ov(m).update(companions=["model.bin"]), r"companions\[0\]: expected a companion file"),
     (lambda m: _ov(m).update(latency_ms="fast"), r"latency_ms: expected a number or null, got 'fast'"),
     (lambda m: _ov(m).update(size_bytes=-1), r"size_bytes: expected an integer >= 0, got -1"),
+    (lambda m: _ov(m).update(file="../model.xml"), r"artifacts\[1\]: '\.\./model\.xml' points outside the bundle"),
+    (lambda m: _ov(m)["companions"][0].update(file="/etc/passwd"), r"'/etc/passwd' points outside the bundle"),
+    (lambda m: m["reference"].update(file="C:\\ref.npz"), r"reference: 'C:\\\\ref\.npz' points outside the bundle"),
     (lambda m: _ov(m).update(parity={"cosine": "0.99"}), r"parity\.cosine: expected a number"),
     (lambda m: _ov(m)["outputs"][0].update(dtype="int8", quantization={"scale": 0.5}), "needs an integer zero_point"),
     (lambda m: _ov(m)["outputs"][0].update(quantization={"scale": 0.5, "zero_point": 0}), "must have dtype int8"),

@@ -52,9 +52,11 @@ def test_missing_and_misshaped_outputs_fail():
 def test_default_artifact_is_smallest_within_ten_percent_of_fastest():
     from edgekit.pipeline import choose_default
 
+    from tests.manifests import artifact
+
     def art(id_, ms, size, ok=True, layout="nchw"):
-        return {"id": id_, "latency_ms": ms, "size_bytes": size, "parity": {"passed": ok}, "format": "onnx",
-                "precision": "int8" if id_ == "int8" else "fp32", "inputs": [{"name": "x", "layout": layout}]}
+        return artifact(id=id_, latency_ms=ms, size_bytes=size, parity={"passed": ok}, format="onnx",
+                        precision="int8" if id_ == "int8" else "fp32", inputs=[{"layout": layout}])
 
     assert choose_default([art("fp32", 1.00, 100), art("int8", 0.97, 30)])["id"] == "int8"
     # Slower than its fp32 sibling, even by noise: never the default (size is not why one quantizes for speed).
@@ -73,12 +75,14 @@ def test_load_picks_among_candidates_by_the_exports_rule():
     smallest within 10% of the fastest): one rule now, ``edgekit.runtime.preferred``."""
     from edgekit.runtime._manifest import select_artifact
 
+    from tests.manifests import manifest_of
+
     def art(id_, fmt, ms, size):
         return {"id": id_, "format": fmt, "precision": "int8", "latency_ms": ms, "size_bytes": size,
-                "inputs": [{"name": "x", "layout": "nchw"}]}
-    manifest = {"default_artifact": "onnx-fp32", "inputs": [{"name": "x", "layout": "nchw"}],
-                "artifacts": [art("onnx-int8", "onnx", 0.95, 100), art("openvino-int8", "openvino", 1.0, 30)]}
-    assert select_artifact(manifest, precision="int8")["id"] == "openvino-int8"
+                "inputs": [{"layout": "nchw"}]}
+    manifest = manifest_of([art("onnx-int8", "onnx", 0.95, 100), art("openvino-int8", "openvino", 1.0, 30)],
+                           default_artifact="onnx-fp32", inputs=[{"layout": "nchw"}])
+    assert select_artifact(manifest, precision="int8").id == "openvino-int8"
 
 
 def test_one_bad_sample_of_a_regression_output_fails_int8_and_per_output_limits_apply():

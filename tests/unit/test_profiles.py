@@ -1,6 +1,7 @@
 """Target CPU profiles: classification of CPUs, the plan of native/emulated/unverified runs, the
 manifest records, and what the runtime does with them on a device."""
 
+import dataclasses
 import json
 import shutil
 import warnings
@@ -98,13 +99,13 @@ def test_an_emulator_that_fails_fails_the_artifact_never_passes_it(digits_bundle
     """A profile whose run did not happen is a failure on that profile, with its reason."""
     out, _ = digits_bundle
     manifest = ekr.read_manifest(out)
-    entry = dict(next(a for a in manifest["artifacts"] if a["id"] == "onnx-int8"))
+    entry = manifest.artifact("onnx-int8").to_dict()
     broken = profiles.Runner("arm64", "emulated (broken)", Launcher(prefix=("false",)))
     from edgekit.data import load_data, validate
     from edgekit.reference import ReferenceOutputs
-    specs = [ekr.TensorInfo.from_dict(d) for d in manifest["inputs"]]
+    specs = list(manifest.inputs)
     dataset = validate(load_data(digits_files["eval"], role="eval"), specs, role="eval")
-    reference = ReferenceOutputs.load(out, manifest["reference"])
+    reference = ReferenceOutputs.load(out, dict(manifest.reference))
     tolerance = ExportConfig().tolerances[edgekit.config.Precision.INT8]
     evaluate(entry, out / entry["file"], dataset, reference, tolerance, specs, latency=False,
              runners=(profiles.HOST, broken), not_verified={"x86-vnni": "no emulator"})
@@ -113,8 +114,8 @@ def test_an_emulator_that_fails_fails_the_artifact_never_passes_it(digits_bundle
     assert [v["passed"] for v in entry["verified_on"]] == [True, False]
     assert entry["parity"]["profiles"][profiles.HOST.profile]["passed"] is True
     assert entry["not_verified"] == {"x86-vnni": "no emulator"}
-    from edgekit.runtime._schema import MANIFEST  # the manifest schema accepts the records
-    MANIFEST({**manifest, "artifacts": [entry]}, "")
+    # The manifest's records accept them.
+    assert ekr.Manifest.from_dict({**manifest.to_dict(), "artifacts": [entry]}).artifact("onnx-int8").verified_on
 
 
 def _bundle_copy(digits_bundle, tmp_path, verified):
@@ -141,11 +142,10 @@ def test_the_runtime_warns_on_a_cpu_the_artifact_was_not_verified_on(digits_bund
 def test_auto_prefers_artifacts_verified_for_this_cpu(digits_bundle, tmp_path, monkeypatch):
     out = _bundle_copy(digits_bundle, tmp_path,
                        lambda e: ["x86-avx2", "arm64"] if e["id"] == "onnx-fp32" else ["x86-avx2"])
-    manifest = ekr.read_manifest(out)
-    manifest["default_artifact"] = "onnx-int8"
-    assert select_artifact(manifest, cpu="x86-avx2")["id"] == "onnx-int8"
-    assert select_artifact(manifest, cpu="arm64")["id"] == "onnx-fp32"
-    assert select_artifact(manifest, precision="int8", cpu="arm64")["id"] == "onnx-int8"  # asked for: given
+    manifest = dataclasses.replace(ekr.read_manifest(out), default_artifact="onnx-int8")
+    assert select_artifact(manifest, cpu="x86-avx2").id == "onnx-int8"
+    assert select_artifact(manifest, cpu="arm64").id == "onnx-fp32"
+    assert select_artifact(manifest, precision="int8", cpu="arm64").id == "onnx-int8"  # asked for: given
 
 
 def test_allow_partial_ships_what_passed_and_still_fails(tmp_path, digits_files):
@@ -163,7 +163,7 @@ def test_allow_partial_ships_what_passed_and_still_fails(tmp_path, digits_files)
     assert manifest["missing_artifacts"][0]["id"] == "onnx-int8"
     assert "max abs error" in " ".join(manifest["missing_artifacts"][0]["failures"])
     assert not list((tmp_path / "partial").glob("model.int8.*"))
-    assert ekr.load(tmp_path / "partial").artifact["id"] == "onnx-fp32"
+    assert ekr.load(tmp_path / "partial").artifact.id == "onnx-fp32"
 
 
 def test_info_shows_where_each_artifact_was_verified(digits_bundle, tmp_path, capsys):
