@@ -9,7 +9,7 @@ tensorflow, onnx or any other part of edgekit; ``tests/runtime`` proves it.
     >>> probs = model.predict(x)             # numpy in, numpy out
 """
 
-from ._errors import BackendUnavailableError, ModelLoadError, RuntimeInputError
+from ._errors import BackendUnavailableError, EngineError, ModelLoadError, RuntimeInputError
 from ._manifest import MANIFEST_NAME, SCHEMA_VERSION, preferred, read_manifest, sha256_file
 from ._model import Model, TensorInfo, load, load_artifact
 from ._records import ArtifactEntry, Manifest, ParityRecord
@@ -20,6 +20,7 @@ from .backends import available_backends
 __all__ = [
     "ArtifactEntry",
     "BackendUnavailableError",
+    "EngineError",
     "Layout",
     "MANIFEST_NAME",
     "Manifest",

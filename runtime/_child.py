@@ -24,7 +24,7 @@ from ._errors import ModelLoadError
 # Executed by ``python -I -c``: the only code the child runs before edgekit.runtime.
 _BOOTSTRAP = ("import sys, json; sys.path[:0] = json.loads(sys.argv[1]); "
               "from edgekit.runtime._childmain import main; sys.exit(main(sys.argv[2:]))")
-EXIT_LOAD, EXIT_RUN = 3, 4
+EXIT_LOAD, EXIT_RUN, EXIT_BUG = 3, 4, 5
 _STDERR_TAIL = 2000
 
 
@@ -79,6 +79,9 @@ def spawn(args, *, timeout, what, workdir=None, launcher=NATIVE) -> dict:
         raise ModelLoadError(answer["error"])
     if result.returncode == EXIT_RUN and answer is not None:
         raise ChildFailure(answer["error"])
+    if result.returncode == EXIT_BUG and answer is not None:
+        # Not the model's failure: a bug in the code around the engine, raised as one (not a verdict).
+        raise RuntimeError(f"internal error while {what} in an isolated process: {answer['bug']}")
     if result.returncode < 0:
         raise ChildFailure(f"{what} crashed the isolated process (signal {-result.returncode}); "
                            "this process is unaffected")

@@ -6,9 +6,10 @@ loads models through ``_model``.
 """
 
 import json
+import traceback
 
-from ._child import EXIT_LOAD, EXIT_RUN, save_arrays
-from ._errors import ModelLoadError
+from ._child import EXIT_BUG, EXIT_LOAD, EXIT_RUN, save_arrays
+from ._errors import EngineError, ModelLoadError, RuntimeInputError
 
 
 def main(argv) -> int:
@@ -42,8 +43,10 @@ def main(argv) -> int:
             inputs = {name: archive[f"a{i}"] for i, name in enumerate(request["inputs"])}
         outputs = model.run_batched(inputs, request["batch"])
         save_arrays(outputs_npz, list(outputs.values()))
-    except Exception as exc:  # whatever the engine raised on this file is the answer to report
+    except (EngineError, RuntimeInputError, MemoryError) as exc:  # the model failed on this data: a verdict
         return _say(answer_file, {"error": f"{type(exc).__name__}: {exc}"}, EXIT_RUN)
+    except Exception:  # anything else is a bug around the engine: reported as one, with where it happened
+        return _say(answer_file, {"bug": traceback.format_exc(limit=-3).strip()[-2000:]}, EXIT_BUG)
     return _say(answer_file, {"ok": True, "outputs": list(outputs)})
 
 

@@ -14,5 +14,9 @@ class RuntimeInputError(ValueError):
     """The data passed to ``predict`` does not fit the model's inputs."""
 
 
+class EngineError(RuntimeError):
+    """The inference engine failed while running the model (the engine's own message kept)."""
+
+
 class BackendUnavailableError(ImportError):
     """The backend needed for this model is not installed."""

@@ -92,8 +92,8 @@ def evaluate(entry: dict, file, dataset, reference: ReferenceOutputs, tolerance,
             else:
                 model = ekr.load_artifact(file, entry)
                 outputs = model.run_batched(inputs, EVAL_BATCH)
-        except (ChildFailure, ekr.ModelLoadError, ekr.RuntimeInputError, RuntimeError, ValueError) as exc:
-            # A broken artifact fails the gate, it does not crash it.
+        except (ChildFailure, ekr.ModelLoadError, ekr.RuntimeInputError, ekr.EngineError) as exc:
+            # A broken artifact fails the gate, it does not crash it (a bug around the engine does).
             verdict, ran = {"passed": False, "failures": [f"runtime error: {type(exc).__name__}: {exc}"]}, False
         else:
             verdict = judge(compare(reference.outputs, outputs, dataset.labels, kinds, mask),

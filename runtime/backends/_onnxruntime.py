@@ -8,7 +8,7 @@ Threads: a loaded model may be shared. ``InferenceSession.run`` is thread-safe (
 
 import numpy as np
 
-from .._errors import ModelLoadError
+from .._errors import EngineError, ModelLoadError
 from .._tensor import TensorInfo
 from ._engine_error import engine_message
 from ._onnx_external import check_external_data
@@ -53,6 +53,4 @@ class OnnxRuntimeBackend:
         try:
             return self._run(None, feeds)
         except Exception as exc:  # onnxruntime's own exception types derive from Exception only
-            if isinstance(exc, (RuntimeError, ValueError)):
-                raise
-            raise RuntimeError(f"onnxruntime: {engine_message(exc)}") from exc
+            raise EngineError(f"onnxruntime: {engine_message(exc)}") from exc

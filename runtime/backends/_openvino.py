@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._errors import ModelLoadError
+from .._errors import EngineError, ModelLoadError
 from .._manifest import sha256_file
 from .._tensor import TensorInfo
 from ._engine_error import engine_message
@@ -144,6 +144,9 @@ class OpenVINOBackend:
             request = self._local.request = self._compiled.create_infer_request()
         # Shared (zero-copy) buffers both ways, then one copy out: the request's output memory
         # is reused by this thread's next call. Measured on the digits model: 87 -> 74 us per call.
-        result = request.infer([np.ascontiguousarray(feeds[t.name]) for t in self.inputs],
-                               share_inputs=True, share_outputs=True)
+        try:
+            result = request.infer([np.ascontiguousarray(feeds[t.name]) for t in self.inputs],
+                                   share_inputs=True, share_outputs=True)
+        except RuntimeError as exc:  # openvino raises RuntimeError with the plugin's message
+            raise EngineError(f"OpenVINO: {engine_message(exc)}") from exc
         return [np.array(result[port]) for port in self._ports]

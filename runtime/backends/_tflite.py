@@ -26,7 +26,7 @@ import threading
 
 import numpy as np
 
-from .._errors import BackendUnavailableError, ModelLoadError
+from .._errors import BackendUnavailableError, EngineError, ModelLoadError
 from .._tensor import TensorInfo
 from ._engine_error import engine_message
 from ._tflite_check import check_flatbuffer
@@ -104,12 +104,15 @@ class TFLiteBackend:
         values = [feeds[t.name] for t in self.inputs]
         shapes = [v.shape for v in values]
         with self._lock:
-            if shapes != self._shapes:
-                for index, shape in zip(self._in_index, shapes):
-                    interp.resize_tensor_input(index, shape, strict=False)
-                interp.allocate_tensors()
-                self._shapes = shapes
-            for index, value in zip(self._in_index, values):
-                interp.set_tensor(index, value)
-            interp.invoke()
+            try:
+                if shapes != self._shapes:
+                    for index, shape in zip(self._in_index, shapes):
+                        interp.resize_tensor_input(index, shape, strict=False)
+                    interp.allocate_tensors()
+                    self._shapes = shapes
+                for index, value in zip(self._in_index, values):
+                    interp.set_tensor(index, value)
+                interp.invoke()
+            except (RuntimeError, ValueError) as exc:  # the interpreter's own failures
+                raise EngineError(f"TFLite: {engine_message(exc)}") from exc
             return [interp.get_tensor(index) for index in self._out_index]

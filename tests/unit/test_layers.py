@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[2]
 RUNTIME_ALLOWED = {"numpy", "onnxruntime", "hashlib", "json", "pathlib", "dataclasses", "importlib",
                    "importlib.util", "os", "inspect", "threading", "openvino",
                    "xml.etree.ElementTree", "subprocess", "sys", "tempfile", "stat", "functools", "platform",
-                   "warnings", "enum", "types"}
+                   "warnings", "enum", "types", "traceback"}
 
 
 FOLDERS = {"toolkit": "edgekit", "export": "edgekit.converters", "quantize": "edgekit.quantize",
