@@ -1,5 +1,6 @@
 """ONNX fp16: weights and compute in float16, inputs and outputs kept float32."""
 
+from edgekit.choices import Scheme
 from edgekit.errors import QuantizationError
 
 from . import QuantizationResult
@@ -41,4 +42,4 @@ def quantize(conversion, out_path, calibration, options, evaluation=None) -> Qua
         raise
     except Exception as exc:
         raise QuantizationError(f"fp16 conversion failed: {type(exc).__name__}: {exc}") from exc
-    return QuantizationResult(out_path, "fp16", {"io": "float32", "tool": "onnxruntime.transformers.float16"})
+    return QuantizationResult(out_path, Scheme.FP16, {"io": "float32", "tool": "onnxruntime.transformers.float16"})

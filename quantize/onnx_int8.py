@@ -10,7 +10,7 @@ import logging
 import tempfile
 from pathlib import Path
 
-from edgekit.choices import WeightType
+from edgekit.choices import Scheme, WeightType
 from edgekit.errors import CalibrationError, QuantizationError
 
 from . import QuantizationResult, blame, onnx_blame
@@ -97,7 +97,7 @@ def quantize(conversion, out_path, calibration, options, evaluation=None) -> Qua
                "calibration_samples": count, "nodes_kept_fp32": excluded}
     if blamed:
         details["blame"] = blamed
-    return QuantizationResult(out_path, "w8a8-static", details, tuple(notes))
+    return QuantizationResult(out_path, Scheme.W8A8_STATIC, details, tuple(notes))
 
 
 def _quantize_static(prepared, out_path, calibration, count, options, excluded):
@@ -141,7 +141,7 @@ def quantize_dynamic_int8(conversion, out_path, calibration, options, evaluation
         details.update(nodes_kept_fp32=sorted(kept), blame=blame.shown(rows, kept))
         notes = (f"mixed precision: {len(kept)} of {len(weighted)} MatMul/Gemm nodes that add the most noise "
                  f"under dynamic int8 kept in float",)
-    return QuantizationResult(out_path, "w8a32-dynamic", details, notes)
+    return QuantizationResult(out_path, Scheme.W8A32_DYNAMIC, details, notes)
 
 
 def _quantize_dynamic(fp32_path, out_path, options, excluded):

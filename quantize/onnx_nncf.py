@@ -24,6 +24,7 @@ last rung.
 
 import numpy as np
 
+from edgekit.choices import Scheme
 from edgekit.errors import CalibrationError, QuantizationError
 
 from . import QuantizationResult
@@ -55,7 +56,7 @@ def quantize_transformer(conversion, out_path, calibration, options, evaluation=
                "weights": "int8 symmetric" + (", 7-bit (NNCF's overflow fix)" if options.reduce_range else ""),
                "per_channel": True, "calibration_samples": count, "nodes_kept_fp32": sorted(ignored),
                "activation_pairs_to_uint8": pairs}
-    return QuantizationResult(out_path, "w8a8-static", details,
+    return QuantizationResult(out_path, Scheme.W8A8_STATIC, details,
                               (f"static int8 (NNCF transformer scheme); the {len(ignored)} activation x activation "
                                "MatMuls and embedding Gathers stay float",))
 

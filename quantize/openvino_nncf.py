@@ -15,7 +15,7 @@ fp16: the fp32 IR saved with its weights compressed to float16.
 
 import numpy as np
 
-from edgekit.choices import ModelType
+from edgekit.choices import ModelType, Scheme
 from edgekit.config import COSINE_METRIC
 from edgekit.parity import masked, sample_cosines, token_mask
 from edgekit.errors import CalibrationError, ConfigError, QuantizationError
@@ -31,7 +31,7 @@ from ._scope import matching_names
 def quantize_fp16(conversion, out_path, calibration, options, evaluation=None) -> QuantizationResult:
     from edgekit.runtime.backends._openvino import core
     save(core().read_model(str(conversion.path)), out_path, compress_to_fp16=True)
-    return QuantizationResult(out_path, "fp16", {"weights": "float16 (compress_to_fp16)"})
+    return QuantizationResult(out_path, Scheme.FP16, {"weights": "float16 (compress_to_fp16)"})
 
 
 def detect_model_type(model) -> ModelType:
@@ -91,7 +91,7 @@ def quantize_int8(conversion, out_path, calibration, options, evaluation=None) -
         notes.append(f"accuracy control kept {len(float_layers)} of {len(int8_layers) + len(float_layers)} "
                      f"weighted layers in float: {', '.join(float_layers[:8])}"
                      + (" ..." if len(float_layers) > 8 else ""))
-    return QuantizationResult(out_path, "w8a8-static", details, tuple(notes))
+    return QuantizationResult(out_path, Scheme.W8A8_STATIC, details, tuple(notes))
 
 
 _F32 = {"INFERENCE_PRECISION_HINT": "f32"}

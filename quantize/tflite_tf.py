@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekit.choices import Scheme
 from edgekit.errors import CalibrationError, QuantizationError
 from edgekit.converters.tf_tflite import converter, run_converter
 
@@ -57,7 +58,7 @@ def quantize_int8(conversion, out_path, calibration, options, evaluation=None) -
                "calibration_samples": count}
     notes = ([f"inputs {int8_float_inputs} are not float and stay {conversion.model.input_specs[0].dtype}"]
              if options.int8_io and int8_float_inputs else [])
-    return QuantizationResult(out_path, "w8a8-static", details, tuple(notes))
+    return QuantizationResult(out_path, Scheme.W8A8_STATIC, details, tuple(notes))
 
 
 def quantize_selective(conversion, out_path, calibration, options, evaluation=None) -> QuantizationResult:
@@ -93,7 +94,7 @@ def quantize_selective(conversion, out_path, calibration, options, evaluation=No
              f"compute and read their tensors ({len(kept)} ops)"]
     if options.int8_io:
         notes.append("int8 I/O was asked for; the selectively quantized model keeps float32 inputs and outputs")
-    return QuantizationResult(out_path, "w8a8-static", details, tuple(notes))
+    return QuantizationResult(out_path, Scheme.W8A8_STATIC, details, tuple(notes))
 
 
 def _input_order(fp32_path, names) -> list:
@@ -110,7 +111,7 @@ def quantize_int16x8(conversion, out_path, calibration, options, evaluation=None
     conv, count = _calibrated(conversion, calibration, options,
                               tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8, "int16x8")
     run_converter(conv, out_path, "int16x8")
-    return QuantizationResult(out_path, "w8a16-static", {"tool": "tf.lite.TFLiteConverter", "weights": "int8",
+    return QuantizationResult(out_path, Scheme.W8A16_STATIC, {"tool": "tf.lite.TFLiteConverter", "weights": "int8",
                                                           "activations": "int16", "io": "float32",
                                                           "calibration_samples": count})
 
@@ -120,7 +121,7 @@ def quantize_dynamic(conversion, out_path, calibration, options, evaluation=None
     conv = converter(conversion.model)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     run_converter(conv, out_path, "dynamic-range int8")
-    return QuantizationResult(out_path, "w8a32-dynamic", {"tool": "tf.lite.TFLiteConverter", "weights": "int8",
+    return QuantizationResult(out_path, Scheme.W8A32_DYNAMIC, {"tool": "tf.lite.TFLiteConverter", "weights": "int8",
                                                            "activations": "float32 (dynamic)"})
 
 
@@ -130,5 +131,5 @@ def quantize_fp16(conversion, out_path, calibration, options, evaluation=None) -
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     conv.target_spec.supported_types = [tf.float16]
     run_converter(conv, out_path, "fp16")
-    return QuantizationResult(out_path, "fp16", {"tool": "tf.lite.TFLiteConverter", "weights": "float16",
+    return QuantizationResult(out_path, Scheme.FP16, {"tool": "tf.lite.TFLiteConverter", "weights": "float16",
                                                  "io": "float32"})

@@ -6,6 +6,7 @@ their scale and zero point (the runtime converts float data). Dynamic: int8 weig
 activations quantized per call.
 """
 
+from edgekit.choices import Scheme
 from edgekit.errors import CalibrationError, QuantizationError
 from edgekit.converters.torch_tflite import prepared, quiet, write
 
@@ -53,12 +54,12 @@ def quantize_int8(conversion, out_path, calibration, options, evaluation=None) -
     count = _quantize(conversion, out_path, calibration, options, dynamic=False)
     notes = () if options.int8_io else ("litert-torch's static int8 model takes and returns int8 tensors "
                                         "(scale/zero point in the manifest); the runtime converts float data",)
-    return QuantizationResult(out_path, "w8a8-static",
+    return QuantizationResult(out_path, Scheme.W8A8_STATIC,
                               {"tool": "litert-torch PT2E", "weights": "int8 symmetric per-channel",
                                "activations": "int8", "io": "int8", "calibration_samples": count}, notes)
 
 
 def quantize_dynamic(conversion, out_path, calibration, options, evaluation=None) -> QuantizationResult:
     _quantize(conversion, out_path, calibration, options, dynamic=True)
-    return QuantizationResult(out_path, "w8a32-dynamic", {"tool": "litert-torch PT2E", "weights": "int8",
+    return QuantizationResult(out_path, Scheme.W8A32_DYNAMIC, {"tool": "litert-torch PT2E", "weights": "int8",
                                                            "activations": "dynamic"})

@@ -12,6 +12,16 @@ class Precision(StrEnum):
     INT16X8 = "int16x8"      # w8a16-static: int8 weights, int16 activations (TFLite)
 
 
+class Scheme(StrEnum):
+    """What an artifact contains, named the same in every format (the manifest's ``scheme``)."""
+    FP32 = "fp32"
+    FP16 = "fp16"                        # half-precision weights
+    W8A32_DYNAMIC = "w8a32-dynamic"      # int8 weights, activations quantized on the fly
+    W8A8_STATIC = "w8a8-static"          # int8 weights and activations, calibrated
+    W8A16_STATIC = "w8a16-static"        # int8 weights, int16 activations, calibrated
+    W8A8_QAT = "w8a8-qat"                # int8 converted from a quantization-aware-trained model
+
+
 class CalibrationMethod(StrEnum):
     MINMAX = "minmax"
     ENTROPY = "entropy"

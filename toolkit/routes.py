@@ -24,7 +24,7 @@ pruned=) -> QATResult``).
 
 from dataclasses import dataclass
 
-from .choices import Format, Framework
+from .choices import Format, Framework, Scheme
 from .registry import Entry, Registry
 
 
@@ -32,9 +32,9 @@ FP32, QAT = "fp32", "qat"
 # Schemes reached only through the int8 recipe search (edgekit.quantize.recipes), never asked for.
 RECIPE_SCHEMES = ("selective", "static-transformer")
 # What the manifest records for an artifact of each scheme (the same name in every format).
-MANIFEST_SCHEMES = {FP32: "fp32", "fp16": "fp16", "dynamic": "w8a32-dynamic", "int8": "w8a8-static",
-                    "int16x8": "w8a16-static", "selective": "w8a8-static", "static-transformer": "w8a8-static",
-                    QAT: "w8a8-qat"}
+MANIFEST_SCHEMES = {FP32: Scheme.FP32, "fp16": Scheme.FP16, "dynamic": Scheme.W8A32_DYNAMIC,
+                    "int8": Scheme.W8A8_STATIC, "int16x8": Scheme.W8A16_STATIC, "selective": Scheme.W8A8_STATIC,
+                    "static-transformer": Scheme.W8A8_STATIC, QAT: Scheme.W8A8_QAT}
 CALIBRATED_SCHEMES = ("int8", "int16x8", "selective", "static-transformer")
 
 
@@ -42,7 +42,7 @@ CALIBRATED_SCHEMES = ("int8", "int16x8", "selective", "static-transformer")
 class Capabilities:
     """What a route's artifact is and can do (the README matrix shows it; template tests check it)."""
 
-    manifest_scheme: str              # what the manifest records: w8a8-static, w8a32-dynamic, fp16, ...
+    manifest_scheme: Scheme           # what the manifest records
     calibrated: bool = False          # needs calibration data
     accuracy_control: bool = False    # can revert layers to float until an accuracy drop holds (max_drop)
     int8_io: str = ""                 # "always" | "option" (``--int8-io``) | "" (float I/O)
