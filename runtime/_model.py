@@ -134,7 +134,11 @@ class Model:
         self.manifest = manifest    # the bundle's Manifest (None for a bare file or a lone artifact)
         self.backend = engine.name
         # Fixed batch 1 (common in TFLite): larger batches are run one sample at a time.
-        self._batch_one = [t.shape[:1] == (1,) for t in engine.inputs]
+        self._batch_one = any(t.shape[:1] == (1,) for t in engine.inputs)
+        # Input checks run once per shape/dtype signature of the data passed; the plan they produce
+        # (where each feed comes from, what conversion it needs) is reused on every later call.
+        self._plans = {}
+        self._dequantized = [(t.key, (t.scale, t.zero_point) if t.quantized else None) for t in outputs]
 
     def __repr__(self):
         ins = ", ".join(f"{t.name}{list(t.shape)}:{t.dtype.name}" for t in self.inputs)
@@ -152,16 +156,34 @@ class Model:
 
     def run(self, x) -> dict:
         """Run the model and return every output, as a dict by name."""
-        feeds, added_batch = self._feeds(x)
-        if any(self._batch_one) and next(iter(feeds.values())).shape[0] != 1:
+        signature = _signature(x)
+        plan = self._plans.get(signature)
+        if plan is None:
+            plan = self._plan(x)  # every check, once per signature
+            if signature is not None and len(self._plans) < MAX_PLANS:
+                self._plans[signature] = plan
+        feeds = plan.feeds(x)
+        if plan.per_sample:
             results = self._run_per_sample(feeds)
         else:
             results = self._engine.run(feeds)
+        return self._outputs(results, plan.added)
+
+    def bind(self, example=None, **named):
+        """A pre-checked fast path for data shaped like ``example`` (one array, a list in input
+        order, or a dict by name): the returned callable ``f(x)`` checks only that ``x`` has the
+        example's shapes and dtypes (anything else goes through ``predict`` and its checks) and
+        calls the engine directly; it returns what ``predict`` returns. For serving loops where the
+        wrapper's own cost matters (measured in benchmarks/bench.py)."""
+        example = named if example is None else example
+        return _bound(self, self._plan(example), example)
+
+    def _outputs(self, results, added) -> dict:
         out = {}
-        for info, value in zip(self.outputs, results):
-            if info.quantized:
-                value = dequantize(value, info.scale, info.zero_point)
-            out[info.key] = value[0] if added_batch else value
+        for (key, quantized), value in zip(self._dequantized, results):
+            if quantized is not None:
+                value = dequantize(value, *quantized)
+            out[key] = value[0] if added else value
         return out
 
     def run_batched(self, inputs: dict, batch_size: int) -> dict:
@@ -176,7 +198,9 @@ class Model:
         per_sample = [self._engine.run({k: v[i:i + 1] for k, v in feeds.items()}) for i in range(count)]
         return [np.concatenate(parts, axis=0) for parts in zip(*per_sample)]
 
-    def _feeds(self, x):
+    def _plan(self, x) -> "_Plan":
+        """Check ``x`` against the inputs (names, ranks, shapes, dtypes) and say how it becomes the
+        engine's feeds; RuntimeInputError naming the input and what was expected when it does not fit."""
         if isinstance(x, dict):
             missing = [t.key for t in self.inputs if t.key not in x and t.name not in x]
             extra = sorted(set(x) - {t.name for t in self.inputs} - {t.key for t in self.inputs})
@@ -185,53 +209,140 @@ class Model:
                     f"expected inputs {[t.key for t in self.inputs]}, got {sorted(x)}"
                     + (f" (missing {missing})" if missing else "")
                     + (f" (unknown {extra})" if extra else ""))
-            values = [x[t.key] if t.key in x else x[t.name] for t in self.inputs]
+            sources = [t.key if t.key in x else t.name for t in self.inputs]
         elif isinstance(x, (list, tuple)):
             if len(x) != len(self.inputs):
                 raise RuntimeInputError(f"expected {len(self.inputs)} inputs "
                                         f"{[t.key for t in self.inputs]}, got {len(x)}")
-            values = list(x)
+            sources = list(range(len(x)))
         else:
             if len(self.inputs) != 1:
                 raise RuntimeInputError(f"this model has {len(self.inputs)} inputs "
                                         f"{[t.key for t in self.inputs]}: pass a dict by name")
-            values = [x]
-        feeds = {}
-        added = set()
-        for info, value in zip(self.inputs, values):
-            value, was_added = _prepare(info, value)
-            feeds[info.name] = value
+            sources = [None]
+        steps, added, batch = [], set(), set()
+        for info, source in zip(self.inputs, sources):
+            value = x if source is None else x[source]
+            convert, was_added, count = _check(info, value)
+            steps.append((info.name, source, convert))
             added.add(was_added)
+            batch.add(count)
         if len(added) > 1:
             raise RuntimeInputError("pass either every input with its batch axis or none")
-        return feeds, added.pop()
+        added = added.pop()
+        return _Plan(tuple(steps), added, self._batch_one and not added and batch != {1})
 
 
-def _prepare(info: TensorInfo, value):
-    value = np.asarray(value)
-    added = False
-    if value.ndim == len(info.shape) - 1:
-        value = value[None]
-        added = True
-    elif value.ndim != len(info.shape):
+MAX_PLANS = 16  # signatures remembered per model (a serving loop has one or two; a data set's last batch one more)
+
+
+def _signature(x):
+    """The shapes and dtypes of what was passed, or None when it is not made of numpy arrays (it is
+    then checked on every call)."""
+    if isinstance(x, np.ndarray):
+        return x.shape, x.dtype
+    if isinstance(x, dict) and all(isinstance(v, np.ndarray) for v in x.values()):
+        return tuple((k, v.shape, v.dtype) for k, v in x.items())
+    if isinstance(x, (list, tuple)) and all(isinstance(v, np.ndarray) for v in x):
+        return ("list",) + tuple((v.shape, v.dtype) for v in x)
+    return None
+
+
+class _Plan:
+    """How data of one signature becomes the engine's feeds: per input, its name in the engine,
+    where it is in what was passed (a key, an index, or the array itself) and the conversion it needs."""
+
+    __slots__ = ("steps", "added", "per_sample")
+
+    def __init__(self, steps, added, per_sample):
+        self.steps, self.added, self.per_sample = steps, added, per_sample
+
+    def feeds(self, x) -> dict:
+        feeds = {}
+        for name, source, convert in self.steps:
+            value = x if source is None else x[source]
+            feeds[name] = value if convert is None else convert(value)
+        return feeds
+
+
+def _bound(model, plan, example):
+    """``Model.bind``'s callable. One array in, one float array out and nothing to convert: the
+    engine's own one-value call behind an identity check of shape and dtype (a closure with its
+    values bound as defaults: attribute lookups cost microseconds here). Otherwise, or for other
+    data, the plan or ``predict``."""
+    signature, run, outputs = _signature(example), model._engine.run, model._outputs
+
+    def general(x):
+        if _signature(x) != signature:
+            return model.predict(x)  # not the bound data: every check, as predict does
+        feeds = plan.feeds(x)
+        results = model._run_per_sample(feeds) if plan.per_sample else run(feeds)
+        named = outputs(results, plan.added)
+        return next(iter(named.values())) if len(named) == 1 else named
+
+    single = getattr(model._engine, "single", None)
+    if not (single is not None and isinstance(example, np.ndarray) and len(model.inputs) == len(model.outputs) == 1
+            and plan.steps[0][2] is None and not plan.added and not plan.per_sample
+            and model._dequantized[0][1] is None):
+        return general
+
+    def fast(x, _ndarray=np.ndarray, _shape=example.shape, _dtype=example.dtype, _call=single(), _general=general):
+        if x.__class__ is _ndarray and x.shape == _shape and x.dtype is _dtype:
+            return _call(x)
+        return _general(x)
+    return fast
+
+
+def _check(info: TensorInfo, value) -> tuple:
+    """(conversion or None, whether a batch axis is added, batch size) for ``value`` as input
+    ``info``; RuntimeInputError when it cannot be that input."""
+    array = np.asarray(value)
+    added = array.ndim == len(info.shape) - 1
+    if not added and array.ndim != len(info.shape):
         raise RuntimeInputError(
             f"input {info.key!r}: expected rank {len(info.shape)} shape {format_shape(info.shape)} "
-            f"(or one sample of rank {len(info.shape) - 1}), got shape {value.shape}")
-    for axis, (want, got) in enumerate(zip(info.shape, value.shape)):
+            f"(or one sample of rank {len(info.shape) - 1}), got shape {array.shape}")
+    shape = (1, *array.shape) if added else array.shape
+    for axis, (want, got) in enumerate(zip(info.shape, shape)):
         if axis and want is not None and want != got:
             raise RuntimeInputError(
                 f"input {info.key!r}: expected shape {format_shape(info.shape)}"
-                f"{' layout ' + info.layout if info.layout else ''}, got {value.shape} "
+                f"{' layout ' + info.layout if info.layout else ''}, got {shape} "
                 f"(axis {axis} is {got}, expected {want})")
+    steps = [step for step, needed in ((np.asarray, not isinstance(value, np.ndarray)),
+                                       (_with_batch_axis, added), (_conversion(info, array), True)) if needed and step]
+    if not steps:
+        return None, added, shape[0]
+    if len(steps) == 1:
+        return steps[0], added, shape[0]
+    return (lambda v: _chained(v, steps)), added, shape[0]
+
+
+def _with_batch_axis(value):
+    return value[None]
+
+
+def _chained(value, steps):
+    for step in steps:
+        value = step(value)
+    return value
+
+
+def _conversion(info: TensorInfo, value):
+    """What turns ``value``'s dtype into the input's (None: nothing), checked on ``value``."""
     if value.dtype == info.dtype:
-        return value, added
+        return None
     if info.quantized and value.dtype.kind == "f":
-        return quantize(value, info.scale, info.zero_point, info.dtype), added
+        return lambda v: quantize(v, info.scale, info.zero_point, info.dtype)
     if value.dtype.kind == info.dtype.kind == "f":
-        return value.astype(info.dtype), added
+        return lambda v: v.astype(info.dtype)
     if value.dtype.kind in "iu" and info.dtype.kind in "iu":
         limits = np.iinfo(info.dtype)
-        if value.size and (value.min() < limits.min or value.max() > limits.max):
-            raise RuntimeInputError(f"input {info.key!r}: values outside the range of {info.dtype}")
-        return value.astype(info.dtype), added
+
+        def narrowed(v):  # the range is a property of the values: checked on every call
+            if v.size and (v.min() < limits.min or v.max() > limits.max):
+                raise RuntimeInputError(f"input {info.key!r}: values outside the range of {info.dtype}")
+            return v.astype(info.dtype)
+        narrowed(value)
+        return narrowed
     raise RuntimeInputError(f"input {info.key!r}: expected dtype {info.dtype.name}, got {value.dtype.name}")

@@ -49,6 +49,17 @@ class OnnxRuntimeBackend:
         self.outputs = [_info(n) for n in self._session.get_outputs()]
         self._run = self._session.run
 
+    def single(self):
+        """``value -> output`` for a one-input, one-output model (``Model.bind``'s fast path)."""
+        run, name = self._run, self.inputs[0].name
+
+        def call(value):
+            try:
+                return run(None, {name: value})[0]
+            except Exception as exc:  # onnxruntime's own exception types derive from Exception only
+                raise EngineError(f"onnxruntime: {engine_message(exc)}") from exc
+        return call
+
     def run(self, feeds):
         try:
             return self._run(None, feeds)

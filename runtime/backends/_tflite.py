@@ -99,6 +99,24 @@ class TFLiteBackend:
         self._shapes = [tuple(d["shape"]) for _, d in in_items]
         self._lock = threading.Lock()
 
+    def single(self):
+        """``value -> output`` for a one-input, one-output model (``Model.bind``'s fast path): the
+        interpreter called directly while the value has the allocated shape, else ``run``."""
+        interp, lock, run = self._interpreter, self._lock, self.run
+        index, out, name = self._in_index[0], self._out_index[0], self.inputs[0].name
+
+        def call(value):
+            with lock:
+                if value.shape == self._shapes[0]:
+                    try:
+                        interp.set_tensor(index, value)
+                        interp.invoke()
+                    except (RuntimeError, ValueError) as exc:  # the interpreter's own failures
+                        raise EngineError(f"TFLite: {engine_message(exc)}") from exc
+                    return interp.get_tensor(out)
+            return run({name: value})[0]
+        return call
+
     def run(self, feeds):
         interp = self._interpreter
         values = [feeds[t.name] for t in self.inputs]

@@ -224,3 +224,42 @@ def test_select_artifact_prefers_the_default_then_the_fastest():
     manifest = manifest_of(artifacts, default_artifact="onnx-fp32", inputs=nchw)
     assert select_artifact(manifest, precision="int8").id == "openvino-int8"
     assert select_artifact(manifest, precision="int8", fmt="tflite").id == "tflite-int8"
+
+
+def test_inputs_are_checked_once_per_signature_and_bind_is_the_same_model(digits_bundle, digits_splits,
+                                                                         monkeypatch):
+    """The wrapper's cost: checks run once per shape/dtype signature (the plan is reused), and the
+    bound fast path gives predict's outputs, falling back to predict's checks for other data."""
+    from edgekit.runtime import _model
+    x = digits_splits[2][0][:4]
+    model = ekr.load(digits_bundle[0], artifact="onnx-int8")
+    checks = []
+    real_check = _model._check
+    monkeypatch.setattr(_model, "_check", lambda *a: checks.append(a) or real_check(*a))
+    first = model.predict(x)
+    for _ in range(3):
+        np.testing.assert_array_equal(model.predict(x), first)
+    model.predict(x[0])          # one sample (no batch axis): another signature, checked once
+    model.predict(x[0])
+    assert len(checks) == 2
+    fast = model.bind(x)
+    np.testing.assert_array_equal(fast(x), first)
+    np.testing.assert_array_equal(fast(x[0]), first[0])        # other data: predict's path
+    with pytest.raises(ekr.RuntimeInputError, match="expected shape"):
+        fast(x[:, :, :4])
+
+
+def test_cached_plans_still_check_integer_ranges_every_call():
+    class Engine:
+        name = "fake"
+        inputs = [ekr.TensorInfo("ids", (None, 3), np.dtype(np.int32))]
+        outputs = [ekr.TensorInfo("y", (None, 3), np.dtype(np.int32))]
+
+        def run(self, feeds):
+            return [feeds["ids"]]
+
+    model = ekr.Model(Engine(), Engine.inputs, Engine.outputs)
+    assert model.predict(np.ones((2, 3), np.int64)).dtype == np.int32
+    with pytest.raises(ekr.RuntimeInputError, match="values outside the range of int32"):
+        model.predict(np.full((2, 3), 2 ** 40, np.int64))   # same signature as the call before
+    assert model.predict([[[1, 2, 3]]]).tolist() == [[1, 2, 3]]  # nested lists: converted (and checked) every call
