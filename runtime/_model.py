@@ -38,7 +38,9 @@ def load(path, backend="auto", *, artifact=None, precision=None, threads=None,
         file = artifact_path(path, entry, check_hash=check_hash)
         if isolate:
             probe_isolated(file, backend)
-        return load_artifact(file, entry, backend=backend, threads=threads, manifest=manifest, **engine_options)
+        model = load_artifact(file, entry, backend=backend, threads=threads, manifest=manifest, **engine_options)
+        model.bundle = path
+        return model
     if not path.is_file():
         raise ModelLoadError(f"{path} does not exist (expected a bundle folder or a model file)")
     if artifact is not None or precision is not None:
@@ -132,6 +134,7 @@ class Model:
         self.outputs = outputs
         self.artifact = artifact    # the bundle's ArtifactEntry (None for a bare model file)
         self.manifest = manifest    # the bundle's Manifest (None for a bare file or a lone artifact)
+        self.bundle = None          # the bundle folder it was loaded from (set by load)
         self.backend = engine.name
         # Fixed batch 1 (common in TFLite): larger batches are run one sample at a time.
         self._batch_one = any(t.shape[:1] == (1,) for t in engine.inputs)
@@ -168,6 +171,15 @@ class Model:
         else:
             results = self._engine.run(feeds)
         return self._outputs(results, plan.added)
+
+    def selftest(self):
+        """Run this artifact on the golden samples its bundle stores and judge it against the stored
+        reference outputs, with the tolerance it was verified with (``_selftest``): no eval data and
+        no framework needed. Returns a SelfTestResult (``.passed``, ``.failures``, ``.figures``)."""
+        from ._selftest import selftest
+        if self.bundle is None:
+            raise ModelLoadError("selftest needs a model loaded from a bundle folder: edgekit.runtime.load(DIR)")
+        return selftest(self, self.bundle)
 
     def bind(self, example=None, **named):
         """A pre-checked fast path for data shaped like ``example`` (one array, a list in input

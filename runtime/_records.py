@@ -107,6 +107,7 @@ class ArtifactEntry:
     reference: MappingProxyType | None = None      # the QAT model's own reference outputs, for its int8
     verified_on: tuple | None = None                # Verification per profile; None: not recorded
     not_verified: MappingProxyType = _empty()
+    golden: MappingProxyType | None = None          # output -> what the export measured on the golden samples
     contents: MappingProxyType = _empty()  # what the file holds (op counts, dtypes, sparsity)
     quantization: MappingProxyType = _empty()  # the recipe applied and searched
     extra: MappingProxyType = _empty()
@@ -152,6 +153,7 @@ class Manifest:
     source: MappingProxyType = _empty()
     output_kinds: MappingProxyType = _empty()
     target_cpu: MappingProxyType = _empty()
+    golden: MappingProxyType | None = None          # the golden samples' file (``_selftest``)
     edgekit_version: str = ""
     extra: MappingProxyType = _empty()
 
@@ -173,6 +175,8 @@ class Manifest:
         for key, provenance in [("reference", data["reference"])] + [
                 (f"artifacts[{i}].reference", e["reference"]) for i, e in enumerate(data["artifacts"]) if "reference" in e]:
             _inside_bundle(provenance["file"], key)
+        if data.get("golden"):
+            _inside_bundle(data["golden"]["file"], "golden")
         known, rest = _split(data, cls)
         values = {k: _frozen(v) for k, v in known.items()}
         values["artifacts"] = tuple(ArtifactEntry.from_dict(a) for a in data["artifacts"])

@@ -213,6 +213,7 @@ _ARTIFACT = _Object("an artifact entry, an object", required={
                                    required={"profile": _NAME, "how": _TEXT, "passed": _FLAG}),
                            "a list of verification records"),
     "not_verified": _Object("an object from profile name to the reason it was not verified"),
+    "golden": _Object("an object from output name to its figures on the golden samples"),
 })
 _PREPROCESSING = _Object("the image preprocessing, an object", closed=True, optional={
     "size": _ListOf(_Is("an integer >= 1", lambda v: _is_int(v) and v >= 1), "[height, width]", lengths=(2,)),
@@ -237,6 +238,9 @@ MANIFEST = _Object("an edgekit manifest, a JSON object", required={
     "output_kinds": _Object("an object from output name to its kind", check=lambda value, where: _kinds_known(
         value, where)),
     "edgekit_version": _TEXT,
+    "golden": _Nullable(_Object("the golden samples, an object with file, sha256, samples and references",
+                                required={"file": _FILE, "sha256": _SHA256, "samples": _COUNT,
+                                          "references": _ListOf(_FILE, "a list of reference file names")})),
     "target_cpu": _Object("the target CPU profiles, an object", optional={
         "requested": _ListOf(_TEXT, "a list of profile names"),
         "not_verified": _Object("an object from profile name to the reason it was not verified")}),

@@ -66,3 +66,9 @@ def format_shape(shape, compact=False) -> str:
     dims = ["N" if d is None and i == 0 else "?" if d is None else str(d) for i, d in enumerate(shape)]
     return "x".join(dims) if compact else "(" + ", ".join(dims) + ")"
 
+
+def to_layout(array, have, want):
+    """A 4-D image batch from layout ``have`` to ``want`` (NCHW <-> NHWC); anything else as it is."""
+    if have == want or array.ndim != 4 or not have or not want:
+        return array
+    return array.transpose((0, 2, 3, 1) if (have, want) == (Layout.NCHW, Layout.NHWC) else (0, 3, 1, 2))

@@ -75,6 +75,8 @@ def owned_files(bundle: Path) -> dict | None:
                [manifest.reference, *(a.reference for a in manifest.artifacts if a.reference is not None)]]
     for artifact in manifest.artifacts:
         records += [(artifact.file, artifact.sha256), *((c.file, c.sha256) for c in artifact.companions)]
+    if manifest.golden:
+        records.append((manifest.golden["file"], manifest.golden["sha256"]))
     for name, sha256 in records:
         if Path(name).name == name:
             owned[name] = sha256 or None

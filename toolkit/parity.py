@@ -14,6 +14,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+# The metrics a device's self-test computes too live in the runtime; the gate uses the same copy.
+from edgekit.runtime._metrics import TOKEN_MASK_INPUT, masked, sample_cosines, token_mask
+
+__all__ = ["ParityResult", "TOKEN_MASK_INPUT", "compare", "is_classification", "judge", "masked", "output_kinds",
+           "output_metrics", "sample_cosines", "sqnr_db", "token_mask"]
+
 
 @dataclass
 class ParityResult:
@@ -28,16 +34,6 @@ class ParityResult:
     def to_dict(self) -> dict:
         return {"passed": self.passed, "failures": list(self.failures), **self.metrics,
                 "per_output": self.per_output}
-
-
-def sample_cosines(a, b):
-    """Cosine similarity of each sample (flattened); 1 where both are all zeros."""
-    a = a.reshape(len(a), -1).astype(np.float64)
-    b = b.reshape(len(b), -1).astype(np.float64)
-    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    dots = (a * b).sum(axis=1)
-    both_zero = norms == 0
-    return np.where(both_zero, np.where((a == b).all(axis=1), 1.0, 0.0), dots / np.where(both_zero, 1, norms))
 
 
 def sqnr_db(ref, out) -> float:
@@ -105,27 +101,6 @@ def output_metrics(ref, out, kind="regression") -> dict:
     if kind == "classification" and is_classification(ref):
         metrics["top1_agreement"] = float((ref.argmax(1) == out.argmax(1)).mean())
     return metrics
-
-
-# The Hugging Face convention for which token positions are real (1) and which are padding (0).
-TOKEN_MASK_INPUT = "attention_mask"
-
-
-def token_mask(inputs: dict):
-    """The eval data's ``attention_mask`` ([samples, sequence] integers), or None."""
-    mask = inputs.get(TOKEN_MASK_INPUT)
-    if mask is None or np.asarray(mask).ndim != 2 or np.asarray(mask).dtype.kind not in "iub":
-        return None
-    return np.asarray(mask) != 0
-
-
-def masked(array, mask):
-    """Padding positions of a per-token output ([samples, sequence, ...]) set to 0: what a model
-    computes at padded tokens is never used, and under int8 it drifts freely (a real MiniLM's
-    per-sentence cosine over all 64 positions 0.54 at worst, where its real tokens hold)."""
-    if mask is None or array.ndim < 2 or array.shape[:2] != mask.shape:
-        return array, False
-    return np.where(mask.reshape(mask.shape + (1,) * (array.ndim - 2)), array, 0), True
 
 
 def compare(reference: dict, outputs: dict, labels=None, kinds=None, mask=None) -> ParityResult:

@@ -24,6 +24,7 @@ from edgekit.converters import FORMATS, format_module
 from edgekit.quantize.prune import gzip_size
 from edgekit.quantize.recipes import candidates, summary
 
+from . import golden
 from ._version import __version__
 from .bundle import check_output_dir, output_lock, staged_bundle
 from .compress import prune_stage, qat_stage
@@ -129,7 +130,15 @@ def export(model, example_inputs=None, *, calib=None, eval=None, targets=("onnx"
                             (staging.path / name).unlink(missing_ok=True)
             references = [reference, *([qat[1]] if qat and any("reference" in a for a in shipped) else [])]
             digests = {ref.file: ref.save(staging.path) for ref in references}
+            golden_record = golden.write(staging.path, evaluation, references, source.input_specs, source.output_names)
+            if golden_record is not None:
+                with timed_step("golden samples", report.stages, progress):
+                    for entry in (e for e in shipped if e["parity"]["passed"]):  # (they ran, in a child)
+                        own = qat[1] if entry.get("reference") else reference
+                        entry["golden"] = golden.figures(staging.path, entry, evaluation, own, source.input_specs,
+                                                         kinds, golden_record["samples"])
             manifest = _manifest(source, reference, evaluation, config, report, preprocess, calibration, shipped)
+            manifest["golden"] = golden_record
             manifest["output_kinds"] = kinds  # verify judges each output as the export did
             manifest["target_cpu"] = {"requested": list(config.target_cpu),
                                       "verified": [{"profile": r.profile, "how": r.how} for r in runners],

@@ -13,7 +13,7 @@ import numpy as np
 
 import edgekit.runtime as ekr
 
-from edgekit.runtime import Layout
+from edgekit.runtime._tensor import to_layout
 from edgekit.runtime._child import ChildFailure, run_isolated
 from edgekit.runtime._cpu import describe_host
 from edgekit.runtime._manifest import artifact_path
@@ -48,18 +48,12 @@ def median_latency_ms(model, sample: dict) -> float:
     return float(np.median(times) * 1000)
 
 
-def _transpose(array, have, want):
-    if have == want or array.ndim != 4 or not have or not want:
-        return array
-    return array.transpose((0, 2, 3, 1) if (have, want) == (Layout.NCHW, Layout.NHWC) else (0, 3, 1, 2))
-
-
 def in_artifact_layout(artifact_inputs, dataset, specs) -> dict:
     """The eval inputs in the layout each artifact input declares (a converter may make an NCHW
     model take NHWC, as the TFLite converter of PyTorch models does); explicit and recorded in the
     manifest, never guessed from shapes."""
     source_layouts = {s.name: s.layout for s in specs}
-    return {t.key: np.ascontiguousarray(_transpose(dataset.inputs[t.key], source_layouts.get(t.key), t.layout))
+    return {t.key: np.ascontiguousarray(to_layout(dataset.inputs[t.key], source_layouts.get(t.key), t.layout))
             for t in artifact_inputs}
 
 

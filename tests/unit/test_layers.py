@@ -11,7 +11,8 @@ ROOT = Path(__file__).resolve().parents[2]
 RUNTIME_ALLOWED = {"numpy", "onnxruntime", "hashlib", "json", "pathlib", "dataclasses", "importlib",
                    "importlib.util", "os", "inspect", "threading", "openvino",
                    "xml.etree.ElementTree", "subprocess", "sys", "tempfile", "stat", "functools", "platform",
-                   "warnings", "enum", "types", "traceback"}
+                   "warnings", "enum", "types", "traceback", "statistics", "time", "argparse",
+                   "resource"}
 
 
 FOLDERS = {"toolkit": "edgekit", "export": "edgekit.converters", "quantize": "edgekit.quantize",
