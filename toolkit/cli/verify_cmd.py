@@ -2,7 +2,7 @@
 
 import json
 
-from ._common import Progress, add_common, add_isolation, add_profiles, add_tolerance, print_report
+from ._common import Progress, add_common, add_isolation, add_profiles, add_tolerance, print_report, printable
 
 
 def register(sub):
@@ -21,6 +21,7 @@ def register(sub):
     add_profiles(p, "default: the profiles the bundle was exported for")
     add_isolation(p)
     p.add_argument("--junit", metavar="FILE", help="write a JUnit XML report (also on failure)")
+    add_baseline(p)
     add_common(p)
     p.set_defaults(run=run)
 
@@ -100,4 +101,35 @@ def run(args) -> int:
     print_report(report, args)
     if args.junit:
         write_junit(args.junit, report)
+    if args.baseline:
+        _against_baseline(args, report)
     return 0
+
+
+def add_baseline(p):
+    p.add_argument("--baseline", metavar="FILE", help="also fail (exit 1) when a figure is worse than in this "
+                                                      "committed baseline by more than its tolerance")
+    p.add_argument("--update-baseline", action="store_true",
+                   help="write this verification's figures to the --baseline file instead of comparing")
+    p.add_argument("--baseline-tol", action="append", default=[], metavar="METRIC=VALUE",
+                   help="how much worse is not a regression (accuracy points, cosine, relative size/latency)")
+
+
+def _against_baseline(args, report):
+    from edgekit import baseline
+    from edgekit.errors import ParityError
+    from edgekit.runtime._cpu import host_profile
+    tolerances = baseline.parse_tolerances(args.baseline_tol)
+    figures = baseline.snapshot(report.artifacts, host_profile())
+    if args.update_baseline:
+        baseline.write(args.baseline, figures)
+        print(printable(f"baseline written: {args.baseline} ({len(figures['artifacts'])} artifacts)"))
+        return
+    comparison = baseline.compare(baseline.read(args.baseline), figures, tolerances)
+    if not args.quiet or not comparison.passed:
+        print(printable(f"\nAgainst the baseline {args.baseline}:"))
+        for line in comparison.lines():
+            print(printable(line))
+    if not comparison.passed:
+        raise ParityError(f"regression against the baseline {args.baseline}: " + "; ".join(comparison.regressions),
+                          report)
