@@ -71,3 +71,22 @@ def test_diff_compares_bundles_reports_and_baselines(digits_bundle, openvino_bun
     assert any(r.startswith("openvino-int8: in the baseline, missing now") for r in shown["regressions"])
     (tmp_path / "junk.json").write_text("[1, 2]")
     assert main(["diff", str(tmp_path / "junk.json"), str(digits_bundle[0])]) == 2
+
+
+def test_assert_parity_fails_with_the_table_and_writes_baselines_on_request(digits_bundle, digits_files, tmp_path,
+                                                                            monkeypatch):
+    from edgekit import testing
+    golden = tmp_path / "ci" / "golden.json"
+    monkeypatch.setitem(testing._OPTIONS, "update", True)       # pytest --edgekit-update-baseline
+    testing.assert_parity(digits_bundle[0], digits_files["eval"], baseline=golden, isolate=False)
+    assert golden.is_file()
+    monkeypatch.setitem(testing._OPTIONS, "update", False)
+    testing.assert_parity(digits_bundle[0], digits_files["eval"], baseline=golden, isolate=False)
+    written = json.loads(golden.read_text())
+    written["artifacts"]["onnx-int8"]["metrics"]["accuracy"] = 100.0  # 99.44 now: worse by more than 0.5 pt
+    golden.write_text(json.dumps(written))
+    with pytest.raises(AssertionError, match=r"(?s)regressed against the baseline.*onnx-int8: accuracy 100 ->.*verdict"):
+        testing.assert_parity(digits_bundle[0], digits_files["eval"], baseline=golden, isolate=False)
+    with pytest.raises(AssertionError, match=r"(?s)edgekit parity failed.*artifact.*onnx-int8.*FAIL"):
+        testing.assert_parity(digits_bundle[0], digits_files["eval"], tolerances=None, isolate=False,
+                              overrides=["int8.min_cosine=1"])
