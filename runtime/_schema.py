@@ -156,6 +156,11 @@ def _kinds_known(kinds, where):
             raise ModelLoadError(f"{_join(where, name)}: expected one of {list(OUTPUT_KINDS)}, got {_shown(kind)}")
 
 
+def _each(mapping, where, node):
+    for key, value in mapping.items():
+        node(value, _join(where, key))
+
+
 def _ids_unique(manifest, where):
     seen = {}
     for index, entry in enumerate(manifest["artifacts"]):
@@ -194,6 +199,12 @@ _REFERENCE = _Object("the reference outputs' provenance, an object with 'file'",
     "outputs": _ListOf(_NAME, "a non-empty list of output names", lengths=_NON_EMPTY),
     "framework": _TEXT, "device": _TEXT, "device_name": _TEXT, "versions": _MAPPING,
 })
+_FIGURES = _Object("an object from figure name to a number", check=lambda value, where: _each(value, where, _NUMBER))
+_LIMITS = {name: _Nullable(_NUMBER) for name in ("min_cosine", "max_accuracy_drop", "min_top1_agreement",
+                                                  "max_abs_error", "min_sample_cosine")}
+_TOLERANCE = _Object("the tolerance it was judged by, an object", optional={
+    **_LIMITS, "per_output": _Object("an object from output name to its limits", check=lambda value, where: _each(
+        value, where, _Object("an object of limits", optional=_LIMITS)))})
 _COMPANION = _Object("a companion file, an object with 'file' and 'sha256'", required={"file": _FILE},
                      optional={"sha256": _SHA256, "size_bytes": _COUNT})
 _ARTIFACT = _Object("an artifact entry, an object", required={
@@ -207,13 +218,15 @@ _ARTIFACT = _Object("an artifact entry, an object", required={
     "size_bytes": _COUNT,
     "gzip_bytes": _Nullable(_COUNT),
     "contents": _Object("an object", optional={"sparsity": _Nullable(_NUMBER)}),
-    "parity": _Object("an object", optional={"passed": _FLAG, "accuracy": _NUMBER, "cosine": _NUMBER}),
+    "parity": _Object("an object", optional={"passed": _FLAG, "accuracy": _NUMBER, "cosine": _NUMBER,
+                                             "tolerance": _TOLERANCE}),
     "reference": _REFERENCE,
     "verified_on": _ListOf(_Object("a verification record, an object with 'profile', 'how' and 'passed'",
                                    required={"profile": _NAME, "how": _TEXT, "passed": _FLAG}),
                            "a list of verification records"),
     "not_verified": _Object("an object from profile name to the reason it was not verified"),
-    "golden": _Object("an object from output name to its figures on the golden samples"),
+    "golden": _Object("an object from output name to its figures on the golden samples",
+                      check=lambda value, where: _each(value, where, _FIGURES)),
 })
 _PREPROCESSING = _Object("the image preprocessing, an object", closed=True, optional={
     "size": _ListOf(_Is("an integer >= 1", lambda v: _is_int(v) and v >= 1), "[height, width]", lengths=(2,)),

@@ -430,8 +430,9 @@ def _outcome(copy, eval_path, description):
     """None when the bundle loads and verifies; the clean error otherwise; a test failure for anything else."""
     try:
         with deadline(20):
-            ekr.load(copy)
+            model = ekr.load(copy)
             verify(copy, eval_path, isolate=False)
+            model.selftest()  # reads the golden samples and the recorded figures and tolerances
     except CLEAN as exc:
         return exc
     except Exception as exc:  # noqa: BLE001 - any other exception is the defect this test looks for
