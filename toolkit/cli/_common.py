@@ -73,6 +73,7 @@ class Progress:
                 self.stream.flush()
             return
         self.done += 1
+        self.total = max(self.total, self.done)  # (the total is an estimate: a recipe search adds stages)
         line = f"[{self.done}/{self.total}] {stage}: {record['seconds']:.2f} s, peak RSS {record['peak_rss_mb']:.0f} MB"
         if self.tty:
             self.stream.write("\r\033[K")

@@ -250,7 +250,8 @@ def run(args) -> int:
                           allow_partial=args.allow_partial, strict=args.strict,
                           **({"target_cpu": args.target_cpu} if args.target_cpu else {}))
     specs = [parse_input_spec(t, args.layout) for t in args.input] or None
-    progress = Progress(3 + (2 if config.prune else 0) + (2 if config.qat else 0)
+    # load, data, reference, golden samples; per artifact export + verify (a recipe search adds more).
+    progress = Progress(4 + (2 if config.prune else 0) + (2 if config.qat else 0)
                         + 2 * len(config.targets) * len(config.precisions),
                         quiet=args.quiet or args.json)
     try:
