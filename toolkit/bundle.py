@@ -33,7 +33,7 @@ from .errors import ConfigError
 
 log = logging.getLogger("edgekit.bundle")
 REJECTED_SUFFIX = ".rejected"
-REPORT_FILES = ("report.json", "report.md")
+REPORT_FILES = ("report.json", "report.md", "report.html")
 
 
 def check_output_dir(out: Path) -> Path:

@@ -154,6 +154,7 @@ def export(model, example_inputs=None, *, calib=None, eval=None, targets=("onnx"
             (staging.path / ekr.MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
             (staging.path / "report.json").write_text(report.to_json() + "\n")
             (staging.path / "report.md").write_text(report.to_markdown())
+            (staging.path / "report.html").write_text(report.to_html())
             if report.passed:
                 staging.commit()
             elif partial:

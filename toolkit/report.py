@@ -36,6 +36,10 @@ class Report:
     def to_json(self) -> str:
         return json.dumps(_finite(self.to_dict()), indent=2, sort_keys=False)
 
+    def to_html(self) -> str:
+        from .report_html import render
+        return render(_finite(self.to_dict()))
+
     def rows(self) -> list:
         rows = [_row(c["stage"], "fp32", c.get("size_bytes"), None, c, c.get("sparsity"), None)
                 for c in self.compression]

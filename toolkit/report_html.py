@@ -1,0 +1,166 @@
+"""``report.html``: the report as one self-contained page (no network, no external assets).
+
+Per artifact: accuracy, cosine (mean and worst sample), size and latency, with inline SVG bars
+against its format's fp32 artifact; the per-output figures of models with several outputs; the
+recipes the int8 search tried and which shipped; the per-layer blame tables; the compression
+stages; every stage's wall time and peak memory; the warnings. Every figure cell carries
+``data-artifact`` and ``data-figure`` attributes holding the exact value of report.json, so a test
+(and a script) can read the page back. Rendered from report.json's dict, so ``edgekit report DIR``
+rebuilds it from a bundle.
+"""
+
+from html import escape
+
+_STYLE = """
+body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222;max-width:1200px}
+table{border-collapse:collapse;margin:1em 0}th,td{padding:.25em .6em;border-bottom:1px solid #ddd;text-align:left}
+th{background:#f4f4f4}td.n{text-align:right;font-variant-numeric:tabular-nums}.pass{color:#17702b;font-weight:600}
+.fail{color:#b00020;font-weight:600}.skip{color:#777}svg{vertical-align:middle}h2{margin-top:1.6em}
+.warn{background:#fff6e0;padding:.3em .6em;margin:.2em 0}
+"""
+
+
+def _bar(fraction, colour="#4a7bd0", width=120) -> str:
+    """An inline SVG bar, ``fraction`` of its width (capped at 1.5 with a mark at 1.0)."""
+    if fraction is None:
+        return ""
+    shown = max(0.0, min(float(fraction), 1.5))
+    return (f'<svg width="{width}" height="10" role="img" aria-label="{fraction:.3f}">'
+            f'<rect width="{shown / 1.5 * width:.1f}" height="10" fill="{colour}"/>'
+            f'<line x1="{width / 1.5:.1f}" x2="{width / 1.5:.1f}" y1="0" y2="10" stroke="#222"/></svg>')
+
+
+def _cell(artifact, figure, value, text=None, bar="") -> str:
+    shown = "–" if value is None else (text if text is not None else f"{value}")
+    data = "" if value is None else f' data-value="{escape(repr(value))}"'
+    return (f'<td class="n" data-artifact="{escape(str(artifact))}" data-figure="{escape(figure)}"{data}>'
+            f"{escape(shown)} {bar}</td>")
+
+
+def _fp32_of(artifacts) -> dict:
+    return {a["format"]: a for a in artifacts if a.get("precision") == "fp32"}
+
+
+def render(report: dict) -> str:
+    artifacts = report.get("artifacts", [])
+    fp32 = _fp32_of(artifacts)
+    source = report.get("source") or {}
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>edgekit {escape(report.get('command', ''))}"
+             f" report</title><style>{_STYLE}</style></head><body>",
+             f"<h1>edgekit {escape(report.get('command', ''))}: "
+             f"<span class='{'pass' if report.get('passed') else 'fail'}'>"
+             f"{'PASS' if report.get('passed') else 'FAIL'}</span></h1>",
+             f"<p>Source: <code>{escape(str(source.get('model', '')))}</code> ({escape(str(source.get('framework', '')))})"
+             f" · reference on {escape(str((report.get('reference') or {}).get('device', '')))}</p>"]
+    parts.append("<h2>Artifacts</h2><table><tr><th>artifact</th><th>scheme</th><th>recipe</th><th>accuracy</th>"
+                 "<th>cosine</th><th>worst sample</th><th>size (vs fp32)</th><th>latency (vs fp32)</th>"
+                 "<th>verified on</th><th>result</th></tr>")
+    for a in artifacts:
+        parity = a.get("parity") or {}
+        base = fp32.get(a["format"], {})
+        size, latency = a.get("size_bytes"), a.get("latency_ms")
+        size_ratio = size / base["size_bytes"] if size and base.get("size_bytes") else None
+        latency_ratio = latency / base["latency_ms"] if latency and base.get("latency_ms") else None
+        result = ("skip", "SKIP") if parity.get("skipped") else ("pass", "PASS") if parity.get("passed") else ("fail", "FAIL")
+        recipe = (a.get("quantization") or {}).get("recipe") or ""
+        verified = ", ".join(f"{v.get('profile')} ({v.get('how')})" for v in a.get("verified_on") or [])
+        parts.append(
+            f"<tr><td>{escape(a['id'])}</td><td>{escape(str(a.get('scheme', '')))}</td><td>{escape(recipe)}</td>"
+            + _cell(a["id"], "accuracy", parity.get("accuracy"),
+                    f"{parity['accuracy']:.2f}%" if parity.get("accuracy") is not None else None)
+            + _cell(a["id"], "cosine", parity.get("cosine"),
+                    f"{parity['cosine']:.6f}" if parity.get("cosine") is not None else None)
+            + _cell(a["id"], "cosine_min", parity.get("cosine_min"),
+                    f"{parity['cosine_min']:.6f}" if parity.get("cosine_min") is not None else None)
+            + _cell(a["id"], "size_bytes", size, f"{size / 1024:.1f} KiB" if size else None, _bar(size_ratio))
+            + _cell(a["id"], "latency_ms", latency, f"{latency:.3f} ms" if latency else None,
+                    _bar(latency_ratio, "#d0884a"))
+            + f"<td>{escape(verified)}</td><td class='{result[0]}'>{result[1]}</td></tr>")
+    parts.append("</table>")
+    parts += _per_output(artifacts) + _searches(artifacts) + _blame(artifacts) + _compression(report)
+    parts += _stages(report.get("stages", []))
+    warnings = report.get("warnings", []) + [f"FAILED {f}" for f in report.get("failures", [])]
+    if warnings:
+        parts.append("<h2>Warnings and failures</h2>" + "".join(f"<div class='warn'>{escape(w)}</div>" for w in warnings))
+    parts.append("</body></html>\n")
+    return "\n".join(parts)
+
+
+def _per_output(artifacts) -> list:
+    rows = [(a["id"], name, m) for a in artifacts for name, m in ((a.get("parity") or {}).get("per_output") or {}).items()
+            if len((a.get("parity") or {}).get("per_output") or {}) > 1]
+    if not rows:
+        return []
+    out = ["<h2>Per output</h2><table><tr><th>artifact</th><th>output</th><th>kind</th><th>cosine</th>"
+           "<th>worst sample</th><th>top-1 agreement</th><th>max abs error</th></tr>"]
+    for artifact, name, m in rows:
+        out.append(f"<tr><td>{escape(artifact)}</td><td>{escape(name)}</td><td>{escape(str(m.get('kind', '')))}</td>"
+                   + "".join(_cell(f"{artifact}::{name}", k, m.get(k), f"{m[k]:.6g}" if m.get(k) is not None else None)
+                             for k in ("cosine", "cosine_min", "top1_agreement", "max_abs_error")) + "</tr>")
+    return out + ["</table>"]
+
+
+def _searches(artifacts) -> list:
+    out = []
+    for a in artifacts:
+        tried = (a.get("quantization") or {}).get("search") or []
+        if not tried:
+            continue
+        out.append(f"<h3>Recipes tried for {escape(a['id'])}</h3><table><tr><th>recipe</th><th>scheme</th>"
+                   "<th>cosine</th><th>result</th><th>why</th></tr>")
+        for t in tried:
+            shipped = " (shipped)" if t.get("recipe") == (a.get("quantization") or {}).get("recipe") else ""
+            cosine = f"{t['cosine']:.6f}" if t.get("cosine") is not None else "–"
+            verdict = ("pass", "passed") if t.get("passed") else ("fail", "failed")
+            out.append(f"<tr><td>{escape(str(t.get('recipe')))}{shipped}</td><td>{escape(str(t.get('scheme')))}</td>"
+                       f"<td class='n'>{cosine}</td><td class='{verdict[0]}'>{verdict[1]}</td>"
+                       f"<td>{escape('; '.join(t.get('failures') or []))}</td></tr>")
+        out.append("</table>")
+    return (["<h2>Int8 recipe search</h2>"] + out) if out else []
+
+
+def _blame(artifacts) -> list:
+    out = []
+    for a in artifacts:
+        rows = (a.get("quantization") or {}).get("blame") or []
+        if not rows:
+            continue
+        keys = [k for k in rows[0] if k != "kept_fp32"]
+        out.append(f"<h3>Per-layer blame: {escape(a['id'])}</h3><table><tr>"
+                   + "".join(f"<th>{escape(k)}</th>" for k in keys) + "<th>kept in float</th></tr>")
+        for row in rows:
+            out.append("<tr>" + "".join(f"<td>{escape(str(row.get(k)))}</td>" for k in keys)
+                       + f"<td>{'yes' if row.get('kept_fp32') else ''}</td></tr>")
+        out.append("</table>")
+    return (["<h2>Per-layer blame</h2>"] + out) if out else []
+
+
+def _compression(report) -> list:
+    rows = report.get("compression") or []
+    if not rows:
+        return []
+    out = ["<h2>Model stages</h2><table><tr><th>stage</th><th>accuracy</th><th>cosine</th><th>size</th>"
+           "<th>result</th></tr>"]
+    for row in rows:
+        out.append(f"<tr><td>{escape(str(row.get('stage')))}</td>"
+                   + _cell(row.get("stage"), "accuracy", row.get("accuracy"))
+                   + _cell(row.get("stage"), "cosine", row.get("cosine"))
+                   + _cell(row.get("stage"), "size_bytes", row.get("size_bytes"))
+                   + f"<td class='{'pass' if row.get('passed', True) else 'fail'}'>"
+                   f"{'PASS' if row.get('passed', True) else 'FAIL'}</td></tr>")
+    return out + ["</table>"]
+
+
+def _stages(stages) -> list:
+    if not stages:
+        return []
+    longest = max((s.get("seconds") or 0 for s in stages), default=0) or 1
+    out = ["<h2>Stages</h2><table><tr><th>stage</th><th>wall time</th><th>peak RSS</th></tr>"]
+    for s in stages:
+        seconds = s.get("seconds")
+        out.append(f"<tr><td>{escape(str(s.get('stage')))}</td>"
+                   + _cell(s.get("stage"), "seconds", seconds, f"{seconds:.2f} s" if seconds is not None else None,
+                           _bar((seconds or 0) / longest * 1.5 if seconds else None, "#7a5cc0"))
+                   + _cell(s.get("stage"), "peak_rss_mb", s.get("peak_rss_mb"),
+                           f"{s['peak_rss_mb']:.0f} MB" if s.get("peak_rss_mb") is not None else None) + "</tr>")
+    return out + ["</table>"]
