@@ -29,11 +29,6 @@ def _frozen(value):
     return value
 
 
-def plain(value):
-    """A record's value as JSON-ready data (the inverse of ``_frozen``)."""
-    return _json(value)
-
-
 _EMPTY = MappingProxyType({})
 
 
@@ -220,3 +215,6 @@ def _json(value):
     if isinstance(value, (dict, MappingProxyType)):
         return {k: _json(v) for k, v in value.items()}
     return value
+
+
+plain = _json  # a record's value as JSON-ready data (the inverse of ``_frozen``)

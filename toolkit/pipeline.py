@@ -150,8 +150,9 @@ def export(model, example_inputs=None, *, calib=None, eval=None, targets=("onnx"
             for provenance in [manifest["reference"], *qat_provenances]:
                 provenance["sha256"] = digests[provenance["file"]]  # checked by ReferenceOutputs.load
             # Checked by the runtime's records: what a device would refuse to read fails here, not there.
-            ekr.Manifest.from_dict(json.loads(json.dumps(manifest)))
-            (staging.path / ekr.MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
+            text = json.dumps(manifest, indent=2) + "\n"
+            ekr.Manifest.from_dict(json.loads(text))  # the file's own content, as a device will parse it
+            (staging.path / ekr.MANIFEST_NAME).write_text(text)
             (staging.path / "report.json").write_text(report.to_json() + "\n")
             (staging.path / "report.md").write_text(report.to_markdown())
             (staging.path / "report.html").write_text(report.to_html())
