@@ -75,10 +75,19 @@ def _profile(target_cpu) -> str | None:
 
 
 def write(path, figures: dict):
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(figures, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)  # atomic: a committed baseline is never half-written
+    from .bundle import write_atomic  # a committed baseline is never half-written
+    write_atomic(path, json.dumps(figures, indent=2, sort_keys=True) + "\n")
+
+
+def check(report, path, *, update=False, tolerance_items=()) -> "Comparison | None":
+    """The one baseline step of ``verify --baseline`` and ``assert_parity``: this verification's
+    figures (on this CPU's profile) written to ``path`` when ``update``, else compared with it."""
+    from edgekit.runtime._cpu import host_profile
+    figures = snapshot(report.artifacts, host_profile())
+    if update:
+        write(path, figures)
+        return None
+    return compare(read(path), figures, parse_tolerances(tolerance_items))
 
 
 def parse_tolerances(items) -> dict:

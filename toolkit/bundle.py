@@ -36,6 +36,16 @@ REJECTED_SUFFIX = ".rejected"
 REPORT_FILES = ("report.json", "report.md", "report.html")
 
 
+def write_atomic(path, text: str):
+    """Write ``text`` to ``path`` through a temporary file beside it and a rename: a reader sees the
+    old file or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
 def check_output_dir(out: Path) -> Path:
     """Fail before any work if ``out`` (or ``out.rejected``) cannot receive a bundle."""
     out = Path(out).absolute()

@@ -21,8 +21,6 @@ Nothing heavy is imported until a test uses these: the plugin loads in every pyt
 environment.
 """
 
-from pathlib import Path
-
 import pytest
 
 _OPTIONS = {"baseline": None, "update": False}
@@ -48,7 +46,6 @@ def assert_parity(bundle, eval, *, baseline=None, artifacts=None, tolerances=Non
     table when an artifact fails its tolerance or regressed. Returns the verification Report."""
     from edgekit import baseline as baselines
     from edgekit.errors import ParityError
-    from edgekit.runtime._cpu import host_profile
     from edgekit.verification import verify
     try:
         report = verify(bundle, eval, artifacts=artifacts, tolerances=tolerances, isolate=isolate, latency=latency,
@@ -60,13 +57,8 @@ def assert_parity(bundle, eval, *, baseline=None, artifacts=None, tolerances=Non
     baseline = baseline or _OPTIONS["baseline"]
     if baseline is None:
         return report
-    figures = baselines.snapshot(report.artifacts, host_profile())
-    if _OPTIONS["update"]:
-        Path(baseline).parent.mkdir(parents=True, exist_ok=True)
-        baselines.write(baseline, figures)
-        return report
-    comparison = baselines.compare(baselines.read(baseline), figures, baselines.parse_tolerances(baseline_tol))
-    if not comparison.passed:
+    comparison = baselines.check(report, baseline, update=_OPTIONS["update"], tolerance_items=baseline_tol)
+    if comparison is not None and not comparison.passed:
         raise AssertionError(f"edgekit: {bundle} regressed against the baseline {baseline}:\n"
                              + "\n".join(comparison.regressions) + "\n\n" + "\n".join(comparison.lines()))
     return report

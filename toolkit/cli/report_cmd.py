@@ -17,6 +17,7 @@ def register(sub):
 def run(args) -> int:
     import json
 
+    from edgekit.bundle import write_atomic
     from edgekit.errors import InputError
     from edgekit.report_html import render
     source = Path(args.bundle) / "report.json"
@@ -27,9 +28,7 @@ def run(args) -> int:
     if not isinstance(report, dict) or not isinstance(report.get("artifacts"), list):
         raise InputError(f"{source}: expected an edgekit report.json (an object with an artifacts list)")
     out = Path(args.bundle) / "report.html"
-    tmp = out.with_name(".report.html.tmp")
-    tmp.write_text(render(report))
-    tmp.replace(out)
+    write_atomic(out, render(report))
     if not args.quiet:
         print(printable(f"wrote {out}"))
     if args.open:

@@ -118,14 +118,10 @@ def add_baseline(p):
 def _against_baseline(args, report):
     from edgekit import baseline
     from edgekit.errors import ParityError
-    from edgekit.runtime._cpu import host_profile
-    tolerances = baseline.parse_tolerances(args.baseline_tol)
-    figures = baseline.snapshot(report.artifacts, host_profile())
-    if args.update_baseline:
-        baseline.write(args.baseline, figures)
-        print(printable(f"baseline written: {args.baseline} ({len(figures['artifacts'])} artifacts)"))
+    comparison = baseline.check(report, args.baseline, update=args.update_baseline, tolerance_items=args.baseline_tol)
+    if comparison is None:
+        print(printable(f"baseline written: {args.baseline}"))
         return
-    comparison = baseline.compare(baseline.read(args.baseline), figures, tolerances)
     if not args.quiet or not comparison.passed:
         print(printable(f"\nAgainst the baseline {args.baseline}:"))
         for line in comparison.lines():
