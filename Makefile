@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean emulators arm64-sysroot
+.PHONY: demo test bench clean emulators arm64-sysroot browser
 
 $(STAMP): setup.cfg constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,13 @@ emulators: $(STAMP)
 	@if command -v qemu-aarch64 >/dev/null && ! $(BIN)/python -c "import sys, edgekit.profiles as p; sys.exit(not (p.arm64_sysroot() / 'CPU').is_file())"; then \
 	  $(MAKE) --no-print-directory arm64-sysroot || echo "note: arm64 sysroot not built: the arm64 profile will be reported as not verified"; fi
 
+# A headless Chromium for report.html's screenshot test (skipped where there is none).
+browser:
+	@command -v chromium-headless-shell >/dev/null || command -v chromium >/dev/null || \
+	  { SUDO=$$( [ "$$(id -u)" = 0 ] && echo "" || echo "sudo -n" ); \
+	    ( $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium-headless-shell ) \
+	      >/dev/null 2>&1 || echo "note: could not install chromium-headless-shell (apt-get): report.html's screenshot test is skipped"; }
+
 arm64-sysroot: $(STAMP)
 	PYTHON=$(BIN)/python bash toolkit/arm64_sysroot.sh
 
@@ -34,7 +41,7 @@ demo: $(STAMP) emulators
 	$(BIN)/python samples/digits.py
 	$(BIN)/python samples/digits_keras.py
 
-test: $(STAMP) emulators
+test: $(STAMP) emulators browser
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP) emulators

@@ -99,4 +99,5 @@ def summary(recipe: Recipe, entry: dict) -> dict:
     quantization = entry.get("quantization", {})
     return {"recipe": recipe.name, "scheme": entry.get("scheme"), "passed": bool(parity.get("passed")),
             **{k: parity[k] for k in kept if k in parity}, "failures": list(parity.get("failures", [])),
+            **({"profiles": parity["profiles"]} if "profiles" in parity else {}),
             **({"blame": quantization["blame"]} if "blame" in quantization else {})}

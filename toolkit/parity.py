@@ -17,8 +17,12 @@ import numpy as np
 # The metrics a device's self-test computes too live in the runtime; the gate uses the same copy.
 from edgekit.runtime._metrics import TOKEN_MASK_INPUT, masked, sample_cosines, token_mask
 
-__all__ = ["ParityResult", "TOKEN_MASK_INPUT", "compare", "is_classification", "judge", "masked", "output_kinds",
-           "output_metrics", "sample_cosines", "sqnr_db", "token_mask"]
+__all__ = ["ERROR_EDGES", "ParityResult", "TOKEN_MASK_INPUT", "compare", "error_histogram", "is_classification", "judge",
+           "masked", "output_kinds", "output_metrics", "sample_cosines", "sqnr_db", "token_mask"]
+
+# Decades of per-sample error (1 - cosine): where the samples of an output lie, from "bit-exact
+# enough" (< 1e-6) to "a different answer" (>= 0.1; 1 - cosine reaches 2 for an inverted output).
+ERROR_EDGES = (0.0, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 2.0)
 
 
 @dataclass
@@ -82,6 +86,13 @@ def _probability_rows(ref) -> bool:
     return bool(np.allclose(ref.sum(axis=1), 1.0, atol=1e-3))
 
 
+def error_histogram(per_sample_cosine) -> dict:
+    """How many samples fall in each decade of ``ERROR_EDGES`` (report.html draws it per output)."""
+    errors = np.clip(1.0 - np.asarray(per_sample_cosine, dtype=np.float64), 0.0, ERROR_EDGES[-1])
+    counts, _ = np.histogram(errors, bins=ERROR_EDGES)
+    return {"edges": list(ERROR_EDGES), "counts": [int(c) for c in counts]}
+
+
 def output_metrics(ref, out, kind="regression") -> dict:
     if out.shape != ref.shape:
         return {"shape_mismatch": f"reference {ref.shape}, artifact {out.shape}"}
@@ -97,7 +108,7 @@ def output_metrics(ref, out, kind="regression") -> dict:
                    mean_abs_error=float(diff.mean()) if diff.size else 0.0,
                    cosine=float(per_sample.mean()), cosine_min=float(per_sample.min()),
                    relative_error=float(np.linalg.norm(diff) / reference_norm) if reference_norm else 0.0,
-                   sqnr_db=sqnr_db(ref, out))
+                   sqnr_db=sqnr_db(ref, out), error_histogram=error_histogram(per_sample))
     if kind == "classification" and is_classification(ref):
         metrics["top1_agreement"] = float((ref.argmax(1) == out.argmax(1)).mean())
     return metrics
@@ -119,7 +130,7 @@ def compare(reference: dict, outputs: dict, labels=None, kinds=None, mask=None) 
             per_output[name]["masked_by"] = TOKEN_MASK_INPUT
     primary_name = next(iter(reference))
     metrics = {"primary_output": primary_name, "samples": int(len(reference[primary_name])),
-               **{k: v for k, v in per_output[primary_name].items()}}
+               **{k: v for k, v in per_output[primary_name].items() if k != "error_histogram"}}
     ref = np.asarray(reference[primary_name])
     if labels is not None and kinds[primary_name] == "classification" and is_classification(ref) \
             and primary_name in outputs and per_output[primary_name].get("finite"):

@@ -1,14 +1,21 @@
 """``report.html``: the report as one self-contained page (no network, no external assets).
 
 Per artifact: accuracy, cosine (mean and worst sample), size and latency, with inline SVG bars
-against its format's fp32 artifact; the per-output figures of models with several outputs; the
-recipes the int8 search tried and which shipped; the per-layer blame tables; the compression
-stages; every stage's wall time and peak memory; the warnings. Every figure cell carries
-``data-artifact`` and ``data-figure`` attributes holding the exact value of report.json, so a test
-(and a script) can read the page back. Rendered from report.json's dict, so ``edgekit report DIR``
-rebuilds it from a bundle.
+against its format's fp32 artifact; its figures on each CPU profile it was verified on; the
+per-output figures of models with several outputs; each output's error histogram (how many eval
+samples fall in each decade of 1 - cosine); the recipes the int8 search tried, on each profile, and
+which shipped; the per-layer blame tables; the compression stages; every stage's wall time and peak
+memory; the warnings. Every figure cell carries ``data-artifact`` and ``data-figure`` attributes
+holding the exact value of report.json, so a test (and a script) can read the page back. Rendered
+from report.json's dict, so ``edgekit report DIR`` rebuilds it from a bundle.
+
+The histograms are charts drawn by matplotlib (the ``edgekit[report]`` extra) as inline SVG; without
+it they are tables of the same counts.
 """
 
+import io
+import json
+import re
 from html import escape
 
 _STYLE = """
@@ -20,14 +27,15 @@ th{background:#f4f4f4}td.n{text-align:right;font-variant-numeric:tabular-nums}.p
 """
 
 
-def _bar(fraction, colour="#4a7bd0", width=120) -> str:
-    """An inline SVG bar, ``fraction`` of its width (capped at 1.5 with a mark at 1.0)."""
+def _bar(fraction, colour="#4a7bd0", width=120, mark=True) -> str:
+    """An inline SVG bar, ``fraction`` of its width (capped at 1.5; ``mark``: a line at 1.0, fp32)."""
     if fraction is None:
         return ""
     shown = max(0.0, min(float(fraction), 1.5))
+    line = (f'<line x1="{width / 1.5:.1f}" x2="{width / 1.5:.1f}" y1="0" y2="10" stroke="#222"/>'
+            if mark else "")
     return (f'<svg width="{width}" height="10" role="img" aria-label="{fraction:.3f}">'
-            f'<rect width="{shown / 1.5 * width:.1f}" height="10" fill="{colour}"/>'
-            f'<line x1="{width / 1.5:.1f}" x2="{width / 1.5:.1f}" y1="0" y2="10" stroke="#222"/></svg>')
+            f'<rect width="{shown / 1.5 * width:.1f}" height="10" fill="{colour}"/>{line}</svg>')
 
 
 def _cell(artifact, figure, value, text=None, bar="") -> str:
@@ -77,7 +85,8 @@ def render(report: dict) -> str:
                     _bar(latency_ratio, "#d0884a"))
             + f"<td>{escape(verified)}</td><td class='{result[0]}'>{result[1]}</td></tr>")
     parts.append("</table>")
-    parts += _per_output(artifacts) + _searches(artifacts) + _blame(artifacts) + _compression(report)
+    parts += (_profiles(artifacts) + _per_output(artifacts) + _histograms(artifacts) + _searches(artifacts)
+              + _blame(artifacts) + _compression(report))
     parts += _stages(report.get("stages", []))
     warnings = report.get("warnings", []) + [f"FAILED {f}" for f in report.get("failures", [])]
     if warnings:
@@ -106,17 +115,117 @@ def _searches(artifacts) -> list:
         tried = (a.get("quantization") or {}).get("search") or []
         if not tried:
             continue
+        profiles = list(dict.fromkeys(p for t in tried for p in t.get("profiles") or {}))
         out.append(f"<h3>Recipes tried for {escape(a['id'])}</h3><table><tr><th>recipe</th><th>scheme</th>"
-                   "<th>cosine</th><th>result</th><th>why</th></tr>")
+                   "<th>cosine</th>" + "".join(f"<th>on {escape(p)}</th>" for p in profiles)
+                   + "<th>result</th><th>why</th></tr>")
         for t in tried:
             shipped = " (shipped)" if t.get("recipe") == (a.get("quantization") or {}).get("recipe") else ""
             cosine = f"{t['cosine']:.6f}" if t.get("cosine") is not None else "–"
-            verdict = ("pass", "passed") if t.get("passed") else ("fail", "failed")
+            on = [(t.get("profiles") or {}).get(p) for p in profiles]
             out.append(f"<tr><td>{escape(str(t.get('recipe')))}{shipped}</td><td>{escape(str(t.get('scheme')))}</td>"
-                       f"<td class='n'>{cosine}</td><td class='{verdict[0]}'>{verdict[1]}</td>"
-                       f"<td>{escape('; '.join(t.get('failures') or []))}</td></tr>")
+                       f"<td class='n'>{cosine}</td>"
+                       + "".join(_verdict_cell(f"{a['id']}::{t.get('recipe')}::{p}", v) for p, v in zip(profiles, on))
+                       + _verdict_cell(f"{a['id']}::{t.get('recipe')}", {"passed": t.get("passed")}, "passed", "failed")
+                       + f"<td>{escape('; '.join(t.get('failures') or []))}</td></tr>")
         out.append("</table>")
     return (["<h2>Int8 recipe search</h2>"] + out) if out else []
+
+
+def _verdict_cell(key, verdict, passed="pass", failed="fail") -> str:
+    """``pass 0.999123`` / ``fail 0.97`` (a profile's verdict and cosine), ``–`` where it did not run."""
+    if not verdict:
+        return "<td class='skip'>–</td>"
+    cosine = f" {verdict['cosine']:.6f}" if verdict.get("cosine") is not None else ""
+    ok = bool(verdict.get("passed"))
+    return (f"<td class='{'pass' if ok else 'fail'}' data-artifact='{escape(key)}' data-figure='passed' "
+            f"data-value='{ok}'>{passed if ok else failed}{cosine}</td>")
+
+
+def _profiles(artifacts) -> list:
+    """Each artifact's figures on each CPU profile, where it was verified on more than one."""
+    rows = [(a, name, figures) for a in artifacts
+            for name, figures in ((a.get("parity") or {}).get("profiles") or {}).items()]
+    if not rows:
+        return []
+    how = {(a["id"], v.get("profile")): v.get("how") for a in artifacts for v in a.get("verified_on") or []}
+    out = ["<h2>CPU profiles</h2><table><tr><th>artifact</th><th>profile</th><th>how</th><th>accuracy</th>"
+           "<th>cosine</th><th>worst sample</th><th>top-1 agreement</th><th>result</th></tr>"]
+    for a, name, m in rows:
+        key = f"{a['id']}@{name}"
+        out.append(f"<tr><td>{escape(a['id'])}</td><td>{escape(name)}</td><td>{escape(str(how.get((a['id'], name), '')))}</td>"
+                   + "".join(_cell(key, k, m.get(k), f"{m[k]:.6g}" if m.get(k) is not None else None)
+                             for k in ("accuracy", "cosine", "cosine_min", "top1_agreement"))
+                   + f"<td class='{'pass' if m.get('passed') else 'fail'}'>{'PASS' if m.get('passed') else 'FAIL'}</td></tr>")
+    return out + ["</table>"]
+
+
+def _histograms(artifacts) -> list:
+    """Per artifact, each output's samples per decade of 1 - cosine: a chart, else a table."""
+    out = []
+    for index, a in enumerate(artifacts):
+        outputs = {name: m["error_histogram"] for name, m in ((a.get("parity") or {}).get("per_output") or {}).items()
+                   if (m or {}).get("error_histogram")}
+        if not outputs:
+            continue
+        data = escape(json.dumps({name: h["counts"] for name, h in outputs.items()}, sort_keys=True))
+        if all(not any(h["counts"][1:]) for h in outputs.values()):  # a float twin: nothing to draw
+            chart = f"<p>every sample of every output below {outputs[next(iter(outputs))]['edges'][1]:.0e}</p>"
+        else:
+            chart = _histogram_svg(a["id"], outputs, index) or _histogram_table(outputs)
+        out.append(f"<h3>{escape(a['id'])}</h3><figure data-artifact='{escape(a['id'])}' data-figure='error_histogram' "
+                   f"data-value='{data}'>{chart}</figure>")
+    return (["<h2>Error distribution</h2><p>Eval samples per decade of per-sample error (1 - cosine against "
+             "the reference), per output.</p>"] + out) if out else []
+
+
+def _bin_labels(edges) -> list:
+    inner = [f"{lo:.0e}–{hi:.0e}" for lo, hi in zip(edges[1:-2], edges[2:-1])]
+    return [f"<{edges[1]:.0e}"] + inner + [f"≥{edges[-2]:.0e}"]
+
+
+def _histogram_svg(artifact, outputs, index):
+    """The histograms as one inline SVG chart drawn by matplotlib, or None without it. Deterministic
+    (fixed hash salt, no date), so a rebuilt page is byte-identical; ids salted per chart."""
+    try:
+        import matplotlib
+        from matplotlib.backends.backend_svg import FigureCanvasSVG
+        from matplotlib.figure import Figure
+    except ImportError:
+        return None
+    labels = _bin_labels(next(iter(outputs.values()))["edges"])
+    with matplotlib.rc_context({"svg.hashsalt": f"edgekit-{index}", "svg.fonttype": "none", "font.size": 8}):
+        figure = Figure(figsize=(7.0, 1.9))
+        axes = figure.add_subplot()
+        width = 0.8 / len(outputs)
+        for k, (name, histogram) in enumerate(outputs.items()):
+            bars = axes.bar([i + (k - (len(outputs) - 1) / 2) * width for i in range(len(labels))],
+                            histogram["counts"], width, label=str(name))
+            for i, bar in enumerate(bars):
+                bar.set_gid(f"ek-{index}-{k}-{i}")
+        axes.set_xticks(range(len(labels)), labels)
+        axes.set_ylabel("samples")
+        axes.spines[["top", "right"]].set_visible(False)
+        if len(outputs) > 1:
+            axes.legend(frameon=False)
+        figure.tight_layout()
+        buffer = io.StringIO()
+        FigureCanvasSVG(figure).print_svg(buffer, metadata={"Date": None, "Creator": None, "Format": None,
+                                                            "Type": None})
+    svg = buffer.getvalue()
+    svg = svg[svg.index("<svg"):]
+    svg = re.sub(r"<metadata>.*?</metadata>", "", svg, flags=re.S)
+    return re.sub(r' xmlns(:xlink)?="[^"]*"', "", svg, count=2)  # inline SVG in HTML needs no namespaces
+
+
+def _histogram_table(outputs) -> str:
+    labels = _bin_labels(next(iter(outputs.values()))["edges"])
+    most = max((c for h in outputs.values() for c in h["counts"]), default=0) or 1
+    rows = "".join(f"<tr><td>{escape(str(name))}</td>" + "".join(
+        f"<td class='n'>{c} {_bar(c / most * 1.5 if c else None, '#4a7bd0', 40, mark=False)}</td>" for c in h["counts"]) + "</tr>"
+        for name, h in outputs.items())
+    return ("<table><tr><th>output</th>" + "".join(f"<th>{escape(label)}</th>" for label in labels) + "</tr>"
+            + rows + "</table>")
 
 
 def _blame(artifacts) -> list:
@@ -160,7 +269,7 @@ def _stages(stages) -> list:
         seconds = s.get("seconds")
         out.append(f"<tr><td>{escape(str(s.get('stage')))}</td>"
                    + _cell(s.get("stage"), "seconds", seconds, f"{seconds:.2f} s" if seconds is not None else None,
-                           _bar((seconds or 0) / longest * 1.5 if seconds else None, "#7a5cc0"))
+                           _bar((seconds or 0) / longest * 1.5 if seconds else None, "#7a5cc0", mark=False))
                    + _cell(s.get("stage"), "peak_rss_mb", s.get("peak_rss_mb"),
                            f"{s['peak_rss_mb']:.0f} MB" if s.get("peak_rss_mb") is not None else None) + "</tr>")
     return out + ["</table>"]
