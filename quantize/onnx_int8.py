@@ -12,6 +12,7 @@ from pathlib import Path
 
 from edgekit.choices import Scheme, WeightType
 from edgekit.errors import CalibrationError, QuantizationError
+from edgekit.timing import advance
 
 from . import QuantizationResult, blame, onnx_blame
 from ._scope import matching_names
@@ -37,6 +38,7 @@ class _Reader:
         stop = min(self._start + self._batch, self._count)
         batch = {k: v[self._start:stop] for k, v in self._dataset.inputs.items()}
         self._start = stop
+        advance(stop, self._count, "calibration samples")
         return batch
 
     def rewind(self):

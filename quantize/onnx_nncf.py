@@ -26,6 +26,7 @@ import numpy as np
 
 from edgekit.choices import Scheme
 from edgekit.errors import CalibrationError, QuantizationError
+from edgekit.timing import Counted
 
 from . import QuantizationResult
 from ._nncf import quiet_nncf
@@ -39,7 +40,7 @@ def quantize_transformer(conversion, out_path, calibration, options, evaluation=
     model = onnx.load(str(conversion.path))
     ignored = float_nodes(model.graph)
     count = len(calibration)  # capped to max_calibration_samples by the pipeline
-    samples = [{name: array[i:i + 1] for name, array in calibration.inputs.items()} for i in range(count)]
+    samples = Counted({name: array[i:i + 1] for name, array in calibration.inputs.items()} for i in range(count))
     try:
         with quiet_nncf():
             quantized = nncf.quantize(model, nncf.Dataset(samples), model_type=nncf.ModelType.TRANSFORMER,

@@ -19,6 +19,7 @@ from edgekit.choices import ModelType, Scheme
 from edgekit.config import COSINE_METRIC
 from edgekit.parity import masked, sample_cosines, token_mask
 from edgekit.errors import CalibrationError, ConfigError, QuantizationError
+from edgekit.timing import Counted
 from edgekit.converters import model_type_of
 from edgekit.converters.openvino_format import layer_precisions
 from edgekit.converters.openvino_ir import save
@@ -40,7 +41,7 @@ def detect_model_type(model) -> ModelType:
 
 
 def _samples(dataset, names, count):
-    return [{name: dataset.inputs[name][i:i + 1] for name in names} for i in range(count)]
+    return Counted({name: dataset.inputs[name][i:i + 1] for name in names} for i in range(count))
 
 
 def quantize_int8(conversion, out_path, calibration, options, evaluation=None) -> QuantizationResult:

@@ -16,6 +16,7 @@ import dataclasses
 import os
 
 from edgekit.errors import ConfigError, ConversionError, EdgekitError, UnsupportedError
+from edgekit.timing import Counted
 
 from ._nncf import quiet_nncf
 
@@ -30,7 +31,7 @@ class QATResult:
 def _torch_samples(source, calibration, count):
     import torch
     names = [s.name for s in source.input_specs]
-    return [tuple(torch.from_numpy(calibration.inputs[n][i:i + 1].copy()) for n in names) for i in range(count)]
+    return Counted(tuple(torch.from_numpy(calibration.inputs[n][i:i + 1].copy()) for n in names) for i in range(count))
 
 
 def qat_torch(source, options, calibration, quantize_options, pruned=False) -> QATResult:

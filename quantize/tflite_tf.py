@@ -18,6 +18,7 @@ import numpy as np
 
 from edgekit.choices import Scheme
 from edgekit.errors import CalibrationError, QuantizationError
+from edgekit.timing import advance
 from edgekit.converters.tf_tflite import converter, run_converter
 
 from . import QuantizationResult, blame, tflite_blame
@@ -29,6 +30,7 @@ def _representative(calibration, names):
     def samples():
         for i in range(count):
             yield {name: calibration.inputs[name][i:i + 1] for name in names}
+            advance(i + 1, count, "calibration samples")
     return samples, count
 
 

@@ -8,6 +8,7 @@ activations quantized per call.
 
 from edgekit.choices import Scheme
 from edgekit.errors import CalibrationError, QuantizationError
+from edgekit.timing import advance
 from edgekit.converters.torch_tflite import prepared, quiet, write
 
 from . import QuantizationResult
@@ -41,6 +42,7 @@ def _quantize(conversion, out_path, calibration, options, *, dynamic):
                         sample.append(torch.from_numpy(np.ascontiguousarray(
                             array.transpose(0, 2, 3, 1) if j in nchw else array)))
                     module(*sample)
+                    advance(i + 1, count, "calibration samples")
             module = quantize_pt2e.convert_pt2e(module, fold_quantize=False)
             edge = litert_torch.convert(module, args, quant_config=QuantConfig(pt2e_quantizer=quantizer))
     except Exception as exc:

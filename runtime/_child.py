@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 
 from ._errors import ModelLoadError
@@ -57,38 +58,55 @@ class Launcher:
 NATIVE = Launcher()
 
 
-def spawn(args, *, timeout, what, workdir=None, launcher=NATIVE) -> dict:
+def spawn(args, *, timeout, what, workdir=None, launcher=NATIVE, watch=None) -> dict:
     """Run ``main([answer_file, *args])`` in an isolated child; return its JSON answer or raise.
 
     ModelLoadError when the child refused the file, ChildFailure for a crash, a
-    timeout or a failure while running it.
+    timeout or a failure while running it. ``watch()`` is called about twice a second while the
+    child runs (the caller reads the child's progress file).
     """
     with tempfile.TemporaryDirectory(prefix="edgekit-child-") as empty:
         answer_file = os.path.join(workdir or empty, "answer.json")
         command = [*launcher.command(), answer_file, *map(str, args)]
-        try:
-            result = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout,
-                                    cwd=empty, stdin=subprocess.DEVNULL)
-        except subprocess.TimeoutExpired as exc:
-            raise ChildFailure(f"{what} did not finish within {timeout:g} s (time limit; "
-                               "raise it with --timeout)") from exc
+        child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=empty,
+                                 stdin=subprocess.DEVNULL)
+        stderr = _wait(child, timeout, what, watch)
         answer = _answer(answer_file)
-    if result.returncode == 0 and answer is not None:
+    if child.returncode == 0 and answer is not None:
         return answer
-    if result.returncode == EXIT_LOAD and answer is not None:
+    if child.returncode == EXIT_LOAD and answer is not None:
         raise ModelLoadError(answer["error"])
-    if result.returncode == EXIT_RUN and answer is not None:
+    if child.returncode == EXIT_RUN and answer is not None:
         raise ChildFailure(answer["error"])
-    if result.returncode == EXIT_BUG and answer is not None:
+    if child.returncode == EXIT_BUG and answer is not None:
         # Not the model's failure: a bug in the code around the engine, raised as one (not a verdict).
         raise RuntimeError(f"internal error while {what} in an isolated process: {answer['bug']}")
-    if result.returncode < 0:
-        raise ChildFailure(f"{what} crashed the isolated process (signal {-result.returncode}); "
+    if child.returncode < 0:
+        raise ChildFailure(f"{what} crashed the isolated process (signal {-child.returncode}); "
                            "this process is unaffected")
-    lines = [line for line in result.stderr.decode("utf-8", errors="replace")[-100 * _STDERR_TAIL:].splitlines()
+    lines = [line for line in stderr.decode("utf-8", errors="replace")[-100 * _STDERR_TAIL:].splitlines()
              if line.strip() and not (launcher.noise and line.startswith(launcher.noise))]
-    tail = lines[-1][-_STDERR_TAIL:] if lines else f"exit code {result.returncode}"
+    tail = lines[-1][-_STDERR_TAIL:] if lines else f"exit code {child.returncode}"
     raise ChildFailure(f"{what} failed in an isolated process: {tail}")
+
+
+def _wait(child, timeout, what, watch) -> bytes:
+    """The child's stderr once it exits; killed (and ChildFailure) past ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            stderr = child.communicate(timeout=max(0.0, min(0.5, deadline - time.monotonic())))[1]
+            if watch is not None:
+                watch()  # the last progress the child wrote
+            return stderr
+        except subprocess.TimeoutExpired as exc:
+            if time.monotonic() >= deadline:
+                child.kill()
+                child.communicate()
+                raise ChildFailure(f"{what} did not finish within {timeout:g} s (time limit; "
+                                   "raise it with --timeout)") from exc
+            if watch is not None:
+                watch()
 
 
 def _answer(path):
@@ -100,21 +118,33 @@ def _answer(path):
     return answer if isinstance(answer, dict) else None
 
 
-def run_isolated(file, inputs: dict, *, timeout, entry=None, batch=64, what=None, launcher=NATIVE) -> dict:
+def run_isolated(file, inputs: dict, *, timeout, entry=None, batch=64, what=None, launcher=NATIVE,
+                 on_batch=None) -> dict:
     """Run model ``file`` (described by manifest ``entry``, or bare) over ``inputs`` in batches in
     an isolated child (started by ``launcher``: natively, or in an emulated CPU); return its outputs
-    by name. Raises as ``spawn`` does."""
+    by name. ``on_batch(done, total)`` follows the child's progress. Raises as ``spawn`` does."""
     import numpy as np
     with tempfile.TemporaryDirectory(prefix="edgekit-run-") as tmp:
-        request = os.path.join(tmp, "request.json")
+        request, progress = os.path.join(tmp, "request.json"), os.path.join(tmp, "progress")
         with open(request, "w", encoding="utf-8") as fh:
-            json.dump({"entry": entry, "inputs": list(inputs), "batch": int(batch)}, fh)
+            json.dump({"entry": entry, "inputs": list(inputs), "batch": int(batch),
+                       "progress": progress if on_batch else None}, fh)
         inputs_npz, outputs_npz = os.path.join(tmp, "inputs.npz"), os.path.join(tmp, "outputs.npz")
         save_arrays(inputs_npz, list(inputs.values()))
         answer = spawn(["run", os.path.abspath(file), request, inputs_npz, outputs_npz], timeout=timeout,
-                       what=what or f"running {os.path.basename(file)}", workdir=tmp, launcher=launcher)
+                       what=what or f"running {os.path.basename(file)}", workdir=tmp, launcher=launcher,
+                       watch=(lambda: _report_progress(progress, on_batch)) if on_batch else None)
         with np.load(outputs_npz, allow_pickle=False) as archive:
             return {name: archive[f"a{i}"] for i, name in enumerate(answer["outputs"])}
+
+
+def _report_progress(path, on_batch):
+    try:
+        with open(path, encoding="utf-8") as fh:
+            done, total = map(int, fh.read().split())
+    except (OSError, ValueError):  # not written yet
+        return
+    on_batch(done, total)
 
 
 def save_arrays(path, arrays):

@@ -6,6 +6,7 @@ loads models through ``_model``.
 """
 
 import json
+import os
 import traceback
 
 from ._child import EXIT_BUG, EXIT_LOAD, EXIT_RUN, save_arrays
@@ -41,7 +42,7 @@ def main(argv) -> int:
     try:
         with np.load(inputs_npz, allow_pickle=False) as archive:
             inputs = {name: archive[f"a{i}"] for i, name in enumerate(request["inputs"])}
-        outputs = model.run_batched(inputs, request["batch"])
+        outputs = model.run_batched(inputs, request["batch"], _progress_writer(request.get("progress")))
         save_arrays(outputs_npz, list(outputs.values()))
     except (EngineError, RuntimeInputError, MemoryError) as exc:  # the model failed on this data: a verdict
         return _say(answer_file, {"error": f"{type(exc).__name__}: {exc}"}, EXIT_RUN)
@@ -54,3 +55,15 @@ def _say(path, answer, code=0) -> int:
     with open(path, "w", encoding="utf-8") as fh:
         json.dump(answer, fh)
     return code
+
+
+def _progress_writer(path):
+    """``on_batch`` writing "done total" to ``path`` (replaced whole, so the parent never reads half)."""
+    if not path:
+        return None
+
+    def write(done, total):
+        with open(path + ".tmp", "w", encoding="utf-8") as fh:
+            fh.write(f"{done} {total}")
+        os.replace(path + ".tmp", path)
+    return write

@@ -198,11 +198,15 @@ class Model:
             out[key] = value[0] if added else value
         return out
 
-    def run_batched(self, inputs: dict, batch_size: int) -> dict:
+    def run_batched(self, inputs: dict, batch_size: int, on_batch=None) -> dict:
         """``run`` over a whole data set (arrays by input name, batch axis first), ``batch_size``
-        samples per call; every output concatenated."""
+        samples per call; every output concatenated. ``on_batch(done, total)`` after each call."""
         count = len(next(iter(inputs.values())))
-        chunks = [self.run({k: v[i:i + batch_size] for k, v in inputs.items()}) for i in range(0, count, batch_size)]
+        chunks = []
+        for i in range(0, count, batch_size):
+            chunks.append(self.run({k: v[i:i + batch_size] for k, v in inputs.items()}))
+            if on_batch is not None:
+                on_batch(min(i + batch_size, count), count)
         return {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
 
     def _run_per_sample(self, feeds):

@@ -28,7 +28,7 @@ from .parity import compare, judge, token_mask
 from .profiles import HOST, checkable, default_targets, not_verified_warnings
 from .reference import ReferenceOutputs
 from .report import Report
-from .timing import timed_step
+from .timing import advance, timed_step
 
 log = logging.getLogger("edgekit.verification")
 EVAL_BATCH = 64
@@ -78,14 +78,16 @@ def evaluate(entry: dict, file, dataset, reference: ReferenceOutputs, tolerance,
         return entry
     model, verdicts, ran, mask = None, [], True, token_mask(dataset.inputs)
     for runner in runners:
+        def on_batch(done, total):  # (called while this runner runs)
+            advance(done, total, f"eval samples on {runner.profile} ({runner.how})")
         try:
             if isolate or not runner.native:
                 outputs = run_isolated(file, inputs, timeout=timeout, entry=entry, batch=EVAL_BATCH,
-                                       launcher=runner.launcher,
+                                       launcher=runner.launcher, on_batch=on_batch,
                                        what=f"running {entry.get('id')} on {runner.profile} ({runner.how})")
             else:
                 model = ekr.load_artifact(file, entry)
-                outputs = model.run_batched(inputs, EVAL_BATCH)
+                outputs = model.run_batched(inputs, EVAL_BATCH, on_batch)
         except (ChildFailure, ekr.ModelLoadError, ekr.RuntimeInputError, ekr.EngineError) as exc:
             # A broken artifact fails the gate, it does not crash it (a bug around the engine does).
             verdict, ran = {"passed": False, "failures": [f"runtime error: {type(exc).__name__}: {exc}"]}, False

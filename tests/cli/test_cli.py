@@ -1,7 +1,9 @@
 """Commands end to end through the entry point: outputs, exit codes, no partial bundles."""
 
+import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -18,9 +20,21 @@ def _export_args(files, out, *extra):
             "--eval", str(files["eval"]), "--out", str(out), "--no-latency", *extra]
 
 
-def test_export_verify_info_round_trip(tmp_path, digits_files, capsys):
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_export_verify_info_round_trip(tmp_path, digits_files, capsys, monkeypatch):
     out = tmp_path / "bundle"
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
     assert main(_export_args(digits_files, out, "--int8", "--fp16")) == 0
+    monkeypatch.undo()
+    # On a terminal: a live line with how far the long stages have got, then a line per stage.
+    live = terminal.getvalue()
+    assert re.search(r"(\d+)/\1 calibration samples", live) and "360/360 eval samples on " in live, live[-3000:]
+    assert "\r\033[K[" in live and "] export onnx fp32: " in live
     table = capsys.readouterr().out
     assert "onnx-int8" in table and "PASS" in table and "FAIL" not in table
     assert {p.name for p in out.iterdir()} >= {"manifest.json", "reference.npz", "report.json", "report.md",

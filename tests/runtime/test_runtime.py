@@ -263,3 +263,19 @@ def test_cached_plans_still_check_integer_ranges_every_call():
     with pytest.raises(ekr.RuntimeInputError, match="values outside the range of int32"):
         model.predict(np.full((2, 3), 2 ** 40, np.int64))   # same signature as the call before
     assert model.predict([[[1, 2, 3]]]).tolist() == [[1, 2, 3]]  # nested lists: converted (and checked) every call
+
+
+def test_an_isolated_run_reports_its_batches_to_the_parent(digits_bundle, digits_splits):
+    """The child writes how far it has got; the parent reads it while waiting, and the last at exit."""
+    from edgekit.runtime._child import run_isolated
+    out = digits_bundle[0]
+    entry = ekr.read_manifest(out).artifact("onnx-int8")
+    x = digits_splits[2][0][:100]
+    seen = []
+    outputs = run_isolated(out / entry.file, {entry.inputs[0].name: x}, timeout=120, entry=entry.to_dict(),
+                           batch=32, on_batch=lambda done, total: seen.append((done, total)))
+    assert len(next(iter(outputs.values()))) == 100
+    assert seen and seen[-1] == (100, 100) and all(total == 100 and done in (32, 64, 96, 100) for done, total in seen)
+    in_process = []
+    ekr.load(out).run_batched({entry.inputs[0].name: x}, 32, lambda *event: in_process.append(event))
+    assert in_process == [(32, 100), (64, 100), (96, 100), (100, 100)]

@@ -1,6 +1,8 @@
 """Pieces shared by the commands: common flags, progress display, tolerance and report output."""
 
+import shutil
 import sys
+import threading
 import time
 
 
@@ -53,7 +55,12 @@ def add_profiles(parser, default_help):
 
 
 class Progress:
-    """Stage progress on stderr: a live line with a bar on a terminal, plain log lines otherwise."""
+    """Stage progress on stderr. On a terminal, a live line: a bar over the stages, the running
+    stage, how far it has got (calibration or eval samples, where the stage reports them) and its
+    elapsed time, redrawn every second; then one line per finished stage. Otherwise only the one
+    line per finished stage (a CI log)."""
+
+    TICK_S = 1.0
 
     def __init__(self, total: int, quiet=False, stream=None):
         self.total = max(total, 1)
@@ -62,16 +69,52 @@ class Progress:
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
         self.started = time.perf_counter()
+        self._stage, self._stage_started, self._detail, self._drawn = None, 0.0, "", 0.0
+        self._lock = threading.Lock()
+        self._ticker = None
 
     def __call__(self, stage, phase, record=None):
         if self.quiet:
             return
-        if phase == "start":
+        with self._lock:
+            if phase == "start":
+                self._stage, self._stage_started, self._detail = stage, time.perf_counter(), ""
+            elif phase == "advance":
+                total = f"/{record['total']}" if record.get("total") else ""
+                self._detail = f"{record['done']}{total} {record['unit']}"
+                if record["done"] != record.get("total") and time.perf_counter() - self._drawn < 0.1:
+                    return  # (a sample at a time: redrawn at most 10x a second, and when done)
+            else:
+                self._stage = None
+                self._finished(stage, record)
+                return
             if self.tty:
-                filled = int(20 * self.done / self.total)
-                self.stream.write(f"\r\033[K[{'#' * filled}{'.' * (20 - filled)}] {self.done}/{self.total} {stage} …")
-                self.stream.flush()
-            return
+                self._draw()
+        if self.tty and self._ticker is None:
+            self._ticker = threading.Thread(target=self._tick, name="edgekit-progress", daemon=True)
+            self._ticker.start()
+
+    def _draw(self):
+        filled = int(20 * self.done / self.total)
+        elapsed = time.perf_counter() - self._stage_started
+        head = f"[{'#' * filled}{'.' * (20 - filled)}] {self.done}/{self.total} "
+        tail = f"{': ' + self._detail if self._detail else ''} … {elapsed:.0f} s"
+        # A wrapped line would not be redrawn in place: the stage's name gives way, not the figures.
+        room = max(shutil.get_terminal_size().columns - 1 - len(head) - len(tail), 10)
+        stage = self._stage if len(self._stage) <= room else self._stage[:room - 1] + "…"
+        self.stream.write(f"\r\033[K{head}{stage}{tail}")
+        self.stream.flush()
+        self._drawn = time.perf_counter()
+
+    def _tick(self):
+        """Redraw the live line while a stage runs (a converter's long call reports nothing)."""
+        while True:
+            time.sleep(self.TICK_S)
+            with self._lock:
+                if self._stage is not None:
+                    self._draw()
+
+    def _finished(self, stage, record):
         self.done += 1
         self.total = max(self.total, self.done)  # (the total is an estimate: a recipe search adds stages)
         line = f"[{self.done}/{self.total}] {stage}: {record['seconds']:.2f} s, peak RSS {record['peak_rss_mb']:.0f} MB"
