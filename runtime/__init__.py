@@ -9,13 +9,36 @@ tensorflow, onnx or any other part of edgekit; ``tests/runtime`` proves it.
     >>> probs = model.predict(x)             # numpy in, numpy out
 """
 
-from ._errors import BackendUnavailableError, EngineError, ModelLoadError, RuntimeInputError
-from ._manifest import MANIFEST_NAME, SCHEMA_VERSION, preferred, read_manifest, sha256_file
-from ._model import Model, TensorInfo, load, load_artifact
-from ._records import ArtifactEntry, Manifest, ParityRecord
-from ._tensor import Layout, format_shape
-from ._quant import dequantize, quantize
-from .backends import available_backends
+import importlib
+
+# Loaded on first use (PEP 562): ``edgekit.runtime._args`` (the device tools' options, which the
+# ``edgekit`` CLI declares from) is then importable without numpy.
+_EXPORTS = {
+    "BackendUnavailableError": "_errors", "EngineError": "_errors", "ModelLoadError": "_errors",
+    "RuntimeInputError": "_errors",
+    "MANIFEST_NAME": "_manifest", "SCHEMA_VERSION": "_manifest", "preferred": "_manifest",
+    "read_manifest": "_manifest", "sha256_file": "_manifest",
+    "Model": "_model", "TensorInfo": "_model", "load": "_model", "load_artifact": "_model",
+    "ArtifactEntry": "_records", "Manifest": "_records", "ParityRecord": "_records",
+    "Layout": "_tensor", "format_shape": "_tensor",
+    "dequantize": "_quant", "quantize": "_quant",
+    "available_backends": "backends",
+}
+
+
+def __getattr__(name):
+    if name == "backends":  # the subpackage, as ``ekr.backends`` was before the exports were lazy
+        return importlib.import_module(".backends", __name__)
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'edgekit.runtime' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value  # (the next access does not come here)
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
+
 
 __all__ = [
     "ArtifactEntry",

@@ -14,25 +14,10 @@ import time
 
 import numpy as np
 
+from ._args import add_bench_arguments, add_selftest_arguments
 from ._errors import BackendUnavailableError, ModelLoadError
 
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_NOTHING = 0, 1, 2, 4
-
-
-def add_selftest_arguments(p):
-    p.add_argument("bundle", metavar="DIR")
-    p.add_argument("--artifact", action="append", metavar="ID", help="only these artifacts (repeatable)")
-    p.add_argument("--json", action="store_true", help="print the results as JSON")
-
-
-def add_bench_arguments(p):
-    p.add_argument("bundle", metavar="DIR")
-    p.add_argument("--artifact", action="append", metavar="ID", help="only these artifacts (repeatable)")
-    p.add_argument("--batch", type=int, default=8, help="the second batch size measured (default 8; 1 is always)")
-    p.add_argument("--threads", type=int, default=None, help="engine threads (default: every core)")
-    p.add_argument("--streams", type=int, default=None, help="OpenVINO streams")
-    p.add_argument("--runs", type=int, default=200, help="timed calls per batch size (default 200)")
-    p.add_argument("--json", action="store_true", help="print the results as JSON")
 
 
 def _artifacts(bundle, wanted):

@@ -1,25 +1,11 @@
 """``edgekit selftest DIR`` and ``edgekit bench DIR``: the runtime's device tools
 (``edgekit.runtime._tools``; ``python -m edgekit.runtime`` runs the same code where only the runtime
-is installed). The options are declared here again because importing the runtime imports numpy,
-which ``edgekit --help`` must not; a test keeps both option sets equal."""
+is installed), with the runtime's own option declarations (``edgekit.runtime._args``: no numpy, so
+``edgekit --help`` stays light)."""
+
+from edgekit.runtime._args import add_bench_arguments, add_selftest_arguments
 
 from ._common import printable
-
-
-def add_selftest_arguments(p):
-    p.add_argument("bundle", metavar="DIR")
-    p.add_argument("--artifact", action="append", metavar="ID", help="only these artifacts (repeatable)")
-    p.add_argument("--json", action="store_true", help="print the results as JSON")
-
-
-def add_bench_arguments(p):
-    p.add_argument("bundle", metavar="DIR")
-    p.add_argument("--artifact", action="append", metavar="ID", help="only these artifacts (repeatable)")
-    p.add_argument("--batch", type=int, default=8, help="the second batch size measured (default 8; 1 is always)")
-    p.add_argument("--threads", type=int, default=None, help="engine threads (default: every core)")
-    p.add_argument("--streams", type=int, default=None, help="OpenVINO streams")
-    p.add_argument("--runs", type=int, default=200, help="timed calls per batch size (default 200)")
-    p.add_argument("--json", action="store_true", help="print the results as JSON")
 
 
 def register(sub):
