@@ -282,6 +282,10 @@ class ExportConfig:
     # that artifact, not the export) within ``timeout`` seconds.
     isolate: bool = True
     timeout: float = VERIFY_TIMEOUT_S
+    # Verification pieces (each CPU profile, shards of the eval set) as Ray tasks: ``workers`` at
+    # once on an embedded local Ray, or on the cluster at ``ray_address`` (edgekit.workers).
+    workers: int = 1
+    ray_address: str | None = None
     # Output name -> "classification" | "regression" | "embedding" | "detection": how each output is
     # judged (top-1 agreement only for class scores); undeclared outputs are inferred (parity.output_kinds).
     output_kinds: dict = field(default_factory=dict)
@@ -305,6 +309,7 @@ class ExportConfig:
             if kind not in OUTPUT_KINDS:
                 raise ConfigError(f"output_kinds[{name!r}]: expected one of {list(OUTPUT_KINDS)}, got {kind!r}")
         check_timeout(self.timeout)
+        self.parallelism()  # a bad worker count fails here, before any work
         if isinstance(self.prune, (int, float)) and not isinstance(self.prune, bool):
             object.__setattr__(self, "prune", PruneOptions(sparsity=float(self.prune)))
         if self.prune is not None and not isinstance(self.prune, PruneOptions):
@@ -328,3 +333,7 @@ class ExportConfig:
                            _enum(ReferenceDevice, self.reference_device, "reference_device"))
         if not 13 <= self.opset <= 23:
             raise ConfigError(f"opset: expected 13..23, got {self.opset}")
+
+    def parallelism(self):
+        from .workers import Workers
+        return Workers(self.workers, self.ray_address)

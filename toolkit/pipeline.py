@@ -105,6 +105,7 @@ def export(model, example_inputs=None, *, calib=None, eval=None, targets=("onnx"
         if config.qat is not None:
             qat = qat_stage(source, original, calibration, evaluation, config, report, progress)
 
+        workers = config.parallelism()
         with staged_bundle(out) as staging:
             def judge(entry):
                 """Verify one artifact through the runtime (in a child when isolated, loaded here only
@@ -114,7 +115,7 @@ def export(model, example_inputs=None, *, calib=None, eval=None, targets=("onnx"
                     evaluate(entry, staging.path / entry["file"], evaluation, own,
                              config.tolerances[Precision(entry["precision"])], source.input_specs,
                              latency=config.measure_latency, isolate=config.isolate, timeout=config.timeout,
-                             kinds=kinds, runners=runners, not_verified=not_verified)
+                             kinds=kinds, runners=runners, not_verified=not_verified, workers=workers)
                 return entry
 
             for fmt in config.targets:

@@ -29,6 +29,9 @@ from .profiles import HOST, checkable, default_targets, not_verified_warnings
 from .reference import ReferenceOutputs
 from .report import Report
 from .timing import advance, timed_step
+from .workers import Workers
+
+SERIAL = Workers()
 
 log = logging.getLogger("edgekit.verification")
 EVAL_BATCH = 64
@@ -58,15 +61,19 @@ def in_artifact_layout(artifact_inputs, dataset, specs) -> dict:
 
 
 def evaluate(entry: dict, file, dataset, reference: ReferenceOutputs, tolerance, specs, *, latency=True,
-             isolate=True, timeout=VERIFY_TIMEOUT_S, kinds=None, runners=(HOST,), not_verified=None) -> dict:
+             isolate=True, timeout=VERIFY_TIMEOUT_S, kinds=None, runners=(HOST,), not_verified=None,
+             workers: Workers = SERIAL) -> dict:
     """Run one artifact over the eval set on each target profile's ``runners``, judge it, and fill
     ``entry['parity']`` (the worst profile's verdict; a failure on any profile fails the artifact),
     ``entry['verified_on']`` and ``entry['not_verified']``.
 
     With ``isolate`` the artifact runs in a child process (a crash or a hang there fails this
     artifact, within ``timeout`` seconds); otherwise a native run is loaded and run here; emulated
-    runs are always children. Latency is measured here, natively, once the artifact has run
-    everywhere. ``kinds``: how each output is judged (``parity.output_kinds``).
+    runs are always children. With parallel ``workers`` the children's runs are Ray tasks: every
+    profile at once, the eval set sharded on batch boundaries (``shards``), outputs concatenated
+    in order, so the verdict is the one a single process reaches. Latency is measured here,
+    natively, once the artifact has run everywhere. ``kinds``: how each output is judged
+    (``parity.output_kinds``).
     """
     artifact_inputs = [ekr.TensorInfo.from_dict(d) for d in entry["inputs"]]
     try:
@@ -77,20 +84,27 @@ def evaluate(entry: dict, file, dataset, reference: ReferenceOutputs, tolerance,
             f"{[s.name for s in specs]} (a damaged or hand-edited manifest)"]}
         return entry
     model, verdicts, ran, mask = None, [], True, token_mask(dataset.inputs)
-    for runner in runners:
-        def on_batch(done, total):  # (called while this runner runs)
-            advance(done, total, f"eval samples on {runner.profile} ({runner.how})")
-        try:
-            if isolate or not runner.native:
-                outputs = run_isolated(file, inputs, timeout=timeout, entry=entry, batch=EVAL_BATCH,
-                                       launcher=runner.launcher, on_batch=on_batch,
-                                       what=f"running {entry.get('id')} on {runner.profile} ({runner.how})")
-            else:
-                model = ekr.load_artifact(file, entry)
-                outputs = model.run_batched(inputs, EVAL_BATCH, on_batch)
-        except (ChildFailure, ekr.ModelLoadError, ekr.RuntimeInputError, ekr.EngineError) as exc:
+    if workers.parallel and (isolate or not all(r.native for r in runners)):
+        runs = _run_in_tasks(entry, file, inputs, runners, timeout, workers)
+    else:
+        runs = []
+        for runner in runners:
+            def on_batch(done, total):  # (called while this runner runs)
+                advance(done, total, f"eval samples on {runner.profile} ({runner.how})")
+            try:
+                if isolate or not runner.native:
+                    outputs = run_isolated(file, inputs, timeout=timeout, entry=entry, batch=EVAL_BATCH,
+                                           launcher=runner.launcher, on_batch=on_batch, what=_what(entry, runner))
+                else:
+                    model = ekr.load_artifact(file, entry)
+                    outputs = model.run_batched(inputs, EVAL_BATCH, on_batch)
+            except _ARTIFACT_FAILURES as exc:
+                outputs = exc
+            runs.append(outputs)
+    for runner, outputs in zip(runners, runs):
+        if isinstance(outputs, Exception):
             # A broken artifact fails the gate, it does not crash it (a bug around the engine does).
-            verdict, ran = {"passed": False, "failures": [f"runtime error: {type(exc).__name__}: {exc}"]}, False
+            verdict, ran = {"passed": False, "failures": [f"runtime error: {type(outputs).__name__}: {outputs}"]}, False
         else:
             verdict = judge(compare(reference.outputs, outputs, dataset.labels, kinds, mask),
                             tolerance).to_dict()
@@ -105,6 +119,54 @@ def evaluate(entry: dict, file, dataset, reference: ReferenceOutputs, tolerance,
         entry["latency_ms"] = median_latency_ms(model, {k: v[:1] for k, v in inputs.items()})
         entry["latency_cpu"] = describe_host()
     return entry
+
+
+# What the artifact itself failed at (a verdict), as opposed to a bug around the engine (raised).
+_ARTIFACT_FAILURES = (ChildFailure, ekr.ModelLoadError, ekr.RuntimeInputError, ekr.EngineError)
+
+
+def _what(entry, runner) -> str:
+    return f"running {entry.get('id')} on {runner.profile} ({runner.how})"
+
+
+def shards(count: int, pieces: int, batch: int = EVAL_BATCH) -> list:
+    """At most ``pieces`` slices of ``count`` samples, cut on ``batch`` boundaries: each shard's
+    batches are the batches one process runs, so the engine computes the same outputs bit for bit."""
+    batches = -(-count // batch)
+    per = -(-batches // max(1, min(pieces, batches))) * batch
+    return [slice(start, min(start + per, count)) for start in range(0, count, per)]
+
+
+def _run_in_tasks(entry, file, inputs, runners, timeout, workers) -> list:
+    """Each runner's outputs (or the artifact's failure) from Ray tasks: one per runner and shard."""
+    count = len(next(iter(inputs.values())))
+    pieces = shards(count, max(1, workers.slots() // len(runners)))
+    files = {Path(file).name: Path(file).read_bytes(),
+             **{c["file"]: (Path(file).parent / c["file"]).read_bytes() for c in entry.get("companions", [])}}
+    jobs = [(Path(file).name, {k: v[piece] for k, v in inputs.items()}, runner.launcher, _what(entry, runner))
+            for runner in runners for piece in pieces]
+    results = workers.map(_run_shard, jobs, shared={"files": files, "entry": entry, "timeout": timeout},
+                          on_result=lambda done, total: advance(done, total, "eval shards"))
+    runs = []
+    for r in range(len(runners)):
+        parts = results[r * len(pieces):(r + 1) * len(pieces)]
+        failed = next((p for p in parts if isinstance(p, Exception)), None)
+        runs.append(failed or {name: np.concatenate([p[name] for p in parts]) for name in parts[0]})
+    return runs
+
+
+def _run_shard(name, inputs, launcher, what, *, files, entry, timeout):
+    """One task: the artifact (its files shipped as bytes) over ``inputs`` in an isolated child;
+    the artifact's failure is returned (a verdict), anything else raised."""
+    import tempfile
+    with tempfile.TemporaryDirectory(prefix="edgekit-shard-") as folder:
+        for file_name, data in files.items():
+            (Path(folder) / file_name).write_bytes(data)
+        try:
+            return run_isolated(Path(folder) / name, inputs, timeout=timeout, entry=entry, batch=EVAL_BATCH,
+                                launcher=launcher, what=what)
+        except _ARTIFACT_FAILURES as exc:
+            return exc
 
 
 def combine_profiles(verdicts) -> dict:
@@ -146,7 +208,8 @@ def recorded_tolerance(entry: ekr.ArtifactEntry, overrides=()) -> tuple:
 
 
 def verify(bundle, eval, *, tolerances=None, artifacts=None, latency=False, progress=None, isolate=True,
-           timeout=VERIFY_TIMEOUT_S, target_cpu=None, emulation="auto", require=(), overrides=()) -> Report:
+           timeout=VERIFY_TIMEOUT_S, target_cpu=None, emulation="auto", require=(), overrides=(), workers=1,
+           ray_address=None) -> Report:
     """Re-run parity of an existing bundle on ``eval`` against its stored reference outputs.
 
     Each artifact runs in an isolated child process (``isolate``), within ``timeout`` seconds, on
@@ -155,11 +218,13 @@ def verify(bundle, eval, *, tolerances=None, artifacts=None, latency=False, prog
     Each artifact is judged with ``tolerances`` (per precision) when given, else with the tolerance
     its export recorded, ``overrides`` (``--tol`` strings) applied on top.
     An artifact whose engine is not installed here is skipped (reported, not failed) unless its
-    format is in ``require``, which makes the missing engine an error.
+    format is in ``require``, which makes the missing engine an error. ``workers``/``ray_address``:
+    the profiles and shards of the eval set run as Ray tasks (``evaluate``).
     Raises ParityError (carrying the report) when an artifact fails, InputError when
     the eval data is not the data the reference was computed on.
     """
     check_timeout(timeout)
+    parallel = Workers(workers, ray_address)
     parse_tolerance_overrides(overrides)  # a bad --tol is a usage error before any work
     bundle = Path(bundle)
     try:
@@ -223,7 +288,7 @@ def verify(bundle, eval, *, tolerances=None, artifacts=None, latency=False, prog
                 evaluate(entry, file, dataset, references[own["file"]] if own else reference,
                          tolerance, specs, latency=latency, isolate=isolate,
                          timeout=timeout, kinds=plain(manifest.output_kinds), runners=runners,
-                         not_verified=not_verified)
+                         not_verified=not_verified, workers=parallel)
         report.artifacts.append(entry)
     if all(a["parity"].get("skipped") for a in report.artifacts):
         raise NothingEvaluatedError(f"no artifact of {bundle} could be verified here: "

@@ -32,6 +32,17 @@ def _seconds(text) -> float:
     return value
 
 
+def _count(text):
+    import argparse
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
 def add_isolation(parser):
     import argparse
     from edgekit.config import VERIFY_TIMEOUT_S
@@ -41,6 +52,12 @@ def add_isolation(parser):
     parser.add_argument("--timeout", type=_seconds, default=VERIFY_TIMEOUT_S, metavar="SECONDS",
                         help=f"time limit per artifact verification (default {VERIFY_TIMEOUT_S:g}); "
                              "an artifact that takes longer fails")
+    parser.add_argument("--workers", type=_count, default=1, metavar="N",
+                        help="verify on N CPUs at once: each CPU profile and shards of the eval set run as Ray "
+                             "tasks on an embedded local Ray (needs edgekit[ray]; same verdict as one process)")
+    parser.add_argument("--ray-address", metavar="HOST:PORT", default=None,
+                        help="run those tasks on the Ray cluster at HOST:PORT (or 'auto'); its nodes need the "
+                             "same edgekit and engines")
 
 
 def add_profiles(parser, default_help):

@@ -245,7 +245,8 @@ def run(args) -> int:
                           quantize=QuantizeOptions(int8_io=args.int8_io, search=search, **quant),
                           tolerances=parse_tolerance_overrides(args.tol), reference_device=args.reference_device,
                           opset=args.opset, seed=args.seed, measure_latency=not args.no_latency,
-                          isolate=args.isolate, timeout=args.timeout, output_kinds=_output_kinds(args.output_kinds),
+                          isolate=args.isolate, timeout=args.timeout, workers=args.workers,
+                          ray_address=args.ray_address, output_kinds=_output_kinds(args.output_kinds),
                           prune=_prune_options(args), qat=_qat_options(args), emulation=args.emulation,
                           allow_partial=args.allow_partial, strict=args.strict,
                           **({"target_cpu": args.target_cpu} if args.target_cpu else {}))

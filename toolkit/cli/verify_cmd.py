@@ -87,7 +87,7 @@ def run(args) -> int:
         report = verify(args.bundle, args.eval, overrides=args.tol,
                         artifacts=args.artifact, latency=args.latency, progress=progress, isolate=args.isolate,
                         timeout=args.timeout, target_cpu=args.target_cpu, emulation=args.emulation,
-                        require=args.require)
+                        require=args.require, workers=args.workers, ray_address=args.ray_address)
     except ParityError as exc:
         if exc.report is not None:
             print_report(exc.report, args)

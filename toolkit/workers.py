@@ -1,0 +1,86 @@
+"""Where the independent pieces of one export or verification run: here, one after another (the
+default), or as Ray tasks — on an embedded local Ray with ``count`` CPUs, or on the cluster at
+``address`` (``HOST:PORT`` or ``auto``). Ray is imported only when there is parallel work.
+
+Tasks run module-level functions of edgekit, so every node needs the same environment (the same
+edgekit and engines; an emulated profile's task needs the emulator on its node). What a task reads
+travels with it (``shared``: put into Ray's object store once, whichever node runs the task), so no
+shared storage is needed.
+"""
+
+import os
+from dataclasses import dataclass
+
+from .errors import ConfigError, MissingDependencyError
+
+
+def connect(address: str | None = None, cpus: int | None = None):
+    """The ``ray`` module, initialised once per process: joining ``address``, else starting an
+    embedded local Ray with ``cpus`` CPUs (default: all)."""
+    try:
+        import ray
+    except ImportError as exc:
+        raise MissingDependencyError("parallel work runs on Ray: pip install 'edgekit[ray]'") from exc
+    if not ray.is_initialized():
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        options = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
+        try:
+            if address:
+                ray.init(address=address, **options)
+            else:
+                ray.init(num_cpus=cpus, **options)
+        except ConnectionError as exc:
+            raise ConfigError(f"cannot join the Ray cluster at {address!r}: {exc}") from exc
+    return ray
+
+
+@dataclass(frozen=True)
+class Workers:
+    """``count`` concurrent tasks (1: everything runs here, in turn) or the cluster at ``address``."""
+
+    count: int = 1
+    address: str | None = None
+
+    def __post_init__(self):
+        if not isinstance(self.count, int) or isinstance(self.count, bool) or self.count < 1:
+            raise ConfigError(f"workers: expected a whole number >= 1, got {self.count!r}")
+
+    @property
+    def parallel(self) -> bool:
+        return self.address is not None or self.count > 1
+
+    def slots(self) -> int:
+        """How many tasks can run at once: ``count``, or the cluster's CPUs."""
+        if self.address is None:
+            return self.count
+        return max(1, int(connect(self.address).cluster_resources().get("CPU", 1)))
+
+    def map(self, fn, items, *, shared=None, on_result=None) -> list:
+        """``[fn(*item, **shared) for item in items]``, in order; as Ray tasks (one CPU each) when
+        parallel. ``on_result(done, total)`` as results come in. A task's exception is raised here as
+        its own type (and a Ray error besides); Ctrl-C cancels the tasks still running."""
+        items, shared = list(items), dict(shared or {})
+        if not self.parallel or len(items) < 2:
+            results = []
+            for item in items:
+                results.append(fn(*item, **shared))
+                if on_result:
+                    on_result(len(results), len(items))
+            return results
+        ray = connect(self.address, self.count)
+        task = ray.remote(num_cpus=1, max_retries=1)(fn)
+        stored = {name: ray.put(value) for name, value in shared.items()}
+        refs = [task.remote(*item, **stored) for item in items]
+        try:
+            pending = list(refs)
+            while pending:
+                _, pending = ray.wait(pending, num_returns=1)
+                if on_result:
+                    on_result(len(refs) - len(pending), len(refs))
+            return ray.get(refs)
+        except ray.exceptions.RayTaskError as exc:
+            raise exc.as_instanceof_cause() from None
+        except KeyboardInterrupt:
+            for ref in refs:
+                ray.cancel(ref, force=True)
+            raise
