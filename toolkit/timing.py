@@ -40,6 +40,9 @@ class Counted:
     def __len__(self):
         return len(self._items)
 
+    def __getitem__(self, index):  # (an example input is taken from it: not counted)
+        return self._items[index]
+
     def __iter__(self):
         for done, item in enumerate(self._items, 1):
             yield item

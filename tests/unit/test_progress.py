@@ -25,6 +25,7 @@ def test_advance_reaches_the_running_steps_callback_and_nothing_outside_one():
     assert [e[1] for e in events] == ["start", "advance", "advance", "advance", "advance", "advance", "end"]
     assert [(e[2]["done"], e[2]["total"]) for e in events if e[1] == "advance"] == [(1, 3), (2, 3), (3, 3), (1, 2), (2, 2)]
     assert events[1][2]["unit"] == "calibration samples" and len(Counted(range(4))) == 4
+    assert Counted(range(4))[1] == 1 and len(events) == 7  # indexing is not consumption
 
 
 def test_a_log_gets_one_line_per_finished_stage_and_no_live_line():
