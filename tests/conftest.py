@@ -121,3 +121,14 @@ def tf_keras_qat(tmp_path_factory, keras_digits):
                             qat=QATOptions(train=digits_keras.fit, steps=40))
     return out, report
 
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A real local Ray (2 CPUs) started once per test module and stopped after it; edgekit's sweep
+    and parallel verification run on it as on any Ray this process started (the embedded start is
+    exercised by the subprocess tests)."""
+    ray = pytest.importorskip("ray")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    yield ray
+    ray.shutdown()

@@ -1,14 +1,14 @@
 """edgekit — prune, quantize, convert and parity-verify models for edge devices.
 
 The top-level package stays light: ``import edgekit`` (and so ``import
-edgekit.runtime`` on a device) loads no framework. ``edgekit.export(...)`` and
-``edgekit.verify(...)`` are functions of the pipeline, loaded on first use; no submodule bears
+edgekit.runtime`` on a device) loads no framework. ``edgekit.export(...)``, ``edgekit.verify(...)``
+and ``edgekit.sweep(...)`` are functions, loaded on first use; no submodule bears
 their names (the converters live in ``edgekit.converters``), so no import can shadow them.
 """
 
 from ._version import __version__
 
-__all__ = ["__version__", "export", "verify", "errors"]
+__all__ = ["__version__", "export", "verify", "sweep", "errors"]
 
 
 def __getattr__(name):
@@ -19,6 +19,9 @@ def __getattr__(name):
     if name == "verify":
         from .verification import verify
         return verify
+    if name == "sweep":
+        from .sweep_run import sweep
+        return sweep
     if name == "errors":
         from . import errors
         return errors

@@ -515,7 +515,7 @@ def _entry(fmt, precision, path: Path, source, checker, conversion, quantization
     }
 
 
-def _versions() -> dict:
+def versions() -> dict:
     from importlib import metadata
     versions = {"python": platform.python_version(), "edgekit": __version__}
     for name in ("numpy", "torch", "onnx", "onnxscript", "onnxruntime", "tensorflow", "keras", "tf_keras",
@@ -570,5 +570,5 @@ def _manifest(source, reference, evaluation, config, report, preprocess, calibra
                  "calibration_sha256": calibration.sha256() if calibration is not None else None,
                  "calibration_samples": len(calibration) if calibration is not None else 0},
         "environment": {"platform": platform.platform(), "machine": platform.machine(),
-                        "cpu_flags": list(cpu_flags()), "versions": _versions()},
+                        "cpu_flags": list(cpu_flags()), "versions": versions()},
     }

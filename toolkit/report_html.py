@@ -18,7 +18,7 @@ import json
 import re
 from html import escape
 
-_STYLE = """
+STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222;max-width:1200px}
 table{border-collapse:collapse;margin:1em 0}th,td{padding:.25em .6em;border-bottom:1px solid #ddd;text-align:left}
 th{background:#f4f4f4}td.n{text-align:right;font-variant-numeric:tabular-nums}.pass{color:#17702b;font-weight:600}
@@ -27,7 +27,7 @@ th{background:#f4f4f4}td.n{text-align:right;font-variant-numeric:tabular-nums}.p
 """
 
 
-def _bar(fraction, colour="#4a7bd0", width=120, mark=True) -> str:
+def bar(fraction, colour="#4a7bd0", width=120, mark=True) -> str:
     """An inline SVG bar, ``fraction`` of its width (capped at 1.5; ``mark``: a line at 1.0, fp32)."""
     if fraction is None:
         return ""
@@ -38,11 +38,11 @@ def _bar(fraction, colour="#4a7bd0", width=120, mark=True) -> str:
             f'<rect width="{shown / 1.5 * width:.1f}" height="10" fill="{colour}"/>{line}</svg>')
 
 
-def _cell(artifact, figure, value, text=None, bar="") -> str:
+def figure_cell(artifact, figure, value, text=None, chart="") -> str:
     shown = "–" if value is None else (text if text is not None else f"{value}")
     data = "" if value is None else f' data-value="{escape(repr(value))}"'
     return (f'<td class="n" data-artifact="{escape(str(artifact))}" data-figure="{escape(figure)}"{data}>'
-            f"{escape(shown)} {bar}</td>")
+            f"{escape(shown)} {chart}</td>")
 
 
 def _fp32_of(artifacts) -> dict:
@@ -54,7 +54,7 @@ def render(report: dict) -> str:
     fp32 = _fp32_of(artifacts)
     source = report.get("source") or {}
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>edgekit {escape(report.get('command', ''))}"
-             f" report</title><style>{_STYLE}</style></head><body>",
+             f" report</title><style>{STYLE}</style></head><body>",
              f"<h1>edgekit {escape(report.get('command', ''))}: "
              f"<span class='{'pass' if report.get('passed') else 'fail'}'>"
              f"{'PASS' if report.get('passed') else 'FAIL'}</span></h1>",
@@ -74,15 +74,15 @@ def render(report: dict) -> str:
         verified = ", ".join(f"{v.get('profile')} ({v.get('how')})" for v in a.get("verified_on") or [])
         parts.append(
             f"<tr><td>{escape(a['id'])}</td><td>{escape(str(a.get('scheme', '')))}</td><td>{escape(recipe)}</td>"
-            + _cell(a["id"], "accuracy", parity.get("accuracy"),
+            + figure_cell(a["id"], "accuracy", parity.get("accuracy"),
                     f"{parity['accuracy']:.2f}%" if parity.get("accuracy") is not None else None)
-            + _cell(a["id"], "cosine", parity.get("cosine"),
+            + figure_cell(a["id"], "cosine", parity.get("cosine"),
                     f"{parity['cosine']:.6f}" if parity.get("cosine") is not None else None)
-            + _cell(a["id"], "cosine_min", parity.get("cosine_min"),
+            + figure_cell(a["id"], "cosine_min", parity.get("cosine_min"),
                     f"{parity['cosine_min']:.6f}" if parity.get("cosine_min") is not None else None)
-            + _cell(a["id"], "size_bytes", size, f"{size / 1024:.1f} KiB" if size else None, _bar(size_ratio))
-            + _cell(a["id"], "latency_ms", latency, f"{latency:.3f} ms" if latency else None,
-                    _bar(latency_ratio, "#d0884a"))
+            + figure_cell(a["id"], "size_bytes", size, f"{size / 1024:.1f} KiB" if size else None, bar(size_ratio))
+            + figure_cell(a["id"], "latency_ms", latency, f"{latency:.3f} ms" if latency else None,
+                    bar(latency_ratio, "#d0884a"))
             + f"<td>{escape(verified)}</td><td class='{result[0]}'>{result[1]}</td></tr>")
     parts.append("</table>")
     parts += (_profiles(artifacts) + _per_output(artifacts) + _histograms(artifacts) + _searches(artifacts)
@@ -104,7 +104,7 @@ def _per_output(artifacts) -> list:
            "<th>worst sample</th><th>top-1 agreement</th><th>max abs error</th></tr>"]
     for artifact, name, m in rows:
         out.append(f"<tr><td>{escape(artifact)}</td><td>{escape(name)}</td><td>{escape(str(m.get('kind', '')))}</td>"
-                   + "".join(_cell(f"{artifact}::{name}", k, m.get(k), f"{m[k]:.6g}" if m.get(k) is not None else None)
+                   + "".join(figure_cell(f"{artifact}::{name}", k, m.get(k), f"{m[k]:.6g}" if m.get(k) is not None else None)
                              for k in ("cosine", "cosine_min", "top1_agreement", "max_abs_error")) + "</tr>")
     return out + ["</table>"]
 
@@ -154,7 +154,7 @@ def _profiles(artifacts) -> list:
     for a, name, m in rows:
         key = f"{a['id']}@{name}"
         out.append(f"<tr><td>{escape(a['id'])}</td><td>{escape(name)}</td><td>{escape(str(how.get((a['id'], name), '')))}</td>"
-                   + "".join(_cell(key, k, m.get(k), f"{m[k]:.6g}" if m.get(k) is not None else None)
+                   + "".join(figure_cell(key, k, m.get(k), f"{m[k]:.6g}" if m.get(k) is not None else None)
                              for k in ("accuracy", "cosine", "cosine_min", "top1_agreement"))
                    + f"<td class='{'pass' if m.get('passed') else 'fail'}'>{'PASS' if m.get('passed') else 'FAIL'}</td></tr>")
     return out + ["</table>"]
@@ -222,7 +222,7 @@ def _histogram_table(outputs) -> str:
     labels = _bin_labels(next(iter(outputs.values()))["edges"])
     most = max((c for h in outputs.values() for c in h["counts"]), default=0) or 1
     rows = "".join(f"<tr><td>{escape(str(name))}</td>" + "".join(
-        f"<td class='n'>{c} {_bar(c / most * 1.5 if c else None, '#4a7bd0', 40, mark=False)}</td>" for c in h["counts"]) + "</tr>"
+        f"<td class='n'>{c} {bar(c / most * 1.5 if c else None, '#4a7bd0', 40, mark=False)}</td>" for c in h["counts"]) + "</tr>"
         for name, h in outputs.items())
     return ("<table><tr><th>output</th>" + "".join(f"<th>{escape(label)}</th>" for label in labels) + "</tr>"
             + rows + "</table>")
@@ -252,9 +252,9 @@ def _compression(report) -> list:
            "<th>result</th></tr>"]
     for row in rows:
         out.append(f"<tr><td>{escape(str(row.get('stage')))}</td>"
-                   + _cell(row.get("stage"), "accuracy", row.get("accuracy"))
-                   + _cell(row.get("stage"), "cosine", row.get("cosine"))
-                   + _cell(row.get("stage"), "size_bytes", row.get("size_bytes"))
+                   + figure_cell(row.get("stage"), "accuracy", row.get("accuracy"))
+                   + figure_cell(row.get("stage"), "cosine", row.get("cosine"))
+                   + figure_cell(row.get("stage"), "size_bytes", row.get("size_bytes"))
                    + f"<td class='{'pass' if row.get('passed', True) else 'fail'}'>"
                    f"{'PASS' if row.get('passed', True) else 'FAIL'}</td></tr>")
     return out + ["</table>"]
@@ -268,8 +268,8 @@ def _stages(stages) -> list:
     for s in stages:
         seconds = s.get("seconds")
         out.append(f"<tr><td>{escape(str(s.get('stage')))}</td>"
-                   + _cell(s.get("stage"), "seconds", seconds, f"{seconds:.2f} s" if seconds is not None else None,
-                           _bar((seconds or 0) / longest * 1.5 if seconds else None, "#7a5cc0", mark=False))
-                   + _cell(s.get("stage"), "peak_rss_mb", s.get("peak_rss_mb"),
+                   + figure_cell(s.get("stage"), "seconds", seconds, f"{seconds:.2f} s" if seconds is not None else None,
+                           bar((seconds or 0) / longest * 1.5 if seconds else None, "#7a5cc0", mark=False))
+                   + figure_cell(s.get("stage"), "peak_rss_mb", s.get("peak_rss_mb"),
                            f"{s['peak_rss_mb']:.0f} MB" if s.get("peak_rss_mb") is not None else None) + "</tr>")
     return out + ["</table>"]

@@ -8,29 +8,45 @@ travels with it (``shared``: put into Ray's object store once, whichever node ru
 shared storage is needed.
 """
 
+import logging
 import os
 from dataclasses import dataclass
 
 from .errors import ConfigError, MissingDependencyError
 
 
-def connect(address: str | None = None, cpus: int | None = None):
-    """The ``ray`` module, initialised once per process: joining ``address``, else starting an
-    embedded local Ray with ``cpus`` CPUs (default: all)."""
+def import_ray(what: str):
     try:
         import ray
     except ImportError as exc:
-        raise MissingDependencyError("parallel work runs on Ray: pip install 'edgekit[ray]'") from exc
-    if not ray.is_initialized():
+        raise MissingDependencyError(f"{what} runs on Ray: pip install 'edgekit[ray]'") from exc
+    return ray
+
+
+def start(ray, address: str | None = None, cpus: int | None = None, verbose=False):
+    """``ray.init``: joining the cluster at ``address``, else a new local Ray with ``cpus`` CPUs
+    (default: all) — ``address="local"``, never one found through Ray's address file (a stale one
+    made a plain ``ray.init()`` try to join a head stopped long ago)."""
+    common = {"log_to_driver": verbose, "logging_level": logging.INFO if verbose else logging.WARNING}
+    if address is None:
+        # edgekit sends no telemetry; Ray's usage statistics are on by default for the clusters it starts.
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        options = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
-        try:
-            if address:
-                ray.init(address=address, **options)
-            else:
-                ray.init(num_cpus=cpus, **options)
-        except ConnectionError as exc:
-            raise ConfigError(f"cannot join the Ray cluster at {address!r}: {exc}") from exc
+        options = {**common, "address": "local", "num_cpus": cpus, "include_dashboard": False}
+    else:
+        options = {**common, "address": address}
+    try:
+        ray.init(**options)
+    except ConnectionError as exc:
+        raise ConfigError(f"cannot join the Ray cluster at {address}: {exc}. Is it running (ray status)? A cluster "
+                          "with token authentication also needs RAY_AUTH_MODE=token here, and its token in "
+                          "RAY_AUTH_TOKEN or ~/.ray/auth_token") from exc
+
+
+def connect(address: str | None = None, cpus: int | None = None):
+    """The ``ray`` module, initialised once per process (``start``), or as this process already did."""
+    ray = import_ray("parallel verification")
+    if not ray.is_initialized():
+        start(ray, address, cpus)
     return ray
 
 

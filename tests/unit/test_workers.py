@@ -36,8 +36,8 @@ def _verdicts(report):
 
 
 @pytest.mark.slow
-def test_sharded_parity_on_ray_equals_single_process_parity(digits_bundle, digits_files, tmp_path, monkeypatch):
-    pytest.importorskip("ray")
+def test_sharded_parity_on_ray_equals_single_process_parity(digits_bundle, digits_files, tmp_path, monkeypatch,
+                                                            local_ray):
     tasks = []
     real_map = Workers.map
 

@@ -18,12 +18,12 @@ import sys
 
 from edgekit._version import __version__
 
-from . import device_cmd, diff_cmd, export_cmd, info_cmd, report_cmd, verify_cmd
+from . import device_cmd, diff_cmd, export_cmd, info_cmd, report_cmd, sweep_cmd, verify_cmd
 from ._common import printable
 
 EXIT_PASS, EXIT_REGRESSION, EXIT_USAGE, EXIT_INTERNAL, EXIT_NOTHING, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 EXIT_PIPE = 141
-COMMANDS = (export_cmd, verify_cmd, info_cmd, diff_cmd, report_cmd, device_cmd)
+COMMANDS = (export_cmd, verify_cmd, info_cmd, diff_cmd, report_cmd, device_cmd, sweep_cmd)
 
 
 def exit_code(exc: BaseException) -> int:
