@@ -9,7 +9,7 @@ tensorflow, onnx or any other part of edgekit; ``tests/runtime`` proves it.
     >>> probs = model.predict(x)             # numpy in, numpy out
 """
 
-import importlib
+import importlib as _importlib
 
 # Loaded on first use (PEP 562): ``edgekit.runtime._args`` (the device tools' options, which the
 # ``edgekit`` CLI declares from) is then importable without numpy.
@@ -28,10 +28,10 @@ _EXPORTS = {
 
 def __getattr__(name):
     if name == "backends":  # the subpackage, as ``ekr.backends`` was before the exports were lazy
-        return importlib.import_module(".backends", __name__)
+        return _importlib.import_module(".backends", __name__)
     if name not in _EXPORTS:
         raise AttributeError(f"module 'edgekit.runtime' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    value = getattr(_importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
     globals()[name] = value  # (the next access does not come here)
     return value
 

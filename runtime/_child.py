@@ -68,9 +68,14 @@ def spawn(args, *, timeout, what, workdir=None, launcher=NATIVE, watch=None) -> 
     with tempfile.TemporaryDirectory(prefix="edgekit-child-") as empty:
         answer_file = os.path.join(workdir or empty, "answer.json")
         command = [*launcher.command(), answer_file, *map(str, args)]
-        child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=empty,
-                                 stdin=subprocess.DEVNULL)
-        stderr = _wait(child, timeout, what, watch)
+        with subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=empty,
+                              stdin=subprocess.DEVNULL) as child:
+            try:
+                stderr = _wait(child, timeout, what, watch)
+            except BaseException:  # Ctrl-C, a timeout, a failing watch: the child never outlives the call
+                child.kill()
+                child.communicate()
+                raise
         answer = _answer(answer_file)
     if child.returncode == 0 and answer is not None:
         return answer
@@ -100,9 +105,7 @@ def _wait(child, timeout, what, watch) -> bytes:
                 watch()  # the last progress the child wrote
             return stderr
         except subprocess.TimeoutExpired as exc:
-            if time.monotonic() >= deadline:
-                child.kill()
-                child.communicate()
+            if time.monotonic() >= deadline:  # (spawn kills it)
                 raise ChildFailure(f"{what} did not finish within {timeout:g} s (time limit; "
                                    "raise it with --timeout)") from exc
             if watch is not None:

@@ -38,6 +38,7 @@ from .routes import FP32, MANIFEST_SCHEMES, QAT, ROUTES
 from .sources import load_source
 from .timing import timed_step
 from .verification import evaluate
+from .workers import session as workers_session
 
 log = logging.getLogger("edgekit.pipeline")
 
@@ -71,7 +72,9 @@ def export(model, example_inputs=None, *, calib=None, eval=None, targets=("onnx"
                               precisions=tuple(precisions), quantize=quantize or QuantizeOptions(), **options)
     runners, not_verified = checkable(config.target_cpu, config.emulation)
     out = check_output_dir(Path(out))
-    with output_lock(out):  # one export per output folder; held until the bundle is in place
+    # One export per output folder: the lock is held until the bundle is in place. A Ray started for
+    # --workers stops when the export ends.
+    with output_lock(out), workers_session():
         check_output_dir(out)  # again, now that no other export can change it
         np.random.seed(config.seed)
         report = Report("export", output=str(out))

@@ -200,7 +200,7 @@ def _histogram_svg(artifact, outputs, index):
         width = 0.8 / len(outputs)
         for k, (name, histogram) in enumerate(outputs.items()):
             bars = axes.bar([i + (k - (len(outputs) - 1) / 2) * width for i in range(len(labels))],
-                            histogram["counts"], width, label=str(name))
+                            histogram["counts"], width, label=_label(name))
             for i, bar in enumerate(bars):
                 bar.set_gid(f"ek-{index}-{k}-{i}")
         axes.set_xticks(range(len(labels)), labels)
@@ -216,6 +216,12 @@ def _histogram_svg(artifact, outputs, index):
     svg = svg[svg.index("<svg"):]
     svg = re.sub(r"<metadata>.*?</metadata>", "", svg, flags=re.S)
     return re.sub(r' xmlns(:xlink)?="[^"]*"', "", svg, count=2)  # inline SVG in HTML needs no namespaces
+
+
+def _label(name) -> str:
+    """An output's name as matplotlib shows it verbatim: no mathtext (``$``), not hidden (``_...``)."""
+    text = str(name).replace("$", r"\$")
+    return " " + text if text.startswith("_") else text
 
 
 def _histogram_table(outputs) -> str:

@@ -46,7 +46,9 @@ RESOURCE_KEYS = ("cpus", "memory")
 # Export options the plan's axes and the sweep set for every cell; never a model's or a recipe's.
 RESERVED = {"to": "targets", "int8": "precisions", "fp16": "precisions", "dynamic-int8": "precisions",
             "int16x8": "precisions", "target-cpu": "profiles", "out": "the sweep (each cell's bundle folder)",
-            "json": "the sweep", "quiet": "the sweep", "verbose": "the sweep", "help": "the sweep"}
+            "json": "the sweep", "quiet": "the sweep", "verbose": "the sweep", "help": "the sweep",
+            # a cell's export runs inside a Ray task already: its own Ray would nest clusters
+            "workers": "the sweep (resources.cpus per cell)", "ray-address": "the sweep (--address)"}
 PRECISION_FLAGS = {"fp32": (), "fp16": ("--fp16",), "dynamic": ("--dynamic-int8",), "int8": ("--int8",),
                    "int16x8": ("--int16x8",)}
 # Specs naming a file or folder (FILE.py:NAME for code): resolved against the plan's folder and

@@ -33,6 +33,9 @@ LEADERBOARD = "leaderboard"
 PASSED, FAILED, ERROR, NOT_RUN = "passed", "failed", "error", "not run"
 # README exit codes: a cell left unrun leaves nothing evaluated for it.
 EXIT_NOTHING = 4
+# The sweep's exit code is its most severe cell's: a failed gate < nothing evaluated < bad input <
+# an internal error (any other code, e.g. a cell's export interrupted, counts as internal).
+_SEVERITY = {1: 1, EXIT_NOTHING: 2, 2: 3, 3: 4}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,7 +101,10 @@ def read_result(out, cell: Cell) -> CellResult | None:
 def current(out, cell: Cell) -> CellResult | None:
     """The cell's passed result when a re-run would make the same bundle: its record has this input
     hash and names the bundle on disk, which is intact."""
-    result = read_result(out, cell)
+    try:
+        result = read_result(out, cell)
+    except InputError:  # a damaged record: the cell runs again (its next record replaces it)
+        return None
     if result is None or result.status != PASSED:
         return None
     return result if intact(cells_dir(out) / cell.name, result.manifest_sha256) else None
@@ -141,7 +147,7 @@ class Leaderboard:
         3 internal); 4 when the only gap is cells not run."""
         codes = [c["exit_code"] for c in self.cells if c["status"] in (FAILED, ERROR)]
         if codes:
-            return max(codes)
+            return max(codes, key=lambda code: _SEVERITY.get(code, _SEVERITY[3]))
         return EXIT_NOTHING if any(c["status"] == NOT_RUN for c in self.cells) else 0
 
     def counts(self) -> dict:
@@ -170,9 +176,12 @@ def build(out) -> Leaderboard:
         result = read_result(out, cell)
         board.cells.append(_cell_row(cell, result, out))
         if board.cells[-1]["status"] == PASSED:
-            rows = _artifact_rows(cell, cells_dir(out) / cell.name)
-            groups.setdefault((cell.model, cell.profile), []).extend(rows)
-    board.groups = [_group(model, profile, rows) for (model, profile), rows in groups.items()]
+            group = groups.setdefault((cell.model, cell.profile), {})
+            for row in _artifact_rows(cell, cells_dir(out) / cell.name):
+                # The same file from several cells (each int8 cell's bundle holds its format's fp32
+                # artifact): listed once, from the first cell that made it.
+                group.setdefault(row["sha256"] or (row["cell"], row["artifact"]), row)
+    board.groups = [_group(model, profile, list(rows.values())) for (model, profile), rows in groups.items()]
     return board
 
 
@@ -209,7 +218,8 @@ def _artifact_rows(cell: Cell, bundle: Path) -> list:
             "recipe_shipped": artifact.quantization.get("recipe"),
             "accuracy": parity.accuracy if parity else None, "cosine": parity.cosine if parity else None,
             "size_bytes": artifact.size_bytes, "latency_ms": artifact.latency_ms,
-            "passed": bool(parity and parity.passed), "default": artifact.id == manifest.default_artifact})
+            "passed": bool(parity and parity.passed), "default": artifact.id == manifest.default_artifact,
+            "sha256": artifact.sha256})
     return rows
 
 
@@ -278,7 +288,8 @@ def _markdown(board) -> str:
         for row in group["artifacts"]:
             shown = _figures(row, quality)
             recipe = " / ".join(r for r in (row["recipe"], row["recipe_shipped"]) if r) or "–"
-            lines.append(f"| {row['cell']} | {row['artifact']} | {recipe} | {shown[quality]} | {shown['size']} | "
+            lines.append(f"| {row['cell']} | {_md_cell(row['artifact'])} | {_md_cell(recipe)} | {shown[quality]} | "
+                         f"{shown['size']} | "
                          f"{shown['latency']} | {'PASS' if row['passed'] else 'FAIL'} | "
                          f"{'★' if row['pareto'] else ''} |")
         fastest = group["fastest"]

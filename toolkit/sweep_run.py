@@ -22,6 +22,7 @@ Where bundles are written:
   (the model and data files must still be readable on every node).
 """
 
+import dataclasses
 import io
 import json
 import logging
@@ -167,9 +168,16 @@ def _execute(ray, cells, out, transfer, retries, on_cell):
                 if on_cell is not None:
                     on_cell(cell, result, False)
     except KeyboardInterrupt as exc:
-        for ref in pending:
-            ray.cancel(ref, force=True)  # (force: an export busy in native code ignores a polite cancel)
+        _cancel(ray, pending)
         raise SweepInterrupted([c.name for c in pending.values()], sweep_report.write(out)) from exc
+    except BaseException:  # a bug here: the cells still running on the cluster stop too
+        _cancel(ray, pending)
+        raise
+
+
+def _cancel(ray, pending):
+    for ref in pending:
+        ray.cancel(ref, force=True)  # (force: an export busy in native code ignores a polite cancel)
 
 
 def _collect(ray, ref, cell, out, retries) -> CellResult:
@@ -183,10 +191,15 @@ def _collect(ray, ref, cell, out, retries) -> CellResult:
                                   f"{type(exc).__name__}: {exc}")
         sweep_report.write_result(out, result, "")
         return result
+    result = outcome.result
     if outcome.packed is not None:
-        receive(outcome.packed, sweep_report.cells_dir(out) / cell.name, rejected=outcome.rejected)
-    sweep_report.write_result(out, outcome.result, outcome.log)
-    return outcome.result
+        try:
+            receive(outcome.packed, sweep_report.cells_dir(out) / cell.name, rejected=outcome.rejected)
+        except (InputError, ConfigError, OSError) as exc:  # this cell's bundle, not the sweep, failed
+            result = dataclasses.replace(result, status=ERROR, exit_code=EXIT_INTERNAL, manifest_sha256="",
+                                         error=f"its bundle could not be written here: {exc}")
+    sweep_report.write_result(out, result, outcome.log)
+    return result
 
 
 # --- on the worker ------------------------------------------------------------------------------
@@ -245,7 +258,11 @@ def _error(code: int, stderr: str) -> str:
     if code in (0, 1):
         return ""  # (a failed gate is told by its failures)
     if code < 0:
-        return f"the export was killed by {signal.Signals(-code).name} (out of memory?)"
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:  # a real-time signal has no name
+            name = f"signal {-code}"
+        return f"the export was killed by {name} (out of memory?)"
     said = [line for line in stderr.splitlines() if line.startswith("edgekit: ")]
     return said[-1].removeprefix("edgekit: ").removeprefix("error: ") if said else f"exit code {code}"
 
@@ -297,5 +314,5 @@ def _unpack(data: bytes, folder: Path):
                     raise InputError(f"the bundle sent back holds {member.name!r}; expected plain files only")
                 with tar.extractfile(member) as source, open(folder / member.name, "xb") as copy:
                     shutil.copyfileobj(source, copy)
-    except tarfile.TarError as exc:
-        raise InputError(f"the bundle sent back is not a readable tar: {exc}") from exc
+    except (tarfile.TarError, OSError) as exc:  # (OSError: a name twice, or an empty one)
+        raise InputError(f"the bundle sent back is not a readable tar of a bundle: {exc}") from exc

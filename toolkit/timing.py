@@ -24,7 +24,8 @@ def peak_rss_mb() -> float:
 
 def advance(done: int, total: int | None = None, unit: str = "samples"):
     """The running stage has done ``done`` of ``total`` ``unit``: reported to the progress callback
-    as phase ``"advance"`` with ``{"done", "total", "unit"}``."""
+    as phase ``"advance"`` with ``{"done", "total", "unit"}``. (From a thread a library started,
+    nothing: context variables are not inherited by new threads.)"""
     report = _current.get()
     if report is not None:
         report(done, total, unit)
@@ -45,8 +46,8 @@ class Counted:
 
     def __iter__(self):
         for done, item in enumerate(self._items, 1):
+            advance(done, len(self._items), self._unit)  # (as it is handed out: a consumer may stop at N)
             yield item
-            advance(done, len(self._items), self._unit)
 
 
 @contextmanager

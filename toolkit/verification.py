@@ -6,6 +6,8 @@ measured any other way would prove nothing about what ships.
 
 import dataclasses
 import logging
+import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -29,7 +31,7 @@ from .profiles import HOST, checkable, default_targets, not_verified_warnings
 from .reference import ReferenceOutputs
 from .report import Report
 from .timing import advance, timed_step
-from .workers import Workers
+from .workers import Workers, WorkerLost, session
 
 SERIAL = Workers()
 
@@ -84,7 +86,7 @@ def evaluate(entry: dict, file, dataset, reference: ReferenceOutputs, tolerance,
             f"{[s.name for s in specs]} (a damaged or hand-edited manifest)"]}
         return entry
     model, verdicts, ran, mask = None, [], True, token_mask(dataset.inputs)
-    if workers.parallel and (isolate or not all(r.native for r in runners)):
+    if workers.parallel:  # (each task runs its shard in an isolated child: --no-isolate does not apply)
         runs = _run_in_tasks(entry, file, inputs, runners, timeout, workers)
     else:
         runs = []
@@ -132,21 +134,30 @@ def _what(entry, runner) -> str:
 def shards(count: int, pieces: int, batch: int = EVAL_BATCH) -> list:
     """At most ``pieces`` slices of ``count`` samples, cut on ``batch`` boundaries: each shard's
     batches are the batches one process runs, so the engine computes the same outputs bit for bit."""
+    if count <= 0:
+        return []
     batches = -(-count // batch)
     per = -(-batches // max(1, min(pieces, batches))) * batch
     return [slice(start, min(start + per, count)) for start in range(0, count, per)]
 
 
 def _run_in_tasks(entry, file, inputs, runners, timeout, workers) -> list:
-    """Each runner's outputs (or the artifact's failure) from Ray tasks: one per runner and shard."""
+    """Each runner's outputs (or the artifact's failure) from Ray tasks: one per runner and shard.
+    A native runner's tasks run on this machine's node: it is this CPU's verdict. Companion files
+    (an IR's ``.bin``) sit beside the artifact, as its engine looks for them."""
     count = len(next(iter(inputs.values())))
     pieces = shards(count, max(1, workers.slots() // len(runners)))
-    files = {Path(file).name: Path(file).read_bytes(),
-             **{c["file"]: (Path(file).parent / c["file"]).read_bytes() for c in entry.get("companions", [])}}
-    jobs = [(Path(file).name, {k: v[piece] for k, v in inputs.items()}, runner.launcher, _what(entry, runner))
+    names = [Path(file).name, *(Path(c["file"]).name for c in entry.get("companions", []))]
+    files = {name: (Path(file).parent / name).read_bytes() for name in names}
+    jobs = [(names[0], {k: v[piece] for k, v in inputs.items()}, runner.launcher, _what(entry, runner))
             for runner in runners for piece in pieces]
-    results = workers.map(_run_shard, jobs, shared={"files": files, "entry": entry, "timeout": timeout},
-                          on_result=lambda done, total: advance(done, total, "eval shards"))
+    try:
+        results = workers.map(_run_shard, jobs, shared={"files": files, "entry": entry, "timeout": timeout,
+                                                        "threads": os.environ.get("OMP_NUM_THREADS")},
+                              on_result=lambda done, total: advance(done, total, "eval shards"),
+                              here=lambda i: runners[i // len(pieces)].native)
+    except WorkerLost as exc:  # e.g. the artifact's allocation got its worker killed: a verdict
+        return [ChildFailure(f"{entry.get('id')}: a verification task's worker died: {exc}")] * len(runners)
     runs = []
     for r in range(len(runners)):
         parts = results[r * len(pieces):(r + 1) * len(pieces)]
@@ -155,10 +166,15 @@ def _run_in_tasks(entry, file, inputs, runners, timeout, workers) -> list:
     return runs
 
 
-def _run_shard(name, inputs, launcher, what, *, files, entry, timeout):
+def _run_shard(name, inputs, launcher, what, *, files, entry, timeout, threads):
     """One task: the artifact (its files shipped as bytes) over ``inputs`` in an isolated child;
-    the artifact's failure is returned (a verdict), anything else raised."""
-    import tempfile
+    the artifact's failure is returned (a verdict), anything else raised. The child gets the
+    driver's OMP_NUM_THREADS, not the one-thread setting Ray gives its workers: an engine computes
+    as it would in one process."""
+    if threads is None:
+        os.environ.pop("OMP_NUM_THREADS", None)
+    else:
+        os.environ["OMP_NUM_THREADS"] = threads
     with tempfile.TemporaryDirectory(prefix="edgekit-shard-") as folder:
         for file_name, data in files.items():
             (Path(folder) / file_name).write_bytes(data)
@@ -259,37 +275,38 @@ def verify(bundle, eval, *, tolerances=None, artifacts=None, latency=False, prog
     references = {reference.file: reference}
     if not entries:
         raise NothingEvaluatedError(f"no artifact to verify in {bundle} (asked for {artifacts})")
-    for artifact in entries:
-        entry = artifact.to_dict()  # the report's copy, which this verification's verdict replaces
-        for measured_at_export in ("latency_ms", "latency_cpu"):  # this run measures its own, or none
-            entry.pop(measured_at_export, None)
-        with timed_step(f"verify {artifact.id}", report.stages, progress):
-            try:
-                file = artifact_path(bundle, artifact, check_hash=True)
-                ekr.backends.backend_for(file)  # the engine is installed
-            except ekr.BackendUnavailableError as exc:
-                # A runner without this format's engine cannot check it: not a regression, unless
-                # the format is one this runner must check.
-                if entry["format"] in (require or ()):
-                    raise MissingDependencyError(f"{entry['id']}: {exc} (--require {entry['format']})") from exc
-                entry["parity"] = {"passed": None, "skipped": f"engine not installed: {exc}", "failures": []}
-                report.warnings.append(f"{entry['id']} not verified here: {exc}")
-            except ekr.ModelLoadError as exc:
-                entry["parity"] = {"passed": False, "failures": [f"cannot load: {exc}"]}
-            else:
-                own = entry.get("reference")  # artifacts of a QAT model: that model's outputs
-                if own and own["file"] not in references:
-                    references[own["file"]] = ReferenceOutputs.load(bundle, own)
-                if tolerances is not None:
-                    tolerance, used = tolerances[Precision(artifact.precision)], "given by the caller"
+    with session():  # (a Ray started for --workers stops when the verification ends)
+        for artifact in entries:
+            entry = artifact.to_dict()  # the report's copy, which this verification's verdict replaces
+            for measured_at_export in ("latency_ms", "latency_cpu"):  # this run measures its own, or none
+                entry.pop(measured_at_export, None)
+            with timed_step(f"verify {artifact.id}", report.stages, progress):
+                try:
+                    file = artifact_path(bundle, artifact, check_hash=True)
+                    ekr.backends.backend_for(file)  # the engine is installed
+                except ekr.BackendUnavailableError as exc:
+                    # A runner without this format's engine cannot check it: not a regression, unless
+                    # the format is one this runner must check.
+                    if entry["format"] in (require or ()):
+                        raise MissingDependencyError(f"{entry['id']}: {exc} (--require {entry['format']})") from exc
+                    entry["parity"] = {"passed": None, "skipped": f"engine not installed: {exc}", "failures": []}
+                    report.warnings.append(f"{entry['id']} not verified here: {exc}")
+                except ekr.ModelLoadError as exc:
+                    entry["parity"] = {"passed": False, "failures": [f"cannot load: {exc}"]}
                 else:
-                    tolerance, used = recorded_tolerance(artifact, overrides)
-                entry["tolerance_source"] = used
-                evaluate(entry, file, dataset, references[own["file"]] if own else reference,
-                         tolerance, specs, latency=latency, isolate=isolate,
-                         timeout=timeout, kinds=plain(manifest.output_kinds), runners=runners,
-                         not_verified=not_verified, workers=parallel)
-        report.artifacts.append(entry)
+                    own = entry.get("reference")  # artifacts of a QAT model: that model's outputs
+                    if own and own["file"] not in references:
+                        references[own["file"]] = ReferenceOutputs.load(bundle, own)
+                    if tolerances is not None:
+                        tolerance, used = tolerances[Precision(artifact.precision)], "given by the caller"
+                    else:
+                        tolerance, used = recorded_tolerance(artifact, overrides)
+                    entry["tolerance_source"] = used
+                    evaluate(entry, file, dataset, references[own["file"]] if own else reference,
+                             tolerance, specs, latency=latency, isolate=isolate,
+                             timeout=timeout, kinds=plain(manifest.output_kinds), runners=runners,
+                             not_verified=not_verified, workers=parallel)
+            report.artifacts.append(entry)
     if all(a["parity"].get("skipped") for a in report.artifacts):
         raise NothingEvaluatedError(f"no artifact of {bundle} could be verified here: "
                                     + "; ".join(a["parity"]["skipped"] for a in report.artifacts))

@@ -10,6 +10,7 @@ shared storage is needed.
 
 import logging
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from .errors import ConfigError, MissingDependencyError
@@ -42,12 +43,34 @@ def start(ray, address: str | None = None, cpus: int | None = None, verbose=Fals
                           "RAY_AUTH_TOKEN or ~/.ray/auth_token") from exc
 
 
+_started_here = []  # the Ray that ``connect`` started in this process, for ``release``
+
+
+class WorkerLost(RuntimeError):
+    """A task's worker process died (killed, out of memory, its node lost) more often than Ray retries."""
+
+
 def connect(address: str | None = None, cpus: int | None = None):
     """The ``ray`` module, initialised once per process (``start``), or as this process already did."""
     ray = import_ray("parallel verification")
     if not ray.is_initialized():
         start(ray, address, cpus)
+        _started_here.append(True)
     return ray
+
+
+@contextmanager
+def session():
+    """Within it, ``connect`` may start a Ray; on the way out that Ray is stopped (an export's or a
+    verification's ends with it, so a later ``edgekit.sweep`` here can start its own). A Ray the
+    caller started stays."""
+    try:
+        yield
+    finally:
+        if _started_here:
+            _started_here.clear()
+            import ray
+            ray.shutdown()
 
 
 @dataclass(frozen=True)
@@ -71,12 +94,14 @@ class Workers:
             return self.count
         return max(1, int(connect(self.address).cluster_resources().get("CPU", 1)))
 
-    def map(self, fn, items, *, shared=None, on_result=None) -> list:
+    def map(self, fn, items, *, shared=None, on_result=None, here=None) -> list:
         """``[fn(*item, **shared) for item in items]``, in order; as Ray tasks (one CPU each) when
-        parallel. ``on_result(done, total)`` as results come in. A task's exception is raised here as
-        its own type (and a Ray error besides); Ctrl-C cancels the tasks still running."""
+        parallel. ``here(index)``: that task must run on this machine's node (what it measures is
+        this CPU's). ``on_result(done, total)`` as results come in. A task's exception is raised here
+        as its own type, a lost worker as WorkerLost; either way, and on Ctrl-C, the tasks still
+        running are cancelled."""
         items, shared = list(items), dict(shared or {})
-        if not self.parallel or len(items) < 2:
+        if not self.parallel:
             results = []
             for item in items:
                 results.append(fn(*item, **shared))
@@ -84,19 +109,24 @@ class Workers:
                     on_result(len(results), len(items))
             return results
         ray = connect(self.address, self.count)
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
         task = ray.remote(num_cpus=1, max_retries=1)(fn)
         stored = {name: ray.put(value) for name, value in shared.items()}
-        refs = [task.remote(*item, **stored) for item in items]
+        node = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        refs = [task.options(**({"scheduling_strategy": node} if here and here(i) else {})).remote(*item, **stored)
+                for i, item in enumerate(items)]
+        pending = list(refs)
         try:
-            pending = list(refs)
             while pending:
-                _, pending = ray.wait(pending, num_returns=1)
-                if on_result:
+                ready, pending = ray.wait(pending, num_returns=1, timeout=1.0)  # (a timeout: Ctrl-C is seen)
+                ray.get(ready)  # a failed task raises now, not after the others
+                if ready and on_result:
                     on_result(len(refs) - len(pending), len(refs))
             return ray.get(refs)
         except ray.exceptions.RayTaskError as exc:
-            raise exc.as_instanceof_cause() from None
-        except KeyboardInterrupt:
-            for ref in refs:
+            raise exc.as_instanceof_cause() from exc
+        except ray.exceptions.RayError as exc:
+            raise WorkerLost(f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            for ref in pending:
                 ray.cancel(ref, force=True)
-            raise

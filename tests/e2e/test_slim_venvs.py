@@ -6,7 +6,6 @@ artifacts whose engine is there, skip the others, and import nothing of edgekit 
 import json
 import shutil
 import subprocess
-import sys
 import venv
 from pathlib import Path
 

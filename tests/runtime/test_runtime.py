@@ -279,3 +279,20 @@ def test_an_isolated_run_reports_its_batches_to_the_parent(digits_bundle, digits
     in_process = []
     ekr.load(out).run_batched({entry.inputs[0].name: x}, 32, lambda *event: in_process.append(event))
     assert in_process == [(32, 100), (64, 100), (96, 100), (100, 100)]
+
+
+def test_an_isolated_child_never_outlives_the_call(tmp_path):
+    """Ctrl-C (or any exception) while waiting kills and reaps the child: a model hung in native code
+    would never see the signal itself."""
+    from pathlib import Path
+
+    from edgekit.runtime._child import Launcher, spawn
+    pid_file = tmp_path / "pid"
+    hung = Launcher(prefix=("sh", "-c", f"echo $$ > {pid_file}; exec sleep 60", "sh"))
+
+    def interrupt():
+        if pid_file.exists():
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        spawn(["probe", "model.onnx", "auto"], timeout=120, what="a hung model", launcher=hung, watch=interrupt)
+    assert not Path(f"/proc/{int(pid_file.read_text())}").exists()

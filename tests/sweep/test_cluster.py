@@ -126,10 +126,12 @@ def test_ctrl_c_stops_the_sweep_keeps_finished_bundles_and_names_the_cells_not_r
     sweep.send_signal(signal.SIGINT)
     _, stderr = sweep.communicate(timeout=120)
     assert sweep.returncode == 130, stderr
-    [finished] = [p.name.removesuffix(".cell.json") for p in cells.glob("*.cell.json")]
-    others = sorted({f"mlp.onnx.int8.{r}.host" for r in recipes} - {finished})
+    # One cell at a time: one finished (rarely two, when the next ended just before the signal).
+    done = [p.name.removesuffix(".cell.json") for p in cells.glob("*.cell.json")]
+    finished = done[0]
+    others = sorted({f"mlp.onnx.int8.{r}.host" for r in recipes} - set(done))
     line = next(line for line in stderr.splitlines() if "interrupted" in line)
-    assert "2 cells did not run" in line and all(name in line for name in others), stderr
+    assert others and f"{len(others)} cells did not run" in line and all(name in line for name in others), stderr
     record = json.loads((cells / f"{finished}.cell.json").read_text())
     assert record["status"] == "passed" and ekr.read_manifest(cells / finished)
     assert sweep_report.intact(cells / finished, record["manifest_sha256"])

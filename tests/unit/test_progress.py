@@ -58,3 +58,5 @@ def test_a_terminal_gets_the_stages_progress_and_its_elapsed_time_redrawn():
     assert live.endswith("\r\033[K" + live.rsplit("\r\033[K", 1)[1]) and "[1/3] calibrate: " in live
     progress("after", "start")  # the next stage's live line counts the finished one
     assert "] 1/3 after … 0 s" in terminal.getvalue()
+    progress("after", "end", {"seconds": 0.0, "peak_rss_mb": 1.0})
+    assert progress._stage is None  # (and so its ticker thread ends)

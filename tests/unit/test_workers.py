@@ -36,8 +36,9 @@ def _verdicts(report):
 
 
 @pytest.mark.slow
-def test_sharded_parity_on_ray_equals_single_process_parity(digits_bundle, digits_files, tmp_path, monkeypatch,
+def test_sharded_parity_on_ray_equals_single_process_parity(openvino_bundle, digits_files, tmp_path, monkeypatch,
                                                             local_ray):
+    """ONNX and OpenVINO IR (whose .bin travels with the .xml), fp32 and int8."""
     tasks = []
     real_map = Workers.map
 
@@ -46,19 +47,20 @@ def test_sharded_parity_on_ray_equals_single_process_parity(digits_bundle, digit
         tasks.append(len(items))
         return real_map(self, fn, items, **kwargs)
     monkeypatch.setattr(Workers, "map", counted)
-    one = verify(digits_bundle[0], digits_files["eval"], target_cpu="host")
-    two = verify(digits_bundle[0], digits_files["eval"], target_cpu="host", workers=2)
-    assert tasks == [2, 2]  # each artifact: the eval set in two shards, as Ray tasks
+    one = verify(openvino_bundle, digits_files["eval"], target_cpu="host")
+    two = verify(openvino_bundle, digits_files["eval"], target_cpu="host", workers=2)
+    assert tasks == [2, 2, 2, 2]  # each artifact: the eval set in two shards, as Ray tasks
+    assert {a["format"] for a in two.artifacts} == {"onnx", "openvino"}
     assert _verdicts(two) == _verdicts(one)
     assert two.artifacts[0]["parity"]["samples"] == 360
 
     # A broken artifact is still a verdict (its task's failure), not a crash of the run.
-    manifest = ekr.read_manifest(digits_bundle[0])
+    manifest = ekr.read_manifest(openvino_bundle)
     entry = manifest.artifact("onnx-int8").to_dict()
     broken = tmp_path / entry["file"]
-    broken.write_bytes((digits_bundle[0] / entry["file"]).read_bytes()[:200])
+    broken.write_bytes((openvino_bundle / entry["file"]).read_bytes()[:200])
     dataset = validate(load_data(digits_files["eval"], role="eval"), list(manifest.inputs), role="eval")
-    reference = ReferenceOutputs.load(digits_bundle[0], plain(manifest.reference))
+    reference = ReferenceOutputs.load(openvino_bundle, plain(manifest.reference))
     evaluate(entry, broken, dataset, reference, DEFAULT_TOLERANCES[Precision.INT8], list(manifest.inputs),
              latency=False, workers=Workers(2))
     assert entry["parity"]["passed"] is False and entry["parity"]["failures"][0].startswith("runtime error")

@@ -1,5 +1,6 @@
 """Pieces shared by the commands: common flags, progress display, tolerance and report output."""
 
+import os
 import shutil
 import sys
 import threading
@@ -32,15 +33,18 @@ def _seconds(text) -> float:
     return value
 
 
-def _count(text):
-    import argparse
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return value
+def count_arg(least: int):
+    """An argparse type: a whole number >= ``least``."""
+    def parse(text):
+        import argparse
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < least:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= {least}, got {text!r}")
+        return value
+    return parse
 
 
 def add_isolation(parser):
@@ -52,7 +56,7 @@ def add_isolation(parser):
     parser.add_argument("--timeout", type=_seconds, default=VERIFY_TIMEOUT_S, metavar="SECONDS",
                         help=f"time limit per artifact verification (default {VERIFY_TIMEOUT_S:g}); "
                              "an artifact that takes longer fails")
-    parser.add_argument("--workers", type=_count, default=1, metavar="N",
+    parser.add_argument("--workers", type=count_arg(1), default=1, metavar="N",
                         help="verify on N CPUs at once: each CPU profile and shards of the eval set run as Ray "
                              "tasks on an embedded local Ray (needs edgekit[ray]; same verdict as one process)")
     parser.add_argument("--ray-address", metavar="HOST:PORT", default=None,
@@ -105,11 +109,11 @@ class Progress:
                 self._stage = None
                 self._finished(stage, record)
                 return
-            if self.tty:
+            if self.tty and self._stage is not None:
                 self._draw()
-        if self.tty and self._ticker is None:
-            self._ticker = threading.Thread(target=self._tick, name="edgekit-progress", daemon=True)
-            self._ticker.start()
+            if self.tty and self._ticker is None:
+                self._ticker = threading.Thread(target=self._tick, name="edgekit-progress", daemon=True)
+                self._ticker.start()
 
     def _draw(self):
         filled = int(20 * self.done / self.total)
@@ -117,19 +121,28 @@ class Progress:
         head = f"[{'#' * filled}{'.' * (20 - filled)}] {self.done}/{self.total} "
         tail = f"{': ' + self._detail if self._detail else ''} … {elapsed:.0f} s"
         # A wrapped line would not be redrawn in place: the stage's name gives way, not the figures.
-        room = max(shutil.get_terminal_size().columns - 1 - len(head) - len(tail), 10)
+        room = max(self._columns() - 1 - len(head) - len(tail), 10)
         stage = self._stage if len(self._stage) <= room else self._stage[:room - 1] + "…"
         self.stream.write(f"\r\033[K{head}{stage}{tail}")
         self.stream.flush()
         self._drawn = time.perf_counter()
 
+    def _columns(self) -> int:
+        try:
+            return os.get_terminal_size(self.stream.fileno()).columns
+        except (AttributeError, OSError, ValueError):  # not a real terminal (a test's stand-in)
+            return shutil.get_terminal_size().columns
+
     def _tick(self):
-        """Redraw the live line while a stage runs (a converter's long call reports nothing)."""
+        """Redraw the live line while a stage runs (a converter's long call reports nothing); the
+        thread ends when no stage is running and the next stage starts another."""
         while True:
             time.sleep(self.TICK_S)
             with self._lock:
-                if self._stage is not None:
-                    self._draw()
+                if self._stage is None:
+                    self._ticker = None
+                    return
+                self._draw()
 
     def _finished(self, stage, record):
         self.done += 1

@@ -1,11 +1,10 @@
 """``edgekit sweep PLAN``: every (model, target, precision, recipe, CPU profile) cell of a plan as one
 export on Ray, and the leaderboard; ``edgekit sweep --report DIR`` rebuilds the leaderboard."""
 
-import argparse
 import sys
 from pathlib import Path
 
-from ._common import add_common, printable
+from ._common import add_common, count_arg, printable
 
 
 def register(sub):
@@ -21,7 +20,7 @@ def register(sub):
     p.add_argument("--report", metavar="DIR", help="rebuild the leaderboard of the sweep folder DIR from the bundles "
                                                     "and records on disk; runs nothing")
     where = p.add_mutually_exclusive_group()
-    where.add_argument("--workers", type=_count(1), metavar="N",
+    where.add_argument("--workers", type=count_arg(1), metavar="N",
                        help="CPUs of the local Ray started for the sweep, so at most N one-CPU cells at a time "
                             "(default: every CPU of this machine)")
     where.add_argument("--address", metavar="HOST:PORT|auto",
@@ -31,22 +30,10 @@ def register(sub):
                    help="shared: each worker writes its bundle into OUT (every node sees OUT at the same path); "
                         "driver: workers send each bundle back as bytes and this process writes it (default: shared)")
     p.add_argument("--force", action="store_true", help="run every cell, also those whose inputs are unchanged")
-    p.add_argument("--retries", type=_count(0), default=2, metavar="N",
+    p.add_argument("--retries", type=count_arg(0), default=2, metavar="N",
                    help="times Ray runs a cell again when its worker died (default 2); a failing export is not retried")
     add_common(p)
     p.set_defaults(run=run)
-
-
-def _count(least):
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or value < least:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {least}, got {text!r}")
-        return value
-    return parse
 
 
 def run(args) -> int:
