@@ -29,13 +29,13 @@ def _judge(digits_bundle, digits_files):
 def test_an_engine_failure_fails_the_artifact_and_a_bug_is_raised(digits_bundle, digits_files, monkeypatch):
     judge = _judge(digits_bundle, digits_files)
 
-    def engine_fails(self, inputs, batch):
+    def engine_fails(self, inputs, batch, on_batch=None):
         raise ekr.EngineError("onnxruntime: [ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION")
     monkeypatch.setattr(_model.Model, "run_batched", engine_fails)
     record = judge()
     assert record["parity"]["passed"] is False and "runtime error: EngineError" in record["parity"]["failures"][0]
 
-    def bug(self, inputs, batch):  # numpy's error for a shape bug: a ValueError, which was caught as a verdict
+    def bug(self, inputs, batch, on_batch=None):  # numpy's error for a shape bug: a ValueError, which was caught as a verdict
         return np.zeros((2, 3)) + np.zeros((4,))
     monkeypatch.setattr(_model.Model, "run_batched", bug)
     with pytest.raises(ValueError, match="broadcast"):
@@ -45,7 +45,7 @@ def test_an_engine_failure_fails_the_artifact_and_a_bug_is_raised(digits_bundle,
 @pytest.mark.parametrize("raised, code", [(ekr.EngineError("engine"), EXIT_RUN), (KeyError("a bug"), EXIT_BUG)])
 def test_the_child_tells_an_engine_failure_from_a_bug(tmp_path, monkeypatch, raised, code):
     class Loaded:
-        def run_batched(self, inputs, batch):
+        def run_batched(self, inputs, batch, on_batch=None):
             raise raised
     monkeypatch.setattr(_model, "load", lambda file: Loaded())
     (tmp_path / "request.json").write_text(json.dumps({"entry": None, "inputs": ["x"], "batch": 4}))
