@@ -37,7 +37,7 @@ from .report import Report
 from .routes import FP32, MANIFEST_SCHEMES, QAT, ROUTES
 from .sources import load_source
 from .timing import timed_step
-from .verification import evaluate
+from .verification import ARTIFACT_FAILURES, evaluate, measure_latency
 from .workers import session as workers_session
 
 log = logging.getLogger("edgekit.pipeline")
@@ -110,15 +110,17 @@ def export(model, example_inputs=None, *, calib=None, eval=None, targets=("onnx"
 
         workers = config.parallelism()
         with staged_bundle(out) as staging:
-            def judge(entry):
+            def judge(entry, file=None, latency=True):
                 """Verify one artifact through the runtime (in a child when isolated, loaded here only
-                to measure latency); fills ``entry["parity"]``."""
+                to measure latency, unless ``latency`` is off); fills ``entry["parity"]``. ``file``:
+                where the artifact is when not at its place in the bundle (a recipe kept aside)."""
                 own = qat[1] if entry.get("reference") else reference
                 with timed_step(f"verify {entry['id']}", report.stages, progress):
-                    evaluate(entry, staging.path / entry["file"], evaluation, own,
+                    evaluate(entry, file or staging.path / entry["file"], evaluation, own,
                              config.tolerances[Precision(entry["precision"])], source.input_specs,
-                             latency=config.measure_latency, isolate=config.isolate, timeout=config.timeout,
-                             kinds=kinds, runners=runners, not_verified=not_verified, workers=workers)
+                             latency=config.measure_latency and latency, isolate=config.isolate,
+                             timeout=config.timeout, kinds=kinds, runners=runners, not_verified=not_verified,
+                             workers=workers)
                 return entry
 
             for fmt in config.targets:
@@ -356,8 +358,23 @@ def _search(fmt, precision, path, source, checker, conversion, calibration, eval
     tried, entry, started, out_of_time = [], None, time.monotonic(), None
     shipped, slow, last_failed, failed_quantizing = None, [], None, []  # slow: (latency, index in tried, entry)
     files = _RecipeFiles(checker, path)
+
+    def make(recipe, options, route, judged=True):
+        """Quantize with one recipe into ``path``; its entry, verified (``judged``) or not yet."""
+        label = f"quantize {fmt} {precision}" + (f" ({recipe.name})" if len(ladder) > 1 else "")
+        with timed_step(label, report.stages, progress):
+            qresult = route.load()(conversion, path, calibration, options, evaluation=evaluation)
+            checker.check(path)
+        made = _entry(fmt, precision, path, source, checker, conversion, qresult.details, qresult.notes,
+                      scheme=qresult.scheme)
+        return judge(made) if judged else made
+
     try:
-        for recipe, options in ladder:
+        # With parallel workers every recipe is made and verified up front, all at once; the walk
+        # below then takes each result in ladder order with the same rules, so the same recipe ships.
+        ahead = _made_ahead(ladder, source, fmt, make, files, judge, evaluation, config) \
+            if config.parallelism().parallel and len(ladder) > 1 else None
+        for rung, (recipe, options) in enumerate(ladder):
             spent = time.monotonic() - started
             if tried and options.search_time is not None and spent >= options.search_time:
                 out_of_time = (f"search time budget spent ({spent:.0f} s of {options.search_time:.0f} s) before "
@@ -368,12 +385,8 @@ def _search(fmt, precision, path, source, checker, conversion, calibration, eval
                 if recipe.precision == str(precision):
                     return None
                 continue
-            quantizer = route.load()
-            label = f"quantize {fmt} {precision}" + (f" ({recipe.name})" if len(ladder) > 1 else "")
             try:
-                with timed_step(label, report.stages, progress):
-                    qresult = quantizer(conversion, path, calibration, options, evaluation=evaluation)
-                    checker.check(path)
+                made = make(recipe, options, route) if ahead is None else ahead.take(rung)
             except QuantizationError as exc:
                 files.clear()  # what the failed quantizer left half-written
                 if len(ladder) == 1 or isinstance(exc.__cause__, (OSError, MemoryError)):
@@ -383,9 +396,10 @@ def _search(fmt, precision, path, source, checker, conversion, calibration, eval
                               "failures": [f"quantization failed: {exc}"]})
                 failed_quantizing.append(exc)
                 continue
-            entry = _entry(fmt, precision, path, source, checker, conversion, qresult.details, qresult.notes,
-                           scheme=qresult.scheme)
-            judge(entry)
+            if made is None:  # (made ahead: the time budget ran out before this recipe)
+                out_of_time = f"search time budget spent before {recipe.name!r}"
+                break
+            entry = made
             tried.append(summary(recipe, entry))
             index = len(tried) - 1
             if not entry["parity"]["passed"]:
@@ -433,9 +447,62 @@ def _search(fmt, precision, path, source, checker, conversion, calibration, eval
     return entry
 
 
+class _MadeAhead:
+    """Every recipe of a ladder made and verified before the search walks it (parallel workers).
+    ``take(rung)`` puts that recipe's files back at the artifact's path and returns its entry, or
+    raises its QuantizationError, as making it during the walk would have; None when the search's
+    time budget ran out before it was made."""
+
+    def __init__(self, files, made: dict):
+        self._files, self._made = files, made
+
+    def take(self, rung):
+        made = self._made.pop(rung, None)
+        if isinstance(made, Exception):
+            raise made
+        if made is not None:
+            self._files.restore(f"ahead{rung}")
+        return made
+
+
+def _made_ahead(ladder, source, fmt, make, files, judge, evaluation, config) -> _MadeAhead:
+    """Each recipe made in turn (quantizing is the quick part) and kept aside, then all verified at
+    once — a thread each, whose shards run as Ray tasks — then their latency measured one at a time,
+    natively (concurrent timings would be the load's, not the artifact's)."""
+    from concurrent.futures import ThreadPoolExecutor
+    made, started = {}, time.monotonic()
+    for rung, (recipe, options) in enumerate(ladder):
+        if made and options.search_time is not None and time.monotonic() - started >= options.search_time:
+            break  # (the walk says so when it reaches this rung)
+        route = ROUTES.find(source.framework, fmt, recipe.precision)
+        if route is None:
+            continue
+        try:
+            made[rung] = make(recipe, options, route, judged=False)
+        except QuantizationError as exc:
+            files.clear()
+            if isinstance(exc.__cause__, (OSError, MemoryError)):
+                raise  # the machine's failure, not this recipe's
+            made[rung] = exc
+            continue
+        files.keep(f"ahead{rung}")
+    entries = [(rung, entry) for rung, entry in made.items() if isinstance(entry, dict)]
+    config.parallelism().connect()  # (once, before the threads: each would start a Ray)
+    with ThreadPoolExecutor(max_workers=max(1, len(entries)), thread_name_prefix="edgekit-recipe") as pool:
+        list(pool.map(lambda item: judge(item[1], file=files.where(f"ahead{item[0]}"), latency=False), entries))
+    if config.measure_latency:
+        for rung, entry in entries:
+            try:
+                measure_latency(entry, files.where(f"ahead{rung}"), evaluation, source.input_specs)
+            except ARTIFACT_FAILURES:
+                pass  # (its verdict already says it does not run)
+    return _MadeAhead(files, made)
+
+
 class _RecipeFiles:
     """The files of the recipes one search made: the newest at the artifact's path, those kept for
-    later (passed but slower than fp32; the last that failed) moved aside as ``.recipe<N>.<name>``."""
+    later (passed but slower than fp32; the last that failed; every candidate of a parallel search)
+    moved aside into ``.recipe<KEY>/`` under their own names (an IR's .bin still beside its .xml)."""
 
     def __init__(self, checker, path: Path):
         self._checker, self._path, self._kept = checker, Path(path), {}
@@ -447,21 +514,31 @@ class _RecipeFiles:
     def keep(self, key):
         """Move the newest recipe's files aside under ``key``; returns ``key``."""
         self._kept[key] = []
+        aside = self._path.parent / f".recipe{key}"
+        aside.mkdir()
         for original in _files(self._checker, self._path):
             if original.exists():
-                moved = original.with_name(f".recipe{key}.{original.name}")
+                moved = aside / original.name
                 original.rename(moved)
                 self._kept[key].append((moved, original))
         return key
+
+    def where(self, key) -> Path:
+        """Where the artifact kept under ``key`` is now."""
+        return self._path.parent / f".recipe{key}" / self._path.name
 
     def restore(self, key):
         self.clear()
         for moved, original in self._kept.pop(key):
             moved.rename(original)
+        (self._path.parent / f".recipe{key}").rmdir()
 
     def drop(self, key):
-        for moved, _ in self._kept.pop(key, []):
+        if key not in self._kept:
+            return
+        for moved, _ in self._kept.pop(key):
             moved.unlink(missing_ok=True)
+        (self._path.parent / f".recipe{key}").rmdir()
 
     def close(self):
         for key in list(self._kept):

@@ -100,7 +100,7 @@ def evaluate(entry: dict, file, dataset, reference: ReferenceOutputs, tolerance,
                 else:
                     model = ekr.load_artifact(file, entry)
                     outputs = model.run_batched(inputs, EVAL_BATCH, on_batch)
-            except _ARTIFACT_FAILURES as exc:
+            except ARTIFACT_FAILURES as exc:
                 outputs = exc
             runs.append(outputs)
     for runner, outputs in zip(runners, runs):
@@ -117,14 +117,24 @@ def evaluate(entry: dict, file, dataset, reference: ReferenceOutputs, tolerance,
     if not_verified:
         entry["not_verified"] = dict(not_verified)
     if latency and ran:
-        model = model or ekr.load_artifact(file, entry)
-        entry["latency_ms"] = median_latency_ms(model, {k: v[:1] for k, v in inputs.items()})
-        entry["latency_cpu"] = describe_host()
+        _timed(entry, model or ekr.load_artifact(file, entry), inputs)
     return entry
 
 
+def measure_latency(entry: dict, file, dataset, specs):
+    """``entry["latency_ms"]`` (and the CPU it was measured on): batch-1 calls natively, here. Raises
+    what loading or running the artifact raises (``ARTIFACT_FAILURES``)."""
+    inputs = in_artifact_layout([ekr.TensorInfo.from_dict(d) for d in entry["inputs"]], dataset, specs)
+    _timed(entry, ekr.load_artifact(file, entry), inputs)
+
+
+def _timed(entry, model, inputs):
+    entry["latency_ms"] = median_latency_ms(model, {k: v[:1] for k, v in inputs.items()})
+    entry["latency_cpu"] = describe_host()
+
+
 # What the artifact itself failed at (a verdict), as opposed to a bug around the engine (raised).
-_ARTIFACT_FAILURES = (ChildFailure, ekr.ModelLoadError, ekr.RuntimeInputError, ekr.EngineError)
+ARTIFACT_FAILURES = (ChildFailure, ekr.ModelLoadError, ekr.RuntimeInputError, ekr.EngineError)
 
 
 def _what(entry, runner) -> str:
@@ -181,7 +191,7 @@ def _run_shard(name, inputs, launcher, what, *, files, entry, timeout, threads):
         try:
             return run_isolated(Path(folder) / name, inputs, timeout=timeout, entry=entry, batch=EVAL_BATCH,
                                 launcher=launcher, what=what)
-        except _ARTIFACT_FAILURES as exc:
+        except ARTIFACT_FAILURES as exc:
             return exc
 
 

@@ -88,6 +88,10 @@ class Workers:
     def parallel(self) -> bool:
         return self.address is not None or self.count > 1
 
+    def connect(self):
+        """The Ray these workers run on (started or joined on first use)."""
+        return connect(self.address, self.count)
+
     def slots(self) -> int:
         """How many tasks can run at once: ``count``, or the cluster's CPUs."""
         if self.address is None:
@@ -108,7 +112,7 @@ class Workers:
                 if on_result:
                     on_result(len(results), len(items))
             return results
-        ray = connect(self.address, self.count)
+        ray = self.connect()
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
         task = ray.remote(num_cpus=1, max_retries=1)(fn)
         stored = {name: ray.put(value) for name, value in shared.items()}

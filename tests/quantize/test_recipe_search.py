@@ -22,9 +22,9 @@ def data():
     return np.random.default_rng(0).standard_normal((96, 12)).astype(np.float32)
 
 
-def _export(tmp_path, data, name, min_cosine, **quantize):
+def _export(tmp_path, data, name, min_cosine, workers=1, **quantize):
     return edgekit.export(_mlp(), calib=data, eval=data, targets=["onnx"], int8=True, out=tmp_path / name,
-                          measure_latency=False, quantize=QuantizeOptions(**quantize),
+                          measure_latency=False, quantize=QuantizeOptions(**quantize), workers=workers,
                           tolerances=parse_tolerance_overrides([f"int8.min_cosine={min_cosine}",
                                                                 "int8.min_top1_agreement=0"]))
 
@@ -226,9 +226,10 @@ def test_transformer_graphs_get_the_transformer_ladder(tmp_path):
     assert kept and all(row["op"] in ("MatMul", "Gemm") for row in kept)
 
 
-def _fake_search(tmp_path, monkeypatch, figures, fp32_ms):
+def _fake_search(tmp_path, monkeypatch, figures, fp32_ms, parallel=False):
     """Run the pipeline's search over a 3-recipe ladder whose quantizers write their recipe's name and
-    whose verdicts and latencies are ``figures`` (passed, ms) per recipe ("raise": its quantizer fails)."""
+    whose verdicts and latencies are ``figures`` (passed, ms) per recipe ("raise": its quantizer fails).
+    ``parallel``: as with parallel workers, every recipe made and judged (in threads) before the walk."""
     from types import SimpleNamespace
 
     from edgekit import pipeline
@@ -236,12 +237,12 @@ def _fake_search(tmp_path, monkeypatch, figures, fp32_ms):
     from edgekit.quantize.recipes import Recipe
     ladder = [(Recipe(name, "int8"), QuantizeOptions()) for name in "abc"]
     monkeypatch.setattr(pipeline, "candidates", lambda *a: ladder)
-    names, verdicts = iter("abc"), iter(figures)
+    names, made = iter("abc"), []
 
     def quantizer(conversion, path, *_, **__):
         name = next(names)
+        made.append(name)
         if figures[ord(name) - ord("a")] == "raise":
-            next(verdicts)
             Path(path).write_text("partial")
             raise QuantizationError(f"{name} cannot quantize this graph")
         Path(path).write_text(name)
@@ -250,50 +251,66 @@ def _fake_search(tmp_path, monkeypatch, figures, fp32_ms):
     monkeypatch.setattr(pipeline, "_entry", lambda fmt, precision, path, *a, **k: {
         "id": "onnx-int8", "quantization": {}, "notes": [], "scheme": "w8a8-static", "made": Path(path).read_text()})
 
-    def judge(entry):
-        passed, ms = next(verdicts)
-        entry.update(parity={"passed": passed, "failures": [] if passed else ["cosine too low"]}, latency_ms=ms)
+    def figures_of(entry):
+        return figures[ord(entry["made"]) - ord("a")]
+
+    def judge(entry, file=None, latency=True):
+        assert Path(file or path).read_text() == entry["made"]  # it judges that recipe's file
+        passed, ms = figures_of(entry)
+        entry.update(parity={"passed": passed, "failures": [] if passed else ["cosine too low"]},
+                     **({"latency_ms": ms} if latency else {}))
         return entry
+    monkeypatch.setattr(pipeline, "measure_latency", lambda entry, *a: entry.update(latency_ms=figures_of(entry)[1]))
+    workers = SimpleNamespace(parallel=parallel, connect=lambda: None)
+    config = SimpleNamespace(quantize=QuantizeOptions(model_type="cnn"), measure_latency=True,
+                             parallelism=lambda: workers)
     report = SimpleNamespace(warnings=[], stages=[])
     path = tmp_path / "model.int8.onnx"
-    entry = pipeline._search("onnx", Precision.INT8, path, SimpleNamespace(framework="torch"),
+    entry = pipeline._search("onnx", Precision.INT8, path, SimpleNamespace(framework="torch", input_specs=()),
                              SimpleNamespace(check=lambda p: None), SimpleNamespace(path=tmp_path / "model.onnx"),
-                             None, None, SimpleNamespace(quantize=QuantizeOptions(model_type="cnn")), report, None,
-                             judge, fp32_ms)
+                             None, None, config, report, None, judge, fp32_ms)
+    assert made == (list("abc") if parallel else made)  # made ahead: every recipe, whatever the walk takes
     return entry, path, report
 
 
-def test_a_recipe_that_passes_slower_than_fp32_does_not_end_the_search(tmp_path, monkeypatch):
+@pytest.fixture(params=[False, True], ids=["in-turn", "made-ahead"])
+def parallel(request):
+    """The search's two ways: each recipe made and judged in turn, or all made and judged up front
+    (parallel workers). The same recipe must ship, with the same record."""
+    return request.param
+
+
+def test_a_recipe_that_passes_slower_than_fp32_does_not_end_the_search(tmp_path, monkeypatch, parallel):
     # a passes at 3 ms, b at 2 ms, c fails; fp32 runs at 1 ms (both more than 1.5x slower): the
     # fastest that passed (b) ships.
-    entry, path, report = _fake_search(tmp_path, monkeypatch, [(True, 3.0), (True, 2.0), (False, 0.5)], 1.0)
+    entry, path, report = _fake_search(tmp_path, monkeypatch, [(True, 3.0), (True, 2.0), (False, 0.5)], 1.0, parallel)
     assert entry["made"] == "b" and path.read_text() == "b"
     assert entry["quantization"]["recipe"] == "b"
     assert [t.get("slower_than_fp32", False) for t in entry["quantization"]["search"]] == [True, True, False]
     assert sorted(p.name for p in Path(tmp_path).iterdir()) == ["model.int8.onnx"]  # no stashed recipe left
     assert any("'a' passed but ran much slower than fp32 (3.000 vs 1.000 ms)" in w for w in report.warnings)
     # A recipe that passes at about fp32 speed (within MUCH_SLOWER) ends the search at once.
-    entry, path, _ = _fake_search(tmp_path, monkeypatch, [(False, 0.5), (True, 1.4), (True, 0.1)], 1.0)
+    entry, path, _ = _fake_search(tmp_path, monkeypatch, [(False, 0.5), (True, 1.4), (True, 0.1)], 1.0, parallel)
     assert entry["made"] == "b" and len(entry["quantization"]["search"]) == 2
     # Without latency figures, or for a model whose fp32 call is too short to time (per-call cost and
     # timer noise), the first recipe that passes ships.
-    entry, path, _ = _fake_search(tmp_path, monkeypatch, [(True, 3.0), (True, 2.0), (True, 0.5)], None)
+    entry, path, _ = _fake_search(tmp_path, monkeypatch, [(True, 3.0), (True, 2.0), (True, 0.5)], None, parallel)
     assert entry["made"] == "a" and path.read_text() == "a"
-    entry, path, _ = _fake_search(tmp_path, monkeypatch, [(True, 0.3), (True, 0.2), (True, 0.05)], 0.1)
+    entry, path, _ = _fake_search(tmp_path, monkeypatch, [(True, 0.3), (True, 0.2), (True, 0.05)], 0.1, parallel)
     assert entry["made"] == "a" and path.read_text() == "a"
 
 
-def test_a_recipe_whose_quantizer_fails_is_a_failed_recipe(tmp_path, monkeypatch):
-    entry, path, _ = _fake_search(tmp_path, monkeypatch, [(False, 0.5), "raise", (True, 0.5)], 1.0)
+def test_a_recipe_whose_quantizer_fails_is_a_failed_recipe(tmp_path, monkeypatch, parallel):
+    entry, path, _ = _fake_search(tmp_path, monkeypatch, [(False, 0.5), "raise", (True, 0.5)], 1.0, parallel)
     tried = entry["quantization"]["search"]
     assert entry["made"] == "c" and [t["passed"] for t in tried] == [False, False, True]
     assert tried[1]["failures"] == ["quantization failed: b cannot quantize this graph"]
     # Nothing passes and the last quantizer fails: the last artifact made (b's) is what stays, named as such.
-    entry, path, _ = _fake_search(tmp_path, monkeypatch, [(False, 0.5), (False, 0.4), "raise"], 1.0)
+    entry, path, _ = _fake_search(tmp_path, monkeypatch, [(False, 0.5), (False, 0.4), "raise"], 1.0, parallel)
     assert entry["made"] == "b" and path.read_text() == "b" and not entry["parity"]["passed"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.int8.onnx"]
     with pytest.raises(QuantizationError, match="a cannot"):
-        _fake_search(tmp_path, monkeypatch, ["raise", "raise", "raise"], 1.0)
+        _fake_search(tmp_path, monkeypatch, ["raise", "raise", "raise"], 1.0, parallel)
 
 
 def test_calibration_is_capped_once_for_every_quantizer(tmp_path, data):

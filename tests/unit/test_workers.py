@@ -1,6 +1,7 @@
 """Parallel verification on a real local Ray: the profiles and the eval set's shards run as tasks,
 and the verdict is the one a single process reaches, figure for figure."""
 
+import numpy as np
 import pytest
 
 import edgekit.runtime as ekr
@@ -8,7 +9,7 @@ from edgekit import verify
 from edgekit.cli.main import main
 from edgekit.config import DEFAULT_TOLERANCES, Precision
 from edgekit.data import load_data, validate
-from edgekit.errors import ConfigError
+from edgekit.errors import ConfigError, ParityError
 from edgekit.reference import ReferenceOutputs
 from edgekit.runtime._records import plain
 from edgekit.verification import EVAL_BATCH, evaluate, shards
@@ -64,3 +65,23 @@ def test_sharded_parity_on_ray_equals_single_process_parity(openvino_bundle, dig
     evaluate(entry, broken, dataset, reference, DEFAULT_TOLERANCES[Precision.INT8], list(manifest.inputs),
              latency=False, workers=Workers(2))
     assert entry["parity"]["passed"] is False and entry["parity"]["failures"][0].startswith("runtime error")
+
+
+@pytest.mark.slow
+def test_a_parallel_recipe_search_tries_and_ships_what_the_search_in_turn_does(tmp_path, local_ray):
+    """Every recipe made up front and verified at once on Ray: the same figures per recipe, and
+    the same recipe ships (the walk's rules on parallel results: tests/quantize/test_recipe_search)."""
+    from tests.quantize.test_recipe_search import _export, _int8  # (the MLP, its tolerances)
+    data = np.random.default_rng(0).standard_normal((96, 12)).astype(np.float32)
+    with pytest.raises(ParityError) as in_turn:  # an impossible tolerance: every recipe fails, each recorded
+        _export(tmp_path, data, "in-turn", 1)
+    with pytest.raises(ParityError) as ahead:
+        _export(tmp_path, data, "ahead", 1, workers=2)
+    tried = [_int8(failed.value.report)["quantization"]["search"] for failed in (in_turn, ahead)]
+    figures = [[(t["recipe"], t["scheme"], t["cosine"], t["passed"]) for t in search] for search in tried]
+    assert len(figures[0]) == 4 and figures[1] == figures[0]
+    best = int(np.argmax([t["cosine"] for t in tried[0]]))
+    shipped = _int8(_export(tmp_path, data, "shipped", tried[0][best]["cosine"] - 1e-9, workers=2))
+    assert shipped["quantization"]["recipe"] == tried[0][best]["recipe"]
+    assert [t["passed"] for t in shipped["quantization"]["search"]] == [False] * best + [True]
+    assert not list(tmp_path.glob("**/.recipe*"))  # no recipe left aside
