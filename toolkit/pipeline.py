@@ -386,7 +386,7 @@ def _search(fmt, precision, path, source, checker, conversion, calibration, eval
                     return None
                 continue
             try:
-                made = make(recipe, options, route) if ahead is None else ahead.take(rung)
+                made = (ahead.take(rung) if ahead is not None else None) or make(recipe, options, route)
             except QuantizationError as exc:
                 files.clear()  # what the failed quantizer left half-written
                 if len(ladder) == 1 or isinstance(exc.__cause__, (OSError, MemoryError)):
@@ -396,9 +396,6 @@ def _search(fmt, precision, path, source, checker, conversion, calibration, eval
                               "failures": [f"quantization failed: {exc}"]})
                 failed_quantizing.append(exc)
                 continue
-            if made is None:  # (made ahead: the time budget ran out before this recipe)
-                out_of_time = f"search time budget spent before {recipe.name!r}"
-                break
             entry = made
             tried.append(summary(recipe, entry))
             index = len(tried) - 1
@@ -448,10 +445,10 @@ def _search(fmt, precision, path, source, checker, conversion, calibration, eval
 
 
 class _MadeAhead:
-    """Every recipe of a ladder made and verified before the search walks it (parallel workers).
+    """The recipes of a ladder made and verified before the search walks it (parallel workers).
     ``take(rung)`` puts that recipe's files back at the artifact's path and returns its entry, or
-    raises its QuantizationError, as making it during the walk would have; None when the search's
-    time budget ran out before it was made."""
+    raises its QuantizationError, as making it during the walk would have; None for a recipe not
+    made ahead (the walk makes it in turn, if it gets there)."""
 
     def __init__(self, files, made: dict):
         self._files, self._made = files, made
@@ -468,12 +465,15 @@ class _MadeAhead:
 def _made_ahead(ladder, source, fmt, make, files, judge, evaluation, config) -> _MadeAhead:
     """Each recipe made in turn (quantizing is the quick part) and kept aside, then all verified at
     once — a thread each, whose shards run as Ray tasks — then their latency measured one at a time,
-    natively (concurrent timings would be the load's, not the artifact's)."""
+    natively (concurrent timings would be the load's, not the artifact's). Not made ahead: recipes
+    from the first accuracy-controlled one on (it evaluates the model over and over: 972 s on a
+    MiniLM), and those past the search's time budget — the walk makes them if it reaches them."""
     from concurrent.futures import ThreadPoolExecutor
     made, started = {}, time.monotonic()
     for rung, (recipe, options) in enumerate(ladder):
-        if made and options.search_time is not None and time.monotonic() - started >= options.search_time:
-            break  # (the walk says so when it reaches this rung)
+        if options.max_drop is not None or (
+                made and options.search_time is not None and time.monotonic() - started >= options.search_time):
+            break
         route = ROUTES.find(source.framework, fmt, recipe.precision)
         if route is None:
             continue

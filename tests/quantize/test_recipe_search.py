@@ -226,7 +226,7 @@ def test_transformer_graphs_get_the_transformer_ladder(tmp_path):
     assert kept and all(row["op"] in ("MatMul", "Gemm") for row in kept)
 
 
-def _fake_search(tmp_path, monkeypatch, figures, fp32_ms, parallel=False):
+def _fake_search(tmp_path, monkeypatch, figures, fp32_ms, parallel=False, last=QuantizeOptions()):
     """Run the pipeline's search over a 3-recipe ladder whose quantizers write their recipe's name and
     whose verdicts and latencies are ``figures`` (passed, ms) per recipe ("raise": its quantizer fails).
     ``parallel``: as with parallel workers, every recipe made and judged (in threads) before the walk."""
@@ -235,7 +235,8 @@ def _fake_search(tmp_path, monkeypatch, figures, fp32_ms, parallel=False):
     from edgekit import pipeline
     from edgekit.config import Precision
     from edgekit.quantize.recipes import Recipe
-    ladder = [(Recipe(name, "int8"), QuantizeOptions()) for name in "abc"]
+    ladder = [(Recipe("a", "int8"), QuantizeOptions()), (Recipe("b", "int8"), QuantizeOptions()),
+              (Recipe("c", "int8"), last)]
     monkeypatch.setattr(pipeline, "candidates", lambda *a: ladder)
     names, made = iter("abc"), []
 
@@ -264,12 +265,11 @@ def _fake_search(tmp_path, monkeypatch, figures, fp32_ms, parallel=False):
     workers = SimpleNamespace(parallel=parallel, connect=lambda: None)
     config = SimpleNamespace(quantize=QuantizeOptions(model_type="cnn"), measure_latency=True,
                              parallelism=lambda: workers)
-    report = SimpleNamespace(warnings=[], stages=[])
+    report = SimpleNamespace(warnings=[], stages=[], made=made)
     path = tmp_path / "model.int8.onnx"
     entry = pipeline._search("onnx", Precision.INT8, path, SimpleNamespace(framework="torch", input_specs=()),
                              SimpleNamespace(check=lambda p: None), SimpleNamespace(path=tmp_path / "model.onnx"),
                              None, None, config, report, None, judge, fp32_ms)
-    assert made == (list("abc") if parallel else made)  # made ahead: every recipe, whatever the walk takes
     return entry, path, report
 
 
@@ -311,6 +311,18 @@ def test_a_recipe_whose_quantizer_fails_is_a_failed_recipe(tmp_path, monkeypatch
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.int8.onnx"]
     with pytest.raises(QuantizationError, match="a cannot"):
         _fake_search(tmp_path, monkeypatch, ["raise", "raise", "raise"], 1.0, parallel)
+
+
+def test_made_ahead_every_recipe_but_an_accuracy_controlled_one_which_waits_for_its_turn(tmp_path, monkeypatch):
+    _, _, report = _fake_search(tmp_path, monkeypatch, [(False, 0.5), (True, 0.5), (True, 0.5)], 1.0, True)
+    assert report.made == ["a", "b", "c"]  # made (and judged) before the walk took b
+    accuracy_control = QuantizeOptions(max_drop=1.0)
+    _, _, report = _fake_search(tmp_path, monkeypatch, [(False, 0.5), (True, 0.5), (True, 0.5)], 1.0, True,
+                                accuracy_control)
+    assert report.made == ["a", "b"]  # b shipped: the slow accuracy-controlled recipe was never run
+    entry, _, report = _fake_search(tmp_path, monkeypatch, [(False, 0.5), (False, 0.5), (True, 0.5)], 1.0, True,
+                                    accuracy_control)
+    assert report.made == ["a", "b", "c"] and entry["made"] == "c"  # ... and runs when the walk reaches it
 
 
 def test_calibration_is_capped_once_for_every_quantizer(tmp_path, data):
