@@ -122,16 +122,17 @@ def _answer(path):
 
 
 def run_isolated(file, inputs: dict, *, timeout, entry=None, batch=64, what=None, launcher=NATIVE,
-                 on_batch=None) -> dict:
+                 on_batch=None, threads=None) -> dict:
     """Run model ``file`` (described by manifest ``entry``, or bare) over ``inputs`` in batches in
     an isolated child (started by ``launcher``: natively, or in an emulated CPU); return its outputs
-    by name. ``on_batch(done, total)`` follows the child's progress. Raises as ``spawn`` does."""
+    by name. ``on_batch(done, total)`` follows the child's progress; ``threads``: the engine's
+    (default: its own, every core). Raises as ``spawn`` does."""
     import numpy as np
     with tempfile.TemporaryDirectory(prefix="edgekit-run-") as tmp:
         request, progress = os.path.join(tmp, "request.json"), os.path.join(tmp, "progress")
         with open(request, "w", encoding="utf-8") as fh:
             json.dump({"entry": entry, "inputs": list(inputs), "batch": int(batch),
-                       "progress": progress if on_batch else None}, fh)
+                       "progress": progress if on_batch else None, "threads": threads}, fh)
         inputs_npz, outputs_npz = os.path.join(tmp, "inputs.npz"), os.path.join(tmp, "outputs.npz")
         save_arrays(inputs_npz, list(inputs.values()))
         answer = spawn(["run", os.path.abspath(file), request, inputs_npz, outputs_npz], timeout=timeout,

@@ -28,7 +28,9 @@ def main(argv) -> int:
             with open(request_json, encoding="utf-8") as fh:
                 request = json.load(fh)
             entry = request["entry"]
-            model = _model.load(file) if entry is None else _model.load_artifact(file, entry)
+            threads = request.get("threads")
+            model = _model.load(file, threads=threads) if entry is None else \
+                _model.load_artifact(file, entry, threads=threads)
     except ModelLoadError as exc:
         return _say(answer_file, {"error": str(exc)}, EXIT_LOAD)
     if command == "probe":

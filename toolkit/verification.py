@@ -161,9 +161,12 @@ def _run_in_tasks(entry, file, inputs, runners, timeout, workers) -> list:
     files = {name: (Path(file).parent / name).read_bytes() for name in names}
     jobs = [(names[0], {k: v[piece] for k, v in inputs.items()}, runner.launcher, _what(entry, runner))
             for runner in runners for piece in pieces]
+    # Each task's engine gets its share of the cores (an engine left to use every core in each of N
+    # tasks at once would oversubscribe them: on 2 vCPUs, 2 tasks were no faster than 1).
+    threads = max(1, (os.cpu_count() or 1) // min(len(jobs), workers.slots()))
     try:
         results = workers.map(_run_shard, jobs, shared={"files": files, "entry": entry, "timeout": timeout,
-                                                        "threads": os.environ.get("OMP_NUM_THREADS")},
+                                                        "threads": threads},
                               on_result=lambda done, total: advance(done, total, "eval shards"),
                               here=lambda i: runners[i // len(pieces)].native)
     except WorkerLost as exc:  # e.g. the artifact's allocation got its worker killed: a verdict
@@ -177,20 +180,15 @@ def _run_in_tasks(entry, file, inputs, runners, timeout, workers) -> list:
 
 
 def _run_shard(name, inputs, launcher, what, *, files, entry, timeout, threads):
-    """One task: the artifact (its files shipped as bytes) over ``inputs`` in an isolated child;
-    the artifact's failure is returned (a verdict), anything else raised. The child gets the
-    driver's OMP_NUM_THREADS, not the one-thread setting Ray gives its workers: an engine computes
-    as it would in one process."""
-    if threads is None:
-        os.environ.pop("OMP_NUM_THREADS", None)
-    else:
-        os.environ["OMP_NUM_THREADS"] = threads
+    """One task: the artifact (its files shipped as bytes) over ``inputs`` in an isolated child
+    whose engine uses ``threads``; the artifact's failure is returned (a verdict), anything else
+    raised."""
     with tempfile.TemporaryDirectory(prefix="edgekit-shard-") as folder:
         for file_name, data in files.items():
             (Path(folder) / file_name).write_bytes(data)
         try:
             return run_isolated(Path(folder) / name, inputs, timeout=timeout, entry=entry, batch=EVAL_BATCH,
-                                launcher=launcher, what=what)
+                                launcher=launcher, what=what, threads=threads)
         except ARTIFACT_FAILURES as exc:
             return exc
 

@@ -47,7 +47,7 @@ def test_the_child_tells_an_engine_failure_from_a_bug(tmp_path, monkeypatch, rai
     class Loaded:
         def run_batched(self, inputs, batch, on_batch=None):
             raise raised
-    monkeypatch.setattr(_model, "load", lambda file: Loaded())
+    monkeypatch.setattr(_model, "load", lambda file, threads=None: Loaded())
     (tmp_path / "request.json").write_text(json.dumps({"entry": None, "inputs": ["x"], "batch": 4}))
     np.savez(tmp_path / "in.npz", a0=np.zeros((1, 4), np.float32))
     answer = tmp_path / "answer.json"
