@@ -8,6 +8,7 @@ with the CPU it runs on.
 
 import functools
 import platform
+import sys
 
 # Profile name -> what it stands for. The names are the manifest's and ``--target-cpu``'s.
 PROFILES = {
@@ -58,3 +59,14 @@ def describe_host() -> str:
     profile = host_profile()
     flags = ", ".join(cpu_flags()) or "no int8-relevant flags read"
     return f"{platform.machine()} ({flags}) = {profile or 'no edgekit CPU profile'}"
+
+
+def peak_rss_mb() -> float | None:
+    """Peak resident set size of this process so far in MB (``ru_maxrss`` is KiB on Linux, bytes on
+    macOS); None where the platform has no ``resource`` module."""
+    try:
+        import resource  # (POSIX)
+    except ImportError:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024

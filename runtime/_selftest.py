@@ -96,12 +96,13 @@ def measure(model, source_inputs, inputs: dict, reference: dict, kinds) -> dict:
     return figures
 
 
-def selftest(model, bundle_dir) -> SelfTestResult:
-    """Run ``model`` (loaded from ``bundle_dir``) on the bundle's golden samples and judge it."""
+def selftest(model, bundle_dir, golden=None) -> SelfTestResult:
+    """Run ``model`` (loaded from ``bundle_dir``) on the bundle's golden samples and judge it;
+    ``golden``: what ``read_golden`` returned for the bundle, when the caller already read it."""
     entry, manifest = model.artifact, model.manifest
     if entry is None or manifest is None:
         raise ModelLoadError("selftest needs a model loaded from a bundle (edgekit.runtime.load(DIR))")
-    inputs, references = read_golden(bundle_dir, manifest)
+    inputs, references = golden or read_golden(bundle_dir, manifest)
     reference = references.get(entry.reference["file"] if entry.reference else manifest.reference["file"])
     if reference is None:
         raise ModelLoadError(f"the golden samples hold no outputs of the reference {entry.id} is judged against")

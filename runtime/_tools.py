@@ -15,6 +15,7 @@ import time
 import numpy as np
 
 from ._args import add_bench_arguments, add_selftest_arguments
+from ._cpu import peak_rss_mb
 from ._errors import BackendUnavailableError, ModelLoadError
 
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_NOTHING = 0, 1, 2, 4
@@ -32,15 +33,17 @@ def _artifacts(bundle, wanted):
 
 def selftest(args, out=print) -> int:
     from ._model import load
+    from ._selftest import read_golden, selftest as judge
     manifest, entries = _artifacts(args.bundle, args.artifact)
-    results, skipped = [], []
+    results, skipped, golden = [], [], None
     for entry in entries:
         try:
             model = load(args.bundle, artifact=entry.id)
         except BackendUnavailableError as exc:
             skipped.append({"artifact": entry.id, "skipped": str(exc)})
             continue
-        results.append(model.selftest())
+        golden = golden or read_golden(args.bundle, manifest)  # (read and checked once for every artifact)
+        results.append(judge(model, args.bundle, golden))
     if args.json:
         out(json.dumps({"results": [r.to_dict() for r in results], "skipped": skipped}, indent=2))
     else:
@@ -58,17 +61,21 @@ def selftest(args, out=print) -> int:
     return EXIT_PASS if all(r.passed for r in results) else EXIT_FAIL
 
 
-def _inputs(model, manifest, batch):
+def _golden_inputs(model):
+    """The bundle's golden input samples, or None where it stores none."""
+    from ._selftest import read_golden
+    try:
+        return read_golden(model.bundle, model.manifest)[0]
+    except ModelLoadError:
+        return None
+
+
+def _inputs(model, golden, batch):
     """``batch`` samples for each input: the golden samples (repeated to the batch) where the bundle
     stores them, else zeros of the declared shapes."""
-    from ._selftest import read_golden
     from ._tensor import to_layout
-    try:
-        golden, _ = read_golden(model.bundle, manifest)
-    except ModelLoadError:
-        golden = None
     feeds = {}
-    for spec, tensor in zip(manifest.inputs, model.inputs):
+    for spec, tensor in zip(model.manifest.inputs, model.inputs):
         if golden is not None:
             values = np.resize(golden[spec.name], (batch, *golden[spec.name].shape[1:]))
             feeds[tensor.key] = np.ascontiguousarray(to_layout(values, spec.layout, tensor.layout))
@@ -93,16 +100,15 @@ def _percentiles_ms(call, runs) -> dict:
 def bench_one(bundle, artifact_id, batch, threads, streams, runs) -> dict:
     """Load and time one artifact (run in its own process by ``bench``, so that its load time and
     peak memory are its own)."""
-    from ._manifest import read_manifest
     from ._model import load
-    manifest = read_manifest(bundle)
     options = {"streams": streams} if streams else {}
     start = time.perf_counter()
     model = load(bundle, artifact=artifact_id, threads=threads, **options)
     load_ms = (time.perf_counter() - start) * 1000
     row = {"artifact": artifact_id, "format": model.artifact.format, "precision": model.artifact.precision,
            "backend": model.backend, "threads": threads or os.cpu_count(), "load_ms": load_ms}
-    one = _inputs(model, manifest, 1)
+    golden = _golden_inputs(model)
+    one = _inputs(model, golden, 1)
     start = time.perf_counter()
     model.run(one)
     row["first_call_ms"] = (time.perf_counter() - start) * 1000
@@ -110,21 +116,13 @@ def bench_one(bundle, artifact_id, batch, threads, streams, runs) -> dict:
         model.run(one)
     row["batch1"] = _percentiles_ms(lambda: model.run(one), runs)
     if batch > 1:
-        many = _inputs(model, manifest, batch)
+        many = _inputs(model, golden, batch)
         model.run(many)
         row[f"batch{batch}"] = figures = _percentiles_ms(lambda: model.run(many), max(10, runs // batch))
         figures["samples_per_s"] = batch / (figures["p50_ms"] / 1000)
     row["samples_per_s_batch1"] = 1000 / row["batch1"]["p50_ms"]
-    row["peak_rss_mb"] = _peak_rss_mb()
+    row["peak_rss_mb"] = peak_rss_mb()
     return row
-
-
-def _peak_rss_mb():
-    try:
-        import resource  # (POSIX)
-    except ImportError:
-        return None
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def bench(args, out=print) -> int:

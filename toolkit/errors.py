@@ -14,6 +14,9 @@
 The CLI maps these to exit codes in one place (edgekit.cli.main).
 """
 
+# The exit codes (README, Exit codes): the CLI's, and a sweep cell's, which is its export's.
+EXIT_PASS, EXIT_REGRESSION, EXIT_USAGE, EXIT_INTERNAL, EXIT_NOTHING, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+
 
 class EdgekitError(Exception):
     """Base of every error edgekit raises on purpose."""

@@ -25,7 +25,7 @@ from edgekit.quantize.prune import gzip_size
 from edgekit.quantize.recipes import candidates, summary
 
 from . import golden
-from ._version import __version__
+from ._version import __version__, versions
 from .bundle import check_output_dir, output_lock, staged_bundle
 from .compress import prune_stage, qat_stage
 from .config import CALIBRATED, ExportConfig, ModelType, Precision, QuantizeOptions
@@ -110,13 +110,15 @@ def export(model, example_inputs=None, *, calib=None, eval=None, targets=("onnx"
 
         workers = config.parallelism()
         with staged_bundle(out) as staging:
+            def reference_of(entry):  # an artifact of the QAT model is judged against that model's outputs
+                return qat[1] if entry.get("reference") else reference
+
             def judge(entry, file=None, latency=True):
                 """Verify one artifact through the runtime (in a child when isolated, loaded here only
                 to measure latency, unless ``latency`` is off); fills ``entry["parity"]``. ``file``:
                 where the artifact is when not at its place in the bundle (a recipe kept aside)."""
-                own = qat[1] if entry.get("reference") else reference
                 with timed_step(f"verify {entry['id']}", report.stages, progress):
-                    evaluate(entry, file or staging.path / entry["file"], evaluation, own,
+                    evaluate(entry, file or staging.path / entry["file"], evaluation, reference_of(entry),
                              config.tolerances[Precision(entry["precision"])], source.input_specs,
                              latency=config.measure_latency and latency, isolate=config.isolate,
                              timeout=config.timeout, kinds=kinds, runners=runners, not_verified=not_verified,
@@ -140,9 +142,8 @@ def export(model, example_inputs=None, *, calib=None, eval=None, targets=("onnx"
             if golden_record is not None:
                 with timed_step("golden samples", report.stages, progress):
                     for entry in (e for e in shipped if e["parity"]["passed"]):  # (they ran, in a child)
-                        own = qat[1] if entry.get("reference") else reference
-                        entry["golden"] = golden.figures(staging.path, entry, evaluation, own, source.input_specs,
-                                                         kinds, golden_record["samples"])
+                        entry["golden"] = golden.figures(staging.path, entry, evaluation, reference_of(entry),
+                                                         source.input_specs, kinds, golden_record["samples"])
             manifest = _manifest(source, reference, evaluation, config, report, preprocess, calibration, shipped)
             manifest["golden"] = golden_record
             manifest["output_kinds"] = kinds  # verify judges each output as the export did
@@ -593,18 +594,6 @@ def _entry(fmt, precision, path: Path, source, checker, conversion, quantization
         "quantization": quantization, "contents": checker.describe(path),
         "tools": {"converter": conversion.tool}, "notes": list(notes),
     }
-
-
-def versions() -> dict:
-    from importlib import metadata
-    versions = {"python": platform.python_version(), "edgekit": __version__}
-    for name in ("numpy", "torch", "onnx", "onnxscript", "onnxruntime", "tensorflow", "keras", "tf_keras",
-                 "tf2onnx", "ai-edge-litert", "litert-torch", "openvino", "nncf"):
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return versions
 
 
 def choose_default(artifacts, source_layouts=None):

@@ -109,27 +109,35 @@ def _per_output(artifacts) -> list:
     return out + ["</table>"]
 
 
+def _section(heading: str, artifacts, render) -> list:
+    """``heading`` and each artifact's part (``render(index, artifact)``: a list of HTML pieces,
+    empty when it has none), or nothing when no artifact has one."""
+    parts = [part for index, a in enumerate(artifacts) for part in render(index, a)]
+    return [heading, *parts] if parts else []
+
+
 def _searches(artifacts) -> list:
-    out = []
-    for a in artifacts:
-        tried = (a.get("quantization") or {}).get("search") or []
-        if not tried:
-            continue
-        profiles = list(dict.fromkeys(p for t in tried for p in t.get("profiles") or {}))
-        out.append(f"<h3>Recipes tried for {escape(a['id'])}</h3><table><tr><th>recipe</th><th>scheme</th>"
-                   "<th>cosine</th>" + "".join(f"<th>on {escape(p)}</th>" for p in profiles)
-                   + "<th>result</th><th>why</th></tr>")
-        for t in tried:
-            shipped = " (shipped)" if t.get("recipe") == (a.get("quantization") or {}).get("recipe") else ""
-            cosine = f"{t['cosine']:.6f}" if t.get("cosine") is not None else "–"
-            on = [(t.get("profiles") or {}).get(p) for p in profiles]
-            out.append(f"<tr><td>{escape(str(t.get('recipe')))}{shipped}</td><td>{escape(str(t.get('scheme')))}</td>"
-                       f"<td class='n'>{cosine}</td>"
-                       + "".join(_verdict_cell(f"{a['id']}::{t.get('recipe')}::{p}", v) for p, v in zip(profiles, on))
-                       + _verdict_cell(f"{a['id']}::{t.get('recipe')}", {"passed": t.get("passed")}, "passed", "failed")
-                       + f"<td>{escape('; '.join(t.get('failures') or []))}</td></tr>")
-        out.append("</table>")
-    return (["<h2>Int8 recipe search</h2>"] + out) if out else []
+    return _section("<h2>Int8 recipe search</h2>", artifacts, _search)
+
+
+def _search(_, a) -> list:
+    tried = (a.get("quantization") or {}).get("search") or []
+    if not tried:
+        return []
+    profiles = list(dict.fromkeys(p for t in tried for p in t.get("profiles") or {}))
+    out = [f"<h3>Recipes tried for {escape(a['id'])}</h3><table><tr><th>recipe</th><th>scheme</th>"
+           "<th>cosine</th>" + "".join(f"<th>on {escape(p)}</th>" for p in profiles)
+           + "<th>result</th><th>why</th></tr>"]
+    for t in tried:
+        shipped = " (shipped)" if t.get("recipe") == (a.get("quantization") or {}).get("recipe") else ""
+        cosine = f"{t['cosine']:.6f}" if t.get("cosine") is not None else "–"
+        on = [(t.get("profiles") or {}).get(p) for p in profiles]
+        out.append(f"<tr><td>{escape(str(t.get('recipe')))}{shipped}</td><td>{escape(str(t.get('scheme')))}</td>"
+                   f"<td class='n'>{cosine}</td>"
+                   + "".join(_verdict_cell(f"{a['id']}::{t.get('recipe')}::{p}", v) for p, v in zip(profiles, on))
+                   + _verdict_cell(f"{a['id']}::{t.get('recipe')}", {"passed": t.get("passed")}, "passed", "failed")
+                   + f"<td>{escape('; '.join(t.get('failures') or []))}</td></tr>")
+    return out + ["</table>"]
 
 
 def _verdict_cell(key, verdict, passed="pass", failed="fail") -> str:
@@ -162,21 +170,22 @@ def _profiles(artifacts) -> list:
 
 def _histograms(artifacts) -> list:
     """Per artifact, each output's samples per decade of 1 - cosine: a chart, else a table."""
-    out = []
-    for index, a in enumerate(artifacts):
-        outputs = {name: m["error_histogram"] for name, m in ((a.get("parity") or {}).get("per_output") or {}).items()
-                   if (m or {}).get("error_histogram")}
-        if not outputs:
-            continue
-        data = escape(json.dumps({name: h["counts"] for name, h in outputs.items()}, sort_keys=True))
-        if all(not any(h["counts"][1:]) for h in outputs.values()):  # a float twin: nothing to draw
-            chart = f"<p>every sample of every output below {outputs[next(iter(outputs))]['edges'][1]:.0e}</p>"
-        else:
-            chart = _histogram_svg(a["id"], outputs, index) or _histogram_table(outputs)
-        out.append(f"<h3>{escape(a['id'])}</h3><figure data-artifact='{escape(a['id'])}' data-figure='error_histogram' "
-                   f"data-value='{data}'>{chart}</figure>")
-    return (["<h2>Error distribution</h2><p>Eval samples per decade of per-sample error (1 - cosine against "
-             "the reference), per output.</p>"] + out) if out else []
+    return _section("<h2>Error distribution</h2><p>Eval samples per decade of per-sample error (1 - cosine "
+                    "against the reference), per output.</p>", artifacts, _histogram)
+
+
+def _histogram(index, a) -> list:
+    outputs = {name: m["error_histogram"] for name, m in ((a.get("parity") or {}).get("per_output") or {}).items()
+               if (m or {}).get("error_histogram")}
+    if not outputs:
+        return []
+    data = escape(json.dumps({name: h["counts"] for name, h in outputs.items()}, sort_keys=True))
+    if all(not any(h["counts"][1:]) for h in outputs.values()):  # a float twin: nothing to draw
+        chart = f"<p>every sample of every output below {outputs[next(iter(outputs))]['edges'][1]:.0e}</p>"
+    else:
+        chart = _histogram_svg(a["id"], outputs, index) or _histogram_table(outputs)
+    return [f"<h3>{escape(a['id'])}</h3><figure data-artifact='{escape(a['id'])}' data-figure='error_histogram' "
+            f"data-value='{data}'>{chart}</figure>"]
 
 
 def _bin_labels(edges) -> list:
@@ -235,19 +244,20 @@ def _histogram_table(outputs) -> str:
 
 
 def _blame(artifacts) -> list:
-    out = []
-    for a in artifacts:
-        rows = (a.get("quantization") or {}).get("blame") or []
-        if not rows:
-            continue
-        keys = [k for k in rows[0] if k != "kept_fp32"]
-        out.append(f"<h3>Per-layer blame: {escape(a['id'])}</h3><table><tr>"
-                   + "".join(f"<th>{escape(k)}</th>" for k in keys) + "<th>kept in float</th></tr>")
-        for row in rows:
-            out.append("<tr>" + "".join(f"<td>{escape(str(row.get(k)))}</td>" for k in keys)
-                       + f"<td>{'yes' if row.get('kept_fp32') else ''}</td></tr>")
-        out.append("</table>")
-    return (["<h2>Per-layer blame</h2>"] + out) if out else []
+    return _section("<h2>Per-layer blame</h2>", artifacts, _blame_table)
+
+
+def _blame_table(_, a) -> list:
+    rows = (a.get("quantization") or {}).get("blame") or []
+    if not rows:
+        return []
+    keys = [k for k in rows[0] if k != "kept_fp32"]
+    out = [f"<h3>Per-layer blame: {escape(a['id'])}</h3><table><tr>"
+           + "".join(f"<th>{escape(k)}</th>" for k in keys) + "<th>kept in float</th></tr>"]
+    for row in rows:
+        out.append("<tr>" + "".join(f"<td>{escape(str(row.get(k)))}</td>" for k in keys)
+                   + f"<td>{'yes' if row.get('kept_fp32') else ''}</td></tr>")
+    return out + ["</table>"]
 
 
 def _compression(report) -> list:

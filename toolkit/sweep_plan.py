@@ -396,7 +396,7 @@ def _memory(value, where) -> int:
 
 def with_hashes(cells) -> list:
     """The cells with ``input_hash`` set; each file or folder is read once however many cells name it."""
-    from .pipeline import versions as library_versions
+    from ._version import versions as library_versions
     versions = library_versions()  # edgekit's and the libraries' it drives, as the manifest records them
     digest = lru_cache(maxsize=None)(_digest)
     hashed = []

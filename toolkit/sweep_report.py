@@ -22,7 +22,8 @@ from pathlib import Path
 import edgekit.runtime as ekr
 
 from .bundle import REJECTED_SUFFIX, foreign_files, owned_files, write_atomic
-from .errors import InputError
+from .errors import EXIT_INTERNAL, EXIT_NOTHING, EXIT_REGRESSION, EXIT_USAGE, InputError
+from .report import _size as report_size
 from .sweep_plan import Cell, from_record
 
 PLAN_NAME = "sweep-plan.json"
@@ -31,11 +32,10 @@ RECORD_SUFFIX = ".cell.json"
 LOG_SUFFIX = ".log"
 LEADERBOARD = "leaderboard"
 PASSED, FAILED, ERROR, NOT_RUN = "passed", "failed", "error", "not run"
-# README exit codes: a cell left unrun leaves nothing evaluated for it.
-EXIT_NOTHING = 4
 # The sweep's exit code is its most severe cell's: a failed gate < nothing evaluated < bad input <
-# an internal error (any other code, e.g. a cell's export interrupted, counts as internal).
-_SEVERITY = {1: 1, EXIT_NOTHING: 2, 2: 3, 3: 4}
+# an internal error (any other code, e.g. a cell's export interrupted, counts as internal). A cell
+# left unrun leaves nothing evaluated for it.
+_SEVERITY = {EXIT_REGRESSION: 1, EXIT_NOTHING: 2, EXIT_USAGE: 3, EXIT_INTERNAL: 4}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -147,7 +147,7 @@ class Leaderboard:
         3 internal); 4 when the only gap is cells not run."""
         codes = [c["exit_code"] for c in self.cells if c["status"] in (FAILED, ERROR)]
         if codes:
-            return max(codes, key=lambda code: _SEVERITY.get(code, _SEVERITY[3]))
+            return max(codes, key=lambda code: _SEVERITY.get(code, _SEVERITY[EXIT_INTERNAL]))
         return EXIT_NOTHING if any(c["status"] == NOT_RUN for c in self.cells) else 0
 
     def counts(self) -> dict:
@@ -255,7 +255,7 @@ def _finite(value) -> bool:
 # --- rendering ----------------------------------------------------------------------------------
 
 def _size(n) -> str:
-    return "–" if n is None else f"{n / 1024:.1f} KiB" if n < 1 << 20 else f"{n / (1 << 20):.2f} MiB"
+    return "–" if n is None else report_size(n)
 
 
 def _figures(row, quality) -> dict:

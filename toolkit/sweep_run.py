@@ -41,10 +41,10 @@ from pathlib import Path
 
 from . import sweep_report
 from .bundle import REJECTED_SUFFIX, check_output_dir, foreign_files, output_lock, owned_files, staged_bundle
-from .errors import ConfigError, InputError
+from .errors import EXIT_INTERNAL, ConfigError, InputError  # (a killed cell or lost worker: internal)
 from .sweep_plan import load_plan, with_hashes
 from .sweep_report import ERROR, FAILED, PASSED, CellResult
-from .workers import import_ray, start
+from .workers import connect, import_ray, session
 
 log = logging.getLogger("edgekit.sweep")
 SHARED, DRIVER = "shared", "driver"
@@ -52,7 +52,6 @@ SHARED, DRIVER = "shared", "driver"
 # export fails is never retried: the same inputs would fail the same way.
 RETRIES = 2
 LOG_LIMIT = 1 << 20   # the tail of an export's stderr kept in NAME.log
-EXIT_INTERNAL = 3     # README exit codes: what a cell gets when its process was killed or its worker lost
 
 
 class SweepInterrupted(KeyboardInterrupt):
@@ -82,6 +81,10 @@ def sweep(plan, *, out=None, address=None, workers=None, transfer=SHARED, force=
         raise ConfigError(f"transfer: got {transfer!r}, expected {SHARED!r} or {DRIVER!r}")
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         raise ConfigError(f"retries: expected an integer >= 0, got {retries!r}")
+    if address is not None and workers is not None:
+        raise ConfigError("workers sizes a local Ray; a cluster joined by address has the CPUs of its nodes")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise ConfigError(f"workers: expected an integer >= 1, got {workers!r}")
     cells = with_hashes(plan.cells)
     for cell in cells:
         check_output_dir(sweep_report.cells_dir(out) / cell.name)  # foreign files: refused before any work
@@ -116,22 +119,11 @@ def _out_dir(out) -> Path:
 def _ray(address, workers, verbose):
     """The Ray to run on: this process's own when it already started one, else a cluster joined at
     ``address``, else a local one started here (and stopped on the way out)."""
-    ray = import_ray("edgekit sweep")
-    if ray.is_initialized():
-        if address is not None or workers is not None:
-            raise ConfigError("Ray is already running in this process: address and workers apply to a Ray that "
-                              "edgekit starts (call ray.shutdown() first, or leave them unset)")
-        yield ray
-        return
-    if address is not None and workers is not None:
-        raise ConfigError("workers sizes a local Ray; a cluster joined by address has the CPUs of its nodes")
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
-        raise ConfigError(f"workers: expected an integer >= 1, got {workers!r}")
-    start(ray, address, workers, verbose)
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
+    if import_ray("edgekit sweep").is_initialized() and (address is not None or workers is not None):
+        raise ConfigError("Ray is already running in this process: address and workers apply to a Ray that "
+                          "edgekit starts (call ray.shutdown() first, or leave them unset)")
+    with session():
+        yield connect(address, workers, verbose, what="edgekit sweep")
 
 
 def _check_fits(ray, cells):

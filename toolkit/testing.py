@@ -51,9 +51,8 @@ def assert_parity(bundle, eval, *, baseline=None, artifacts=None, tolerances=Non
         report = verify(bundle, eval, artifacts=artifacts, tolerances=tolerances, isolate=isolate, latency=latency,
                         **verify_options)
     except ParityError as exc:
-        table = exc.report.table() if exc.report is not None else ""
-        raise AssertionError(f"edgekit parity failed for {bundle}:\n{table}\n" + "\n".join(
-            exc.report.failures if exc.report is not None else [str(exc)])) from exc
+        shown = f"{exc.report.table()}\n" + "\n".join(exc.report.failures) if exc.report is not None else f"\n{exc}"
+        raise AssertionError(f"edgekit parity failed for {bundle}:\n{shown}") from exc
     baseline = baseline or _OPTIONS["baseline"]
     if baseline is None:
         return report
@@ -73,7 +72,7 @@ def edgekit_export(tmp_path_factory):
     def export(model, **options):
         import edgekit
         from edgekit.errors import ParityError
-        key = repr((model, sorted(options.items(), key=lambda kv: kv[0])))
+        key = repr((model, sorted(options.items())))
         if key not in bundles:
             out = tmp_path_factory.mktemp("edgekit") / "bundle"
             try:

@@ -7,19 +7,13 @@ callback the current stage's for the duration of the step (a context variable), 
 outside any step does nothing.
 """
 
-import resource
-import sys
 import time
 from contextlib import contextmanager
 from contextvars import ContextVar
 
+from edgekit.runtime._cpu import peak_rss_mb  # (one measure for the stages and the device's bench)
+
 _current = ContextVar("edgekit_stage_progress", default=None)
-
-
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far (ru_maxrss is KiB on Linux, bytes on macOS)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024
 
 
 def advance(done: int, total: int | None = None, unit: str = "samples"):

@@ -124,7 +124,7 @@ def evaluate(entry: dict, file, dataset, reference: ReferenceOutputs, tolerance,
 def measure_latency(entry: dict, file, dataset, specs):
     """``entry["latency_ms"]`` (and the CPU it was measured on): batch-1 calls natively, here. Raises
     what loading or running the artifact raises (``ARTIFACT_FAILURES``)."""
-    inputs = in_artifact_layout([ekr.TensorInfo.from_dict(d) for d in entry["inputs"]], dataset, specs)
+    inputs = in_artifact_layout([ekr.TensorInfo.from_dict(d) for d in entry["inputs"]], dataset.take(1), specs)
     _timed(entry, ekr.load_artifact(file, entry), inputs)
 
 

@@ -43,18 +43,18 @@ def start(ray, address: str | None = None, cpus: int | None = None, verbose=Fals
                           "RAY_AUTH_TOKEN or ~/.ray/auth_token") from exc
 
 
-_started_here = []  # the Ray that ``connect`` started in this process, for ``release``
+_started_here = []  # the Ray that ``connect`` started in this process, stopped by ``session``
 
 
 class WorkerLost(RuntimeError):
     """A task's worker process died (killed, out of memory, its node lost) more often than Ray retries."""
 
 
-def connect(address: str | None = None, cpus: int | None = None):
+def connect(address: str | None = None, cpus: int | None = None, verbose=False, what="parallel verification"):
     """The ``ray`` module, initialised once per process (``start``), or as this process already did."""
-    ray = import_ray("parallel verification")
+    ray = import_ray(what)
     if not ray.is_initialized():
-        start(ray, address, cpus)
+        start(ray, address, cpus, verbose)
         _started_here.append(True)
     return ray
 

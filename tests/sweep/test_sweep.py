@@ -73,7 +73,8 @@ def test_sweep_writes_every_bundle_and_the_leaderboard(grid):
         rows = group["artifacts"]
         # Each file once: the fp32 artifact every int8 cell's bundle also holds is not repeated.
         assert len({r["sha256"] for r in rows}) == len(rows) and all(r["passed"] for r in rows)
-        assert sum(r["precision"] == "int8" for r in rows) == 4 and len(rows) <= 8
+        # (the fp32 export is byte for byte the same in the two recipe cells of a target: 2 rows, not 4)
+        assert sum(r["precision"] == "int8" for r in rows) == 4 and len(rows) == 6
         assert group["quality"] == "accuracy"
         # The front is exactly the rows no other row beats on accuracy, latency and size at once.
         figures = [(r["accuracy"], -r["latency_ms"], -r["size_bytes"]) for r in rows]

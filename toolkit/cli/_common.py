@@ -47,6 +47,11 @@ def count_arg(least: int):
     return parse
 
 
+def add_baseline_tol(parser):
+    parser.add_argument("--baseline-tol", action="append", default=[], metavar="METRIC=VALUE",
+                        help="how much worse is not a regression (accuracy points, cosine, relative size/latency)")
+
+
 def add_isolation(parser):
     import argparse
     from edgekit.config import VERIFY_TIMEOUT_S

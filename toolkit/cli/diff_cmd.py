@@ -2,18 +2,15 @@
 
 import json
 
-from ._common import printable
+from ._common import add_baseline_tol, add_common, printable
 
 
 def register(sub):
     p = sub.add_parser("diff", help="compare two bundles, report.json files or baselines (exit 1 on a regression)")
     p.add_argument("old", metavar="OLD", help="a bundle folder, a report.json or a baseline file")
     p.add_argument("new", metavar="NEW")
-    p.add_argument("--baseline-tol", action="append", default=[], metavar="METRIC=VALUE",
-                   help="how much worse is not a regression (accuracy points, cosine, relative size/latency)")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("-v", "--verbose", action="store_true")
-    p.add_argument("-q", "--quiet", action="store_true")
+    add_baseline_tol(p)
+    add_common(p)
     p.set_defaults(run=run)
 
 

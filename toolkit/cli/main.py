@@ -21,7 +21,9 @@ from edgekit._version import __version__
 from . import device_cmd, diff_cmd, export_cmd, info_cmd, report_cmd, sweep_cmd, verify_cmd
 from ._common import printable
 
-EXIT_PASS, EXIT_REGRESSION, EXIT_USAGE, EXIT_INTERNAL, EXIT_NOTHING, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+from edgekit.errors import (EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_NOTHING, EXIT_PASS,  # noqa: F401 (the CLI's codes)
+                            EXIT_REGRESSION, EXIT_USAGE)
+
 EXIT_PIPE = 141
 COMMANDS = (export_cmd, verify_cmd, info_cmd, diff_cmd, report_cmd, device_cmd, sweep_cmd)
 

@@ -38,7 +38,7 @@ def register(sub):
 
 def run(args) -> int:
     from edgekit import sweep_report
-    from edgekit.errors import ConfigError
+    from edgekit.errors import EXIT_INTERRUPTED, ConfigError
     from edgekit.sweep_run import SweepInterrupted, sweep
     if (args.plan is None) == (args.report is None):
         raise ConfigError("give a PLAN to run, or --report DIR to rebuild a sweep's leaderboard (one of them)")
@@ -52,7 +52,7 @@ def run(args) -> int:
         except SweepInterrupted as exc:
             print(printable(f"edgekit: interrupted; finished bundles kept, {len(exc.not_run)} cells did not run: "
                             + ", ".join(exc.not_run)), file=sys.stderr)
-            return 130  # README exit codes: interrupted
+            return EXIT_INTERRUPTED
     _print(board, args)
     return board.exit_code
 

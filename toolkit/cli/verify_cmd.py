@@ -2,7 +2,8 @@
 
 import json
 
-from ._common import Progress, add_common, add_isolation, add_profiles, add_tolerance, print_report, printable
+from ._common import (Progress, add_baseline_tol, add_common, add_isolation, add_profiles, add_tolerance, print_report,
+                      printable)
 
 
 def register(sub):
@@ -111,8 +112,7 @@ def add_baseline(p):
                                                       "committed baseline by more than its tolerance")
     p.add_argument("--update-baseline", action="store_true",
                    help="write this verification's figures to the --baseline file instead of comparing")
-    p.add_argument("--baseline-tol", action="append", default=[], metavar="METRIC=VALUE",
-                   help="how much worse is not a regression (accuracy points, cosine, relative size/latency)")
+    add_baseline_tol(p)
 
 
 def _against_baseline(args, report):
