@@ -22,27 +22,33 @@ def load_attr(ref: str):
     path = Path(match["file"]).resolve()
     if not path.is_file():
         raise InputError(f"{match['file']} does not exist (from {ref!r})")
-    module_name = f"_edgekit_user_{abs(hash(str(path)))}"
-    if module_name in sys.modules:
-        module = sys.modules[module_name]
-    else:
-        spec = importlib.util.spec_from_file_location(module_name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.path.insert(0, str(path.parent))
-        try:
-            sys.modules[module_name] = module
-            spec.loader.exec_module(module)
-        except Exception:
-            sys.modules.pop(module_name, None)
-            raise
-        finally:
-            sys.path.remove(str(path.parent))
+    module = load_module(path)
     obj = module
     for part in match["attr"].split("."):
         if not hasattr(obj, part):
             raise InputError(f"{path.name} has no attribute {match['attr']!r}")
         obj = getattr(obj, part)
     return obj
+
+
+def load_module(path: Path):
+    """Import the user's ``file.py`` once per process (its folder first on sys.path while it runs)."""
+    path = Path(path).resolve()
+    module_name = f"_edgekit_user_{abs(hash(str(path)))}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(path.parent))
+    try:
+        sys.modules[module_name] = module
+        spec.loader.exec_module(module)
+    except Exception:
+        sys.modules.pop(module_name, None)
+        raise
+    finally:
+        sys.path.remove(str(path.parent))
+    return module
 
 
 class UserCode:

@@ -46,11 +46,12 @@ log = logging.getLogger("edgekit.pipeline")
 def export(model, example_inputs=None, *, calib=None, eval=None, targets=("onnx",), int8=False,
            fp16=False, precisions=None, out, weights=None, input_specs=None, preprocess=None, labels=None,
            quantize: QuantizeOptions | None = None, config: ExportConfig | None = None,
-           progress=None, trust_model=False, **options) -> Report:
+           progress=None, trust_model=False, custom_objects=None, **options) -> Report:
     """Export ``model`` to every target (fp32, plus int8/fp16 when asked), verify, write the bundle.
 
     ``model``: a live torch module / torch.export program, ``file.py:factory``, a ``.pt2`` or
-    ``.onnx`` path (``.pt2``/TorchScript only with ``trust_model=True``). ``calib``/``eval``: anything ``edgekit.data.load_data`` takes. Further keyword
+    ``.onnx`` path (``.pt2``/TorchScript only with ``trust_model=True``); a saved Keras model's own classes
+    come from ``custom_objects`` (the user's FILE.py files, or a dict). ``calib``/``eval``: anything ``edgekit.data.load_data`` takes. Further keyword
     options are ExportConfig fields (``reference_device``, ``tolerances``, ``seed``, ``opset``...).
     Returns the Report; raises ParityError (with the report) when an artifact fails its tolerance,
     after keeping the failing candidate bundle at ``OUT.rejected``.
@@ -81,7 +82,8 @@ def export(model, example_inputs=None, *, calib=None, eval=None, targets=("onnx"
         report.warnings += not_verified_warnings(not_verified)
 
         with timed_step("load source", report.stages, progress):
-            source = load_source(model, weights=weights, input_specs=input_specs, trust_model=trust_model)
+            source = load_source(model, weights=weights, input_specs=input_specs, trust_model=trust_model,
+                                 custom_objects=custom_objects)
         report.source = {"model": source.description, "framework": source.framework}
         config = _plan(source, config, report)  # unsupported cells: known before any work
 

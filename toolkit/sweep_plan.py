@@ -52,9 +52,11 @@ RESERVED = {"to": "targets", "int8": "precisions", "fp16": "precisions", "dynami
 PRECISION_FLAGS = {"fp32": (), "fp16": ("--fp16",), "dynamic": ("--dynamic-int8",), "int8": ("--int8",),
                    "int16x8": ("--int16x8",)}
 # Specs naming a file or folder (FILE.py:NAME for code): resolved against the plan's folder and
-# content-hashed. The first four must exist; a training hook or metric may be a name ("cosine").
-PATH_OPTIONS = ("model", "weights", "calib", "eval", "train", "metric")
-REQUIRED_PATHS = ("model", "weights", "calib", "eval")
+# content-hashed. Required ones must exist; a training hook or metric may be a name ("cosine").
+# --custom-objects may be given a list of files.
+PATH_OPTIONS = ("model", "weights", "calib", "eval", "train", "metric", "custom-objects")
+REQUIRED_PATHS = ("model", "weights", "calib", "eval", "custom-objects")
+REPEATED_PATHS = ("custom-objects",)
 DEFAULT_RECIPE = "default"
 
 
@@ -301,17 +303,23 @@ def _resolve_paths(options: dict, origins: dict, base: Path) -> tuple:
         value = options.get(key)
         if value is None:
             continue
-        value = _expect(value, str, origins[key], "a path (or FILE.py:NAME)")
-        path, sep, attr = value, "", ""
-        if not (base / value).exists() and ".py:" in value:
-            path, sep, attr = value.rpartition(":")
-        if (base / path).exists():
-            files.append(str((base / path).resolve()))
-            resolved[key] = files[-1] + sep + attr
-        elif key in REQUIRED_PATHS:
-            raise ConfigError(f"plan {origins[key]}: {path!r} not found (paths are relative to the plan's folder, "
-                              f"{base})")
+        several = key in REPEATED_PATHS and isinstance(value, list)
+        paths = [_resolve_path(v, key, origins[key], base, files) for v in (value if several else [value])]
+        resolved[key] = paths if several else paths[0]
     return resolved, tuple(dict.fromkeys(files))
+
+
+def _resolve_path(value, key, where, base: Path, files: list) -> str:
+    value = _expect(value, str, where, "a path (or FILE.py:NAME)")
+    path, sep, attr = value, "", ""
+    if not (base / value).exists() and ".py:" in value:
+        path, sep, attr = value.rpartition(":")
+    if (base / path).exists():
+        files.append(str((base / path).resolve()))
+        return files[-1] + sep + attr
+    if key in REQUIRED_PATHS:
+        raise ConfigError(f"plan {where}: {path!r} not found (paths are relative to the plan's folder, {base})")
+    return value
 
 
 # --- small checks -------------------------------------------------------------------------------

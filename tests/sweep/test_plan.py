@@ -57,6 +57,16 @@ def test_cells_are_the_product_of_the_axes_as_export_command_lines(folder):
     assert "--int8" not in cells["mlp.onnx.fp32.host"].argv
 
 
+def test_custom_objects_files_are_resolved_hashed_and_required(folder):
+    (folder / "layers.py").write_text("class Scale: ...\n")
+    (folder / "plan.toml").write_text(TOML.replace('no-latency = true', 'custom-objects = ["layers.py"]'))
+    cell = load_plan(folder / "plan.toml").cells[0]
+    assert f"--custom-objects={folder / 'layers.py'}" in cell.argv and str(folder / "layers.py") in cell.files
+    (folder / "layers.py").unlink()
+    with pytest.raises(ConfigError, match="custom-objects.*'layers.py' not found"):
+        load_plan(folder / "plan.toml")
+
+
 def test_yaml_and_toml_plans_make_the_same_cells(folder):
     yaml = pytest.importorskip("yaml")
     import tomllib

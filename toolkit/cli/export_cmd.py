@@ -27,6 +27,11 @@ def register(sub):
     p.add_argument("--trust-model", action="store_true",
                    help="allow model files that can run code when loaded (.pt2 programs, TorchScript archives); "
                         "only for files you produced")
+    p.add_argument("--custom-objects", action="append", default=[], metavar="FILE.py[:NAME]",
+                   help="the Python file defining a saved Keras model's own layers/classes (repeatable): it is "
+                        "imported, its register_keras_serializable classes register themselves, and its "
+                        "`custom_objects` dict (else every Keras class it defines) is passed to load_model; "
+                        "safe mode stays on")
     p.add_argument("--weights", metavar="STATE.pt", help="state_dict for FILE.py:FACTORY, loaded with weights_only=True")
     p.add_argument("--calib", metavar="DATA", help=".npz/.npy, image folder, or FILE.py:CALLABLE yielding batches")
     p.add_argument("--eval", metavar="DATA", help="evaluation data (arrays x and optional labels y)")
@@ -257,7 +262,7 @@ def run(args) -> int:
                         quiet=args.quiet or args.json)
     try:
         report = export(args.model, calib=args.calib, eval=args.eval, out=args.out, weights=args.weights,
-                        trust_model=args.trust_model,
+                        trust_model=args.trust_model, custom_objects=args.custom_objects,
                         input_specs=specs, preprocess=_preprocess(args), config=config, progress=progress)
     except ParityError as exc:
         if exc.report is not None:

@@ -13,7 +13,7 @@ import importlib
 from pathlib import Path
 
 from .._pyfile import UserCode, is_pyfile_ref, load_attr
-from ..errors import InputError
+from ..errors import ConfigError, InputError
 from ..registry import Registry
 
 SOURCES = Registry("sources")
@@ -26,11 +26,12 @@ SOURCES.register("onnx", "edgekit.sources.onnx_source:OnnxSource", requires=("on
 __all__ = ["SOURCES", "load_source"]
 
 
-def load_source(model, *, weights=None, input_specs=None, framework=None, trust_model=False):
+def load_source(model, *, weights=None, input_specs=None, framework=None, trust_model=False, custom_objects=None):
     """Pick the source that accepts ``model`` (or the named ``framework``) and load it.
 
     ``trust_model``: allow model files that can run code when loaded (``.pt2`` programs,
-    TorchScript archives); off by default."""
+    TorchScript archives); off by default. ``custom_objects``: the user's Python files (or a dict)
+    defining a saved Keras model's own classes (``TFSource``)."""
     entries = SOURCES.entries()
     description = None
     # A model edgekit built or loaded itself may be changed in place; one the caller passed may not.
@@ -41,18 +42,14 @@ def load_source(model, *, weights=None, input_specs=None, framework=None, trust_
         if not callable(factory):
             raise InputError(f"{model} is not callable; expected a factory returning a model")
         description, model = model, UserCode(factory, f"the model factory {model}")()
-    if framework is not None:
-        source = SOURCES.get(framework).load(model, weights=weights, input_specs=input_specs,
-                                             trust_model=trust_model)
-    else:
-        for entry in entries.values():
-            module, attr = entry.target.split(":")
-            if getattr(importlib.import_module(module), attr).accepts(model):
-                source = entry.load().load(model, weights=weights, input_specs=input_specs,
-                                           trust_model=trust_model)
-                break
-        else:
-            source = None
+    if framework is None:
+        framework = next((name for name, entry in entries.items() if _accepts(entry, model)), None)
+    if custom_objects and framework not in (None, "tf"):
+        named = description or (str(model) if isinstance(model, (str, Path)) else type(model).__name__)
+        raise ConfigError(f"--custom-objects applies to Keras models (.keras, .h5); {named} is a {framework} model")
+    source = None if framework is None else SOURCES.get(framework).load(
+        model, weights=weights, input_specs=input_specs, trust_model=trust_model,
+        **({"custom_objects": custom_objects} if custom_objects else {}))
     if source is not None:
         if description:
             source.description = description
@@ -62,3 +59,9 @@ def load_source(model, *, weights=None, input_specs=None, framework=None, trust_
     raise InputError(
         f"{what}; expected FILE.py:FACTORY returning a torch.nn.Module or a Keras model, a .pt2 "
         "torch.export program or TorchScript archive (with --trust-model), a .keras/.h5 file, a SavedModel folder, an .onnx file, or a live model")
+
+
+def _accepts(entry, model) -> bool:
+    """The source class's cheap check, without importing its framework."""
+    module, attr = entry.target.split(":")
+    return getattr(importlib.import_module(module), attr).accepts(model)

@@ -11,6 +11,7 @@ in every format. The reference runs the original model object in TensorFlow.
 
 import logging
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -18,8 +19,9 @@ import numpy as np
 
 from edgekit.runtime import Layout, TensorInfo
 
+from .._pyfile import is_pyfile_ref, load_attr, load_module
 from ..config import ReferenceDevice
-from ..errors import ConfigError, ConversionError, InputError
+from ..errors import ConfigError, ConversionError, EdgekitError, InputError, UserCodeError
 from ..reference import ReferenceOutputs
 from ._base import SourceBase
 
@@ -68,10 +70,11 @@ class TFSource(SourceBase):
         return root in ("keras", "tf_keras", "tensorflow") or _kind(model) is not None
 
     @classmethod
-    def load(cls, model, *, weights=None, input_specs=None, trust_model=False):
+    def load(cls, model, *, weights=None, input_specs=None, trust_model=False, custom_objects=None):
         description = str(model) if isinstance(model, (str, Path)) else type(model).__name__
+        objects = resolve_custom_objects(custom_objects)
         if isinstance(model, (str, Path)):
-            model = _load_file(Path(model))
+            model = _load_file(Path(model), objects, given=bool(custom_objects))
         kind = _kind(model) or ("saved_model" if hasattr(model, "signatures") else None)
         if kind is None:
             raise InputError(f"{description} is a {type(model).__name__}, not a Keras model or SavedModel")
@@ -259,7 +262,67 @@ def _layers(config):
             yield from _layers(value)
 
 
-def _load_file(path: Path):
+def resolve_custom_objects(items) -> dict:
+    """``--custom-objects`` (API ``custom_objects=``): the Keras classes a saved model needs.
+
+    Each item is the user's own ``FILE.py``, imported: classes decorated with
+    ``register_keras_serializable`` register themselves; a dict named ``custom_objects`` in it is
+    used, and else every Keras layer/model class the file defines, by class name. ``FILE.py:NAME``
+    takes that one dict or class; the API also takes a dict. Loading stays in safe mode: this names
+    the code that may run, it does not let a model file bring its own."""
+    if not items:
+        return {}
+    if isinstance(items, (dict, str, Path)):
+        items = [items]
+    objects = {}
+    for item in items:
+        if isinstance(item, dict):
+            objects.update(item)
+            continue
+        text = str(item)
+        if is_pyfile_ref(text):
+            value = _user_code(load_attr, text)
+            objects.update(value if isinstance(value, dict) else {text.rpartition(":")[2]: value})
+            continue
+        path = Path(text)
+        if path.suffix != ".py" or not path.is_file():
+            raise InputError(f"--custom-objects: expected a Python file (FILE.py or FILE.py:NAME) defining the "
+                             f"model's custom classes, got {text!r}"
+                             + ("" if path.suffix != ".py" else " (no such file)"))
+        module = _user_code(load_module, path)
+        declared = getattr(module, "custom_objects", None)
+        if declared is not None and not isinstance(declared, dict):
+            raise InputError(f"{path.name}: custom_objects is a {type(declared).__name__}; expected a dict of "
+                             "name -> class or function")
+        objects.update(declared if declared is not None else _keras_classes(module))
+    return objects
+
+
+def _user_code(load, what):
+    try:
+        return load(what)
+    except EdgekitError:
+        raise
+    except Exception as exc:
+        raise UserCodeError(f"importing {what} (--custom-objects) raised {type(exc).__name__}: {exc}") from exc
+
+
+def _keras_classes(module) -> dict:
+    """The Keras (3 or tf_keras) layer and model classes ``module`` itself defines."""
+    found = {}
+    for name, value in vars(module).items():
+        if isinstance(value, type) and value.__module__ == module.__name__ and any(
+                base.__module__.split(".")[0] in ("keras", "tf_keras") and base.__name__ in ("Layer", "Model")
+                for base in value.__mro__):
+            found[name] = value
+    return found
+
+
+# How Keras 3 and tf_keras say a saved model names a class they do not know.
+_UNKNOWN_CLASS = re.compile(r"Could not locate (?:class|function) '([^']+)'|Unknown \w+: '?([\w>.]+)'?")
+
+
+def _load_file(path: Path, custom_objects: dict, given: bool):
     if not path.exists():
         raise InputError(f"{path} does not exist")
     suffix = path.suffix.lower()
@@ -267,14 +330,24 @@ def _load_file(path: Path):
         if suffix == ".keras":
             import keras
             # safe_mode=True: a Lambda layer's pickled bytecode is refused, never executed.
-            return keras.saving.load_model(str(path), safe_mode=True, compile=False)
+            return keras.saving.load_model(str(path), custom_objects=custom_objects, safe_mode=True, compile=False)
         if suffix in (".h5", ".hdf5"):
             _refuse_code_layers(path)
             import tf_keras
-            return tf_keras.models.load_model(str(path), compile=False)
+            return tf_keras.models.load_model(str(path), custom_objects=custom_objects, compile=False)
+        if custom_objects:
+            raise ConfigError("--custom-objects applies to .keras and .h5 models; a SavedModel needs no Python classes")
         import tensorflow as tf
         return tf.saved_model.load(str(path))
-    except InputError:
+    except EdgekitError:
         raise
     except Exception as exc:
-        raise InputError(f"cannot load {path}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        unknown = _UNKNOWN_CLASS.search(str(exc))
+        if unknown:
+            name = unknown.group(1) or unknown.group(2)
+            hint = ("none of the --custom-objects files defines it" if given else
+                    "pass the Python file that defines it with --custom-objects FILE.py (API: custom_objects=)")
+            raise InputError(f"cannot load {path}: it uses the class {name!r}, which is not part of Keras; "
+                             f"{hint}") from exc
+        raise InputError(f"cannot load {path}: {type(exc).__name__}: {first}") from exc
