@@ -7,7 +7,8 @@ which elements go. Structures:
   (``scope="global"``) or layer by layer (``scope="layer"``);
 - ``2:4``: in every group of 4 consecutive weights along the input axis, the 2 smallest
   (the N:M pattern sparse tensor cores run; 50% exactly, whatever ``sparsity`` says);
-- ``channels``: whole output filters by L1 norm (PyTorch; the graph shrinks).
+- ``channels``: whole output filters by L1 norm (the graph shrinks; ``prune_channels`` for PyTorch,
+  ``prune_keras_channels`` for Keras).
 
 Schedules: ``constant`` prunes to the target at once, then fine-tunes with the user's training
 hook; ``polynomial`` raises sparsity from 0 to the target over ``PHASES`` rounds of
@@ -103,6 +104,20 @@ def n_of_m_mask(weight: np.ndarray, input_axis: int, n=2, m=4) -> np.ndarray | N
     keep = np.ones_like(groups, bool)
     np.put_along_axis(keep, order[:, :m - n], False, axis=1)
     return np.moveaxis(keep.reshape(moved.shape), -1, input_axis)
+
+
+def kept_channels(channels, sparsity, multiple=8) -> int:
+    """Filters to keep: rounded to a multiple of 8 in layers of 32 or more (int8 and fp32 CPU kernels
+    work in blocks of 8/16 channels; odd widths ran slower here), exact in smaller ones."""
+    exact = channels * (1 - sparsity)
+    if channels >= 32:
+        return int(min(channels, max(multiple, multiple * round(exact / multiple))))
+    return max(1, int(round(exact)))
+
+
+def strongest(norms, count) -> np.ndarray:
+    """The indices (in order) of the ``count`` filters with the largest L1 norms: the ones kept."""
+    return np.sort(np.argsort(-np.asarray(norms), kind="stable")[:count])
 
 
 def layer_sparsity(weights: dict) -> dict:

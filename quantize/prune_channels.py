@@ -14,11 +14,9 @@ coupled channels pruned alike), and the report says which.
 import copy
 import operator
 
-import numpy as np
-
 from edgekit.errors import ConfigError
 
-from .prune import PruneResult, fine_tune, rounds
+from .prune import PruneResult, fine_tune, kept_channels, rounds, strongest
 
 _PER_CHANNEL = ("BatchNorm1d", "BatchNorm2d", "PReLU")
 _PASS_MODULES = ("ReLU", "ReLU6", "LeakyReLU", "GELU", "SiLU", "Hardswish", "Hardsigmoid", "Sigmoid", "Tanh",
@@ -149,15 +147,6 @@ def _shrink(module, producer_name, per_channel, consumer_name, consumer_kind, ke
     module.set_submodule(consumer_name, smaller)
 
 
-def _kept(channels, sparsity, multiple=8) -> int:
-    """Filters to keep: rounded to a multiple of 8 in layers of 32 or more (int8 and fp32 CPU kernels
-    work in blocks of 8/16 channels; odd widths ran slower here), exact in smaller ones."""
-    exact = channels * (1 - sparsity)
-    if channels >= 32:
-        return int(min(channels, max(multiple, multiple * round(exact / multiple))))
-    return max(1, int(round(exact)))
-
-
 def _parameter_count(module) -> int:
     return sum(p.numel() for p in module.parameters())
 
@@ -176,11 +165,10 @@ def prune_channels(source, options) -> PruneResult:
     for target, steps in rounds(options):
         for producer, per_channel, consumer, kind in plans:
             conv = module.get_submodule(producer)
-            keep_count = _kept(original[producer], target)
+            keep_count = kept_channels(original[producer], target)
             if keep_count >= conv.out_channels:
                 continue
-            norms = conv.weight.detach().abs().reshape(conv.out_channels, -1).sum(1).numpy()
-            keep = np.sort(np.argsort(-norms, kind="stable")[:keep_count])
+            keep = strongest(conv.weight.detach().abs().reshape(conv.out_channels, -1).sum(1).numpy(), keep_count)
             _shrink(module, producer, per_channel, consumer, kind, keep)
         fine_tune(module, options, steps)
     # The layers _shrink builds are new modules, in training mode: one-shot pruning (no fine-tuning

@@ -4,6 +4,8 @@ tf_keras models with a training hook: TensorFlow Model Optimization's ``prune_lo
 (its ConstantSparsity / PolynomialDecay schedules, ``sparsity_m_by_n=(2, 4)`` for 2:4), trained
 by the user's hook with ``UpdatePruningStep`` among the callbacks, then ``strip_pruning``.
 
+Channel pruning (either Keras): ``prune_keras_channels``.
+
 Keras 3 models (which that library does not support), and one-shot pruning of either: the same
 magnitude masks as the PyTorch path, held during fine-tuning by a constraint on each pruned
 kernel (Keras applies variable constraints after every optimizer step), then removed again.
@@ -112,8 +114,8 @@ def prune(source, options) -> PruneResult:
         raise ConfigError("pruning needs the Keras model (a .keras/.h5 file, FILE.py:factory or a live model); "
                           "a SavedModel's weights are frozen into its graph")
     if options.structure == PruneStructure.CHANNELS:
-        raise UnsupportedError("channel pruning is implemented for PyTorch models; for Keras use "
-                               "--prune-structure unstructured or 2:4")
+        from .prune_keras_channels import prune_channels
+        return prune_channels(source, options)
     model, notes = _clone(source.keras_model(), source.owned)
     if source.kind == "tf_keras" and options.train is not None:
         model, layers = _prune_tfmot(model, options, notes)
