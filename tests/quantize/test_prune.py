@@ -125,6 +125,14 @@ def test_tf_keras_pruning_uses_model_optimization(tmp_path, keras_digits):
                             prune=PruneOptions(sparsity=0.5, train=digits_keras.fit, steps=40, max_accuracy_drop=100))
     assert "tensorflow_model_optimization" in report.compression[1]["recipe"]["method"]
     assert report.artifacts[0]["contents"]["sparsity"] == pytest.approx(0.5, abs=0.02)
+    # 2:4 through TF-MOT's sparsity_m_by_n: every group of 4 input weights keeps 2.
+    report = edgekit.export(model, eval=keras_digits["eval"], targets=["tflite"], out=tmp_path / "t24",
+                            measure_latency=False, prune=PruneOptions(sparsity=0.5, structure="2:4",
+                                                                      train=digits_keras.fit, steps=40,
+                                                                      max_accuracy_drop=100))
+    per_layer = report.compression[1]["per_layer"]
+    kernel = next(name for name in per_layer if name.startswith("conv2d_1"))
+    assert report.passed and per_layer[kernel]["sparsity"] == 0.5, per_layer
 
 
 def test_pruning_that_costs_too_much_fails_the_gate(tmp_path, digits_files, capsys):
