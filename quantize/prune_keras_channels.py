@@ -11,8 +11,9 @@ output or anything else are left whole and reported.
 
 The model is rebuilt with ``clone_model`` — the producers with fewer ``filters``, every other layer
 from its own config (shapes follow) — and the kept slices of every weight are copied in, so a model
-with custom layers prunes as long as Keras can clone it. Subclassed models have no layer graph to
-read and are refused.
+with custom layers prunes as long as Keras can clone it. A subclassed Keras 3 model is first traced
+into a functional model of its layers (``_traced``) when its ``call`` allows it; that model is what
+is pruned and exported.
 """
 
 import numpy as np
@@ -25,7 +26,10 @@ _PRODUCERS = ("Conv1D", "Conv2D")
 _PASS = ("ReLU", "LeakyReLU", "ELU", "MaxPooling1D", "MaxPooling2D", "AveragePooling1D",
          "AveragePooling2D", "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalMaxPooling1D",
          "GlobalMaxPooling2D", "Dropout", "SpatialDropout1D", "SpatialDropout2D", "ZeroPadding1D", "ZeroPadding2D",
-         "Cropping1D", "Cropping2D", "UpSampling1D", "UpSampling2D", "GaussianNoise", "GaussianDropout")
+         "Cropping1D", "Cropping2D", "UpSampling1D", "UpSampling2D", "GaussianNoise", "GaussianDropout",
+         # keras.ops called in a traced subclassed model's call(): elementwise, channels untouched
+         "Relu", "Relu6", "Sigmoid", "Tanh", "Silu", "Gelu", "LeakyRelu", "HardSigmoid", "HardSilu", "Elu", "Selu",
+         "Softplus", "Softsign")
 
 
 class _Plan:
@@ -78,7 +82,10 @@ def _kind(layer) -> str:
 
 def _per_channel(layer, channels) -> bool | None:
     """True: pruned with the producer; False: passes channels through untouched; None: neither."""
-    kind, config = _kind(layer), layer.get_config()
+    kind = _kind(layer)
+    if kind in _PASS:
+        return False
+    config = layer.get_config()
     if kind == "BatchNormalization":
         axis = config.get("axis", -1)
         axis = axis[0] if isinstance(axis, (list, tuple)) and len(axis) == 1 else axis
@@ -88,14 +95,15 @@ def _per_channel(layer, channels) -> bool | None:
     if kind == "PReLU":
         slopes = layer.get_weights()[0].shape[-1]
         return True if slopes == channels else (False if slopes == 1 else None)
-    if kind in _PASS or (kind == "Activation" and config.get("activation") not in ("softmax", "log_softmax")):
+    if kind == "Activation" and config.get("activation") not in ("softmax", "log_softmax"):
         return False
     return None  # softmax over channels, Reshape, Add, Concatenate, nested models...
 
 
 def _plans(model) -> tuple:
     consumers, outputs, shared = _graph(model)
-    layers = {layer.name: layer for layer in model.layers}
+    # Keras 3 lists keras.ops calls among a functional model's operations, not its layers.
+    layers = {op.name: op for op in getattr(model, "operations", model.layers)}
     plans, skipped = [], {}
     for name, layer in layers.items():
         if _kind(layer) not in _PRODUCERS or layer.get_config().get("groups", 1) != 1:
@@ -184,7 +192,8 @@ def _sliced(layer, out_keep, in_keep, flat_channels):
 
 def _shrink(model, plans, keeps: dict):
     """One rebuilt model: every plan's producer cut to ``keeps[producer]`` filters, its followers and
-    consumer with it, every other weight copied as it is."""
+    consumer with it, every other weight copied as it is. Always a new model, so that fine-tuning
+    never trains the caller's layers."""
     layers = {layer.name: layer for layer in model.layers}
     out_keep, in_keep, channels = {}, {}, {}
     for plan in plans:
@@ -195,8 +204,6 @@ def _shrink(model, plans, keeps: dict):
             out_keep[name] = keep
         in_keep[plan.consumer] = keep
         channels[plan.consumer] = layers[plan.producer].get_config()["filters"]
-    if not out_keep:
-        return model
     smaller = _clone(model, {plan.producer: len(keeps[plan.producer]) for plan in plans if plan.producer in keeps})
     for layer in smaller.layers:
         if not layer.weights:  # (the clone's InputLayer has a new name)
@@ -211,12 +218,46 @@ def _norms(layer) -> np.ndarray:
     return np.abs(kernel).reshape(-1, kernel.shape[-1]).sum(0)
 
 
+def _traced(model, specs):
+    """A subclassed Keras 3 model as a functional one over the same layers: its ``call`` run on
+    symbolic inputs records every layer and ``keras.ops`` call it makes. Refused when the call is
+    not traceable (Python control flow on values, tf_keras) or the trace computes something else."""
+    import keras
+    what = f"{type(model).__name__} is subclassed"
+    if not isinstance(model, keras.Model):  # a tf_keras model: no symbolic trace of its call
+        raise UnsupportedError(f"channel pruning of a subclassed tf_keras model: {what}; build it functionally")
+    inputs = [keras.Input(tuple(spec.shape[1:]), dtype=str(spec.dtype), name=spec.name) for spec in specs]
+    try:
+        inputs = inputs[0] if len(inputs) == 1 else inputs
+        functional = keras.Model(inputs, model.call(inputs))
+        probe = [np.random.default_rng(0).standard_normal((2, *spec.shape[1:])).astype(spec.dtype) for spec in specs]
+        probe = probe[0] if len(probe) == 1 else probe
+        same = all(np.allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5) for a, b in
+                   zip(_flat(model(probe, training=False)), _flat(functional(probe, training=False))))
+    except Exception as exc:
+        raise UnsupportedError(f"channel pruning reads a Keras model's layer graph; {what} and its call() could not "
+                               f"be traced into one ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+                               ". Use --prune-structure unstructured or 2:4, or build the model functionally") from exc
+    if not same:
+        raise UnsupportedError(f"channel pruning reads a Keras model's layer graph; {what} and its call() traced "
+                               "into a graph that computes something else (Python control flow?). Use "
+                               "--prune-structure unstructured or 2:4, or build the model functionally")
+    return functional
+
+
+def _flat(outputs) -> list:
+    if isinstance(outputs, dict):
+        return [outputs[k] for k in sorted(outputs)]
+    return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+
+
 def prune_channels(source, options) -> PruneResult:
     model = source.keras_model()
+    notes = []
     if type(model).__name__ not in ("Functional", "Sequential"):
-        raise UnsupportedError(f"channel pruning of Keras models reads the layer graph of a functional or Sequential "
-                               f"model; {type(model).__name__} is subclassed (its call() is Python code). Use "
-                               "--prune-structure unstructured or 2:4, or build the model functionally")
+        model = _traced(model, source.input_specs)
+        notes.append(f"the subclassed {type(source.keras_model()).__name__} was traced into a functional model of "
+                     "its layers, which is what was pruned and exported")
     plans, skipped = _plans(model)
     if not plans:
         reasons = "; ".join(f"{k}: {v}" for k, v in skipped.items())
@@ -237,7 +278,7 @@ def prune_channels(source, options) -> PruneResult:
     per_layer = {name: {"sparsity": 1 - model.get_layer(name).get_config()["filters"] / count, "params": count,
                         "channels": f"{model.get_layer(name).get_config()['filters']}/{count}"}
                  for name, count in original.items()}
-    notes = [f"{name}: left whole ({why})" for name, why in skipped.items()]
+    notes += [f"{name}: left whole ({why})" for name, why in skipped.items()]
     return PruneResult(model, per_layer, notes, {
         "framework": source.kind, "method": "filter pruning by L1 norm (Keras layer graph, clone_model)",
         "parameters_before": before, "parameters_after": after}, sparsity=1 - after / before)

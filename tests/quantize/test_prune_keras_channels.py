@@ -79,7 +79,7 @@ def test_keras3_channel_pruning_shrinks_every_format_and_passes(tmp_path, keras_
     assert len(arts) == 6 and all(a["parity"]["passed"] for a in arts.values())
 
 
-def test_a_subclassed_keras_model_is_refused_for_channel_pruning(tmp_path, keras_digits):
+def test_a_subclassed_keras_model_is_traced_into_its_layers_or_refused(tmp_path, keras_digits):
     import keras
 
     class Net(keras.Model):
@@ -88,9 +88,20 @@ def test_a_subclassed_keras_model_is_refused_for_channel_pruning(tmp_path, keras
             self.conv, self.flat, self.head = keras.layers.Conv2D(8, 3), keras.layers.Flatten(), keras.layers.Dense(10)
 
         def call(self, x):
-            return self.head(self.flat(self.conv(x)))
+            return self.head(self.flat(keras.ops.relu(self.conv(x))))
 
-    with pytest.raises(UnsupportedError, match="functional or Sequential .* Net is subclassed"):
-        edgekit.export(Net(), eval=keras_digits["eval"], targets=["onnx"], out=tmp_path / "s", measure_latency=False,
-                       prune=PruneOptions(sparsity=0.3, structure="channels"))
-    assert not (tmp_path / "s").exists()
+    class Branchy(Net):
+        def call(self, x):  # Python control flow on a value: no graph to read
+            return self.head(self.flat(self.conv(x if float(keras.ops.max(x)) > 0 else -x)))
+
+    loose = {"max_accuracy_drop": 100, "min_cosine": None}  # random weights, one-shot
+    net = Net()
+    report = edgekit.export(net, eval=keras_digits["eval"], targets=["onnx"], out=tmp_path / "s", measure_latency=False,
+                            prune=PruneOptions(sparsity=0.5, structure="channels", **loose))
+    assert report.passed and [v["channels"] for v in report.compression[1]["per_layer"].values()] == ["4/8"]
+    assert any("subclassed Net was traced" in w for w in report.warnings)
+    assert net.conv.kernel.shape[-1] == 8  # the caller's model keeps its layers
+    with pytest.raises(UnsupportedError, match="Branchy is subclassed and its call\\(\\) could not be traced"):
+        edgekit.export(Branchy(), eval=keras_digits["eval"], targets=["onnx"], out=tmp_path / "b",
+                       measure_latency=False, prune=PruneOptions(sparsity=0.5, structure="channels", **loose))
+    assert not (tmp_path / "b").exists()
