@@ -42,9 +42,28 @@ def describe(path: Path) -> dict:
     from onnx import numpy_helper
 
     from . import weight_sparsity
-    sparsity = weight_sparsity(numpy_helper.to_array(init) for init in model.graph.initializer)
+    sparsity = weight_sparsity(_centred(model.graph, numpy_helper))
     return {"weight_elements_by_dtype": dict(weights), "op_counts": dict(sorted(ops.items())),
             "opset": opsets, "ir_version": model.ir_version, "sparsity": sparsity}
+
+
+def _centred(graph, numpy_helper):
+    """Every initializer as an array, quantized weights minus their DequantizeLinear zero point: a
+    pruned weight stored as uint8 (zero point 128) is 128 in the file and zero in the model."""
+    import numpy as np
+    arrays = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    for node in graph.node:
+        if node.op_type != "DequantizeLinear" or len(node.input) < 3 or node.input[0] not in arrays \
+                or node.input[2] not in arrays:
+            continue
+        weight, zero = arrays[node.input[0]], arrays[node.input[2]]
+        if zero.ndim == 1 and zero.size > 1:
+            axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+            shape = [1] * weight.ndim
+            shape[axis] = -1
+            zero = zero.reshape(shape)
+        arrays[node.input[0]] = weight.astype(np.int32) - zero.astype(np.int32)
+    return arrays.values()
 
 
 def rename_outputs(graph, names):

@@ -23,4 +23,13 @@ class QuantizationResult:
     notes: tuple = ()
 
 
-__all__ = ["QuantizationResult"]
+class QATResult:
+    """A quantization-aware-trained framework model (``QAT_TRAINERS``), what trained it, notes."""
+
+    def __init__(self, model, details, notes=()):
+        self.model = model
+        self.details = details
+        self.notes = tuple(notes)
+
+
+__all__ = ["QATResult", "QuantizationResult"]

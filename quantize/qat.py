@@ -3,8 +3,9 @@
 PyTorch: NNCF inserts fake quantizers calibrated on the calibration data (``nncf.quantize``),
 the user's training hook fine-tunes the model with them in place, and ``nncf.strip`` leaves a
 module whose fake-quantize operations carry the learned scales. Keras: TensorFlow Model
-Optimization's ``quantize_model`` for tf_keras models (Keras 3 models have no QAT path in this
-stack); after tf_keras pruning, the pruning-preserving scheme keeps the zeros.
+Optimization's ``quantize_model`` for tf_keras models (after pruning, the pruning-preserving
+scheme keeps the zeros); Keras 3 models, which it does not take, get edgekit's own fake
+quantizers on Keras' fake-quant op (``edgekit.quantize.qat_keras3``).
 
 The int8 artifacts are converted from the QAT model directly — ONNX QuantizeLinear/
 DequantizeLinear pairs, OpenVINO FakeQuantize, TFLite full-integer — so nothing is calibrated a
@@ -13,19 +14,14 @@ second time and what training learned is what ships.
 
 import copy
 import dataclasses
+import importlib.util
 import os
 
-from edgekit.errors import ConfigError, ConversionError, EdgekitError, UnsupportedError
+from edgekit.errors import ConfigError, ConversionError, EdgekitError, MissingDependencyError, UnsupportedError
 from edgekit.timing import Counted
 
+from . import QATResult
 from ._nncf import quiet_nncf
-
-
-class QATResult:
-    def __init__(self, model, details, notes=()):
-        self.model = model
-        self.details = details
-        self.notes = tuple(notes)
 
 
 def _torch_samples(source, calibration, count):
@@ -99,9 +95,16 @@ def _zero_holder(module):
 
 
 def qat_keras(source, options, calibration, quantize_options, pruned=False) -> QATResult:
+    """tf_keras: TF-MOT's ``quantize_model``; Keras 3 (which TF-MOT does not take): edgekit.quantize.qat_keras3."""
+    if source.kind == "keras3":
+        from .qat_keras3 import qat_keras3
+        return qat_keras3(source, options, calibration, quantize_options, pruned=pruned)
     if source.kind != "tf_keras":
-        raise UnsupportedError("QAT for Keras needs a tf_keras model (TensorFlow Model Optimization does not "
-                               "support Keras 3); Keras 3 models get post-training int8 with --int8")
+        raise UnsupportedError(f"QAT needs a Keras model (Keras 3 or tf_keras); {source.description} is a "
+                               f"{source.kind}")
+    if importlib.util.find_spec("tensorflow_model_optimization") is None:
+        raise MissingDependencyError("QAT of a tf_keras model needs tensorflow_model_optimization: "
+                                     "pip install 'edgekit[tf]'")
     import tensorflow_model_optimization as tfmot
     quantization = tfmot.quantization.keras
     try:
@@ -228,32 +231,59 @@ def fold_weight_quantizers(path, unsigned=False) -> int:
 
 
 # A weight is on a symmetric 8-bit grid when every value is within this fraction of a step of an
-# integer multiple of max |w| / 127 (float32 rounding of TF-MOT's folded weights is ~1e-5 steps).
+# integer multiple of the step (float32 rounding of TF-MOT's folded weights is ~1e-5 steps).
 _GRID_TOLERANCE = 1e-2
 
 
 def _grid_scale(weight, axis):
-    """The symmetric int8 scale(s) ``weight`` lies on: per channel along ``axis`` (TF-MOT's
-    convolutions), else per tensor (its Dense layers); None when it is on neither."""
+    """The symmetric int8 scale(s) ``weight`` lies on, or None when it is on no such grid.
+
+    Tried in turn: one scale per channel along ``axis`` with the channel's largest value at 127
+    steps (TF-MOT's convolutions); one scale for the tensor (its Dense layers, which onnxruntime's
+    MatMul kernels take best per tensor); one scale per channel whose largest value is at *at most*
+    127 steps — TF-MOT quantizes a depthwise kernel per depth multiplier (per tensor, for a
+    multiplier of 1) and tf2onnx folds the following BatchNormalization's per-channel factor into
+    the quantized kernel, so channel c holds k·s·γ_c with max |k| < 127 (the tf_keras BN/depthwise
+    test model's depthwise kernels stayed float, its ONNX int8 file 0.92× the fp32 one).
+    """
     import numpy as np
-    moved = np.moveaxis(weight, axis, 0).reshape(weight.shape[axis], -1).astype(np.float64)
-    for scale in (np.abs(moved).max(axis=1) / 127.0, np.asarray(np.abs(moved).max() / 127.0)):
-        if not np.all(scale > 0):
-            continue
-        steps = moved / (scale[:, None] if scale.ndim else scale)
-        if np.abs(steps - np.round(steps)).max() <= _GRID_TOLERANCE:
+    rows = np.moveaxis(weight, axis, 0).reshape(weight.shape[axis], -1).astype(np.float64)
+    peaks = np.abs(rows).max(axis=1)
+    if not peaks.max() > 0:
+        return None
+    peaks = np.where(peaks > 0, peaks, peaks.max())  # an all-zero (pruned) channel is on any grid
+    for scale in (peaks / 127.0, np.asarray(peaks.max() / 127.0)):
+        if _on_grid(rows, scale[:, None] if scale.ndim else scale):
             return scale.astype(np.float32)
-    return None
+    scales = [_row_step(row, peak) for row, peak in zip(rows, peaks)]
+    return None if any(s is None for s in scales) else np.asarray(scales, np.float32)
+
+
+def _on_grid(values, step) -> bool:
+    import numpy as np
+    steps = values / step
+    return bool(np.abs(steps - np.round(steps)).max() <= _GRID_TOLERANCE)
+
+
+def _row_step(row, peak):
+    """The step of the largest symmetric grid of at most 127 steps a side that ``row`` lies on."""
+    import numpy as np
+    counts = np.arange(127, 0, -1)
+    steps = row[None, :] * (counts[:, None] / peak)
+    fits = np.abs(steps - np.round(steps)).max(axis=1) <= _GRID_TOLERANCE
+    return peak / counts[fits.argmax()] if fits.any() else None
 
 
 def store_grid_weights(path, unsigned=False) -> int:
-    """Store float weights that QAT already put on a per-channel int8 grid as int8 + DequantizeLinear.
+    """Store float Conv/MatMul/Gemm weights that QAT already put on an int8 grid as int8 + DequantizeLinear.
 
-    tf2onnx folds TF-MOT's weight fake-quantizers into float constants. Left float, onnxruntime
-    (1.32, its WeightBiasQuantization pass) re-quantizes the weight of a Conv/Gemm that sits
-    between quantized activations to a *per-tensor* int8 grid: the digits QAT test model fell from
-    cosine 1.0 (optimizations off) to 0.990 against the QAT reference; with the grid the model was
-    trained on stored here, 0.9994 (what is left is integer rounding), and the file is int8-sized. ``unsigned`` as for
+    tf2onnx folds TF-MOT's weight fake-quantizers (and the BatchNormalization after them) into float
+    constants. Left float, onnxruntime (1.32, its WeightBiasQuantization pass) re-quantizes the
+    weight of a Conv/Gemm that sits between quantized activations to a *per-tensor* int8 grid: the
+    digits QAT test model fell from cosine 1.0 (optimizations off) to 0.990 against the QAT
+    reference; with the grid the model was trained on stored here, 0.9994 (what is left is integer
+    rounding), and the file is int8-sized. Every weight on a grid is stored, whatever feeds its
+    node: a convolution after a MaxPool used to stay float. ``unsigned`` as for
     ``fold_weight_quantizers``. Returns how many weights were stored.
     """
     import numpy as np
@@ -265,7 +295,6 @@ def store_grid_weights(path, unsigned=False) -> int:
     model = onnx.load(str(path))
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
-    producers = {o: n for n in graph.node for o in n.output}
     uses = {}
     for node in graph.node:
         for name in node.input:
@@ -277,9 +306,6 @@ def store_grid_weights(path, unsigned=False) -> int:
         if node.op_type == "Gemm" and any(a.name == "transB" and a.i for a in node.attribute):
             axis = 0
         if axis is None or len(node.input) < 2 or node.input[1] not in inits or uses.get(node.input[1]) != 1:
-            continue
-        data = producers.get(node.input[0])
-        if data is None or data.op_type not in ("DequantizeLinear", "Reshape", "Transpose"):
             continue
         weight = numpy_helper.to_array(inits[node.input[1]])
         if weight.dtype != np.float32 or weight.ndim < 2:

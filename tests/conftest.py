@@ -90,7 +90,8 @@ def openvino_bundle(tmp_path_factory, digits_files):
 
 @pytest.fixture(scope="session")
 def torch_qat(tmp_path_factory, digits_files):
-    """QAT of the PyTorch digits model, int8 for every format asked (TFLite has no QAT route)."""
+    """QAT of the PyTorch digits model, int8 for every format asked (NNCF's QAT model for ONNX and IR,
+    a PT2E one for TFLite)."""
     import digits
 
     import edgekit

@@ -87,26 +87,59 @@ def _stage_verdict(original, compressed, evaluation, gate) -> dict:
     return parity
 
 
-def qat_stage(source, original, calibration, evaluation, config, report, progress):
-    """Quantization-aware training of the (pruned) float model; returns (QAT source, its reference)."""
-    import dataclasses
+def qat_stage(source, original, calibration, evaluation, config, report, progress) -> dict:
+    """Quantization-aware training of the (pruned) float model for the target formats whose int8
+    artifact is converted from a QAT model; returns {format: (QAT source, its reference)}.
 
-    from .routes import QAT_TRAINERS
+    A framework's trainer (``QAT_TRAINERS[framework]``) makes one QAT model for its formats; a
+    format whose converter needs a QAT model of its own (``QAT_TRAINERS[(framework, format)]``:
+    PyTorch's TFLite, litert-torch converting PT2E graphs but not NNCF's fake quantizers) gets one,
+    trained only when that format is a target, with its own reference file and compression row.
+    Each QAT model is judged against the original by ``qat_gate``."""
+    from .routes import QAT, QAT_TRAINERS, ROUTES
 
     if source.framework not in QAT_TRAINERS.entries():
         raise ConfigError(f"QAT needs a PyTorch or Keras model; {source.description} is {source.framework}")
-    with timed_step("quantization-aware training", report.stages, progress):
-        result = QAT_TRAINERS.get(source.framework)(source, config.qat, calibration, config.quantize,
-                                           pruned=config.prune is not None)
+    formats = [fmt for fmt in config.targets if ROUTES.find(source.framework, fmt, QAT) is not None]
+    models = {}
+    for key, trained_for in _trainers(source.framework, formats).items():
+        models.update(dict.fromkeys(trained_for, _qat_model(key, source, original, calibration, evaluation,
+                                                            config, report, progress)))
+    return models
+
+
+def _trainers(framework, formats) -> dict:
+    """{QAT_TRAINERS key: the formats whose QAT artifacts that trainer's model makes}."""
+    from .routes import QAT_TRAINERS
+    entries = QAT_TRAINERS.entries()
+    trainers = {}
+    for fmt in formats:
+        trainers.setdefault((framework, fmt) if (framework, fmt) in entries else framework, []).append(fmt)
+    return trainers
+
+
+def _qat_model(key, source, original, calibration, evaluation, config, report, progress):
+    """Train one QAT model (trainer ``key``), add its compression row; returns (QAT source, its
+    reference). A format's own model is named after it: row "QAT (torch, tflite)", reference file
+    ``reference.qat-tflite.npz``; the framework's model keeps "QAT (torch)", ``reference.qat.npz``."""
+    import dataclasses
+
+    from .routes import QAT_TRAINERS
+    own = "" if isinstance(key, str) else key[1]  # the format of a format's own QAT model
+    name = f"{source.framework}, {own}" if own else source.framework
+    label = f" ({own})" if own else ""
+    with timed_step(f"quantization-aware training{label}", report.stages, progress):
+        result = QAT_TRAINERS.get(key)(source, config.qat, calibration, config.quantize,
+                                       pruned=config.prune is not None)
     qat_source = source.with_model(result.model, " (QAT)")
-    with timed_step(f"reference ({source.framework}, QAT)", report.stages, progress):
+    with timed_step(f"reference ({name}, QAT)", report.stages, progress):
         qat_reference = dataclasses.replace(qat_source.reference(evaluation, config.reference_device),
-                                            file="reference.qat.npz")
+                                            file=f"reference.qat-{own}.npz" if own else "reference.qat.npz")
     gate = qat_gate(config, evaluation.labels is not None)
     parity = _stage_verdict(original, qat_reference, evaluation, gate)
     if not report.compression:
         report.compression.append(_reference_row(source, parity))
-    report.compression.append({"stage": f"QAT ({source.framework})", **parity,
+    report.compression.append({"stage": f"QAT ({name})", **parity,
                                "size_bytes": qat_source.weight_bytes(), "recipe": result.details})
-    report.warnings += [f"qat: {note}" for note in result.notes]
+    report.warnings += [f"qat{label}: {note}" for note in result.notes]
     return qat_source, qat_reference

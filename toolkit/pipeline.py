@@ -106,14 +106,14 @@ def export(model, example_inputs=None, *, calib=None, eval=None, targets=("onnx"
         original = reference
         if config.prune is not None:
             source, reference = prune_stage(source, reference, evaluation, config, report, progress)
-        qat = None
+        qat = {}  # format -> (its QAT model, that model's reference)
         if config.qat is not None:
             qat = qat_stage(source, original, calibration, evaluation, config, report, progress)
 
         workers = config.parallelism()
         with staged_bundle(out) as staging:
-            def reference_of(entry):  # an artifact of the QAT model is judged against that model's outputs
-                return qat[1] if entry.get("reference") else reference
+            def reference_of(entry):  # an artifact of a QAT model is judged against that model's outputs
+                return qat[entry["format"]][1] if entry.get("reference") else reference
 
             def judge(entry, file=None, latency=True):
                 """Verify one artifact through the runtime (in a child when isolated, loaded here only
@@ -129,7 +129,7 @@ def export(model, example_inputs=None, *, calib=None, eval=None, targets=("onnx"
 
             for fmt in config.targets:
                 report.artifacts += _artifacts_for(fmt, source, calibration, evaluation, config, staging.path,
-                                                   report, progress, judge, qat)
+                                                   report, progress, judge, qat.get(fmt))
             report.warnings += _slower_than_fp32(report.artifacts)
             partial = not report.passed and config.allow_partial and _partial_possible(report)
             shipped = [a for a in report.artifacts if a["parity"]["passed"]] if partial else report.artifacts
@@ -138,7 +138,8 @@ def export(model, example_inputs=None, *, calib=None, eval=None, targets=("onnx"
                     if not entry["parity"]["passed"]:
                         for name in [entry["file"], *(c["file"] for c in entry.get("companions", []))]:
                             (staging.path / name).unlink(missing_ok=True)
-            references = [reference, *([qat[1]] if qat and any("reference" in a for a in shipped) else [])]
+            used = {a["reference"]["file"] for a in shipped if "reference" in a}
+            references = [reference, *{ref.file: ref for _, ref in qat.values() if ref.file in used}.values()]
             digests = {ref.file: ref.save(staging.path) for ref in references}
             golden_record = golden.write(staging.path, evaluation, references, source.input_specs, source.output_names)
             if golden_record is not None:
@@ -291,7 +292,8 @@ def _random_data(specs, seed) -> Dataset:
 
 def _artifacts_for(fmt, source, calibration, evaluation, config, staging: Path, report, progress, judge, qat=None):
     """Yield the verified manifest entry of fp32 and of each quantized precision of ``fmt``; with
-    ``qat`` (QAT source, its reference) the int8 artifact is converted from the QAT model.
+    ``config.qat`` the int8 artifact is converted from the format's QAT model ``qat`` (QAT source,
+    its reference; None when the format has no QAT route).
     ``judge(entry)`` verifies an artifact; a precision with a recipe ladder
     (``edgekit.quantize.recipes``) tries its recipes until one passes."""
     suffix = FORMATS[fmt][0]
@@ -307,7 +309,7 @@ def _artifacts_for(fmt, source, calibration, evaluation, config, staging: Path, 
         if precision == Precision.FP32:
             continue
         path = staging / f"model.{precision}{suffix}"
-        if qat is not None and precision == Precision.INT8:
+        if config.qat is not None and precision == Precision.INT8:
             entry = _qat_artifact(fmt, path, qat, checker, config, calibration or evaluation, report, progress)
             if entry is not None:
                 yield judge(entry)
@@ -549,10 +551,10 @@ class _RecipeFiles:
 
 
 def _qat_artifact(fmt, path, qat, checker, config, example, report, progress):
-    qat_source, qat_reference = qat
-    route = ROUTES.find(qat_source.framework, fmt, QAT)
-    if route is None:  # the cell: warned by _plan
+    if qat is None:  # no QAT route for the format: the cell, warned by _plan
         return None
+    qat_source, qat_reference = qat
+    route = ROUTES.find(qat_source.framework, fmt, QAT)  # (qat_stage trains only for formats with one)
     with timed_step(f"export {fmt} int8 (QAT)", report.stages, progress):
         try:
             result = route.load()(qat_source, path, config, example)

@@ -17,9 +17,10 @@ test compares with the README) and the template tests that run every route on a 
 this table: adding a route is one line here and one module. Third parties add routes through the
 entry-point group ``edgekit.routes`` (name ``framework/format/scheme``, value ``module:attr``).
 
-The framework-side stages before export are keyed by framework alone: ``PRUNERS`` (``prune(model,
+The framework-side stages before export are keyed by framework: ``PRUNERS`` (``prune(model,
 PruneOptions)``) and ``QAT_TRAINERS`` (``qat(model, QATOptions, calibration, QuantizeOptions,
-pruned=) -> QATResult``).
+pruned=) -> QATResult``; keyed ``(framework, format)`` for a format whose QAT artifact needs a QAT
+model of its own, trained only when that format is a target).
 """
 
 from dataclasses import dataclass
@@ -131,25 +132,30 @@ for _framework in Framework:
     ROUTES.register((_framework, "openvino", "int8"), "edgekit.quantize.openvino_nncf:quantize_int8",
                     requires=("openvino", "nncf"), extra="nncf", accuracy_control=True)
 
-# Int8 from a quantization-aware-trained model (PyTorch: NNCF; tf_keras: TF-MOT). litert-torch does
-# not convert NNCF's fake quantizers, so PyTorch has no QAT TFLite route.
+# Int8 from a quantization-aware-trained model (PyTorch: NNCF, and for TFLite PT2E, whose graphs
+# litert-torch converts and NNCF's fake quantizers it does not: edgekit.quantize.qat_pt2e; tf_keras:
+# TF-MOT; Keras 3 Functional and Sequential models: edgekit's fake quantizers,
+# edgekit.quantize.qat_keras3 — no SavedModel folder, no subclassed Keras 3 model).
 ROUTES.register(("torch", "onnx", QAT), "edgekit.quantize.qat:export_onnx",
                 requires=("torch", "onnx", "nncf"), extra="nncf")
 ROUTES.register(("torch", "openvino", QAT), "edgekit.quantize.qat:export_openvino",
                 requires=("torch", "openvino", "nncf"), extra="nncf")
+ROUTES.register(("torch", "tflite", QAT), "edgekit.quantize.qat_pt2e:export_tflite",
+                requires=("torch", "litert_torch", "torchao"), extra="litert", int8_io="always")
 ROUTES.register(("tf", "tflite", QAT), "edgekit.quantize.qat:export_tflite_tf",
-                requires=("tensorflow", "tensorflow_model_optimization"), extra="tf", only="tf_keras")
+                requires=("tensorflow",), extra="tf", only="Keras 3, tf_keras")
 ROUTES.register(("tf", "onnx", QAT), "edgekit.quantize.qat:export_onnx",
-                requires=("tensorflow", "tensorflow_model_optimization", "tf2onnx"), extra="tf", only="tf_keras")
+                requires=("tensorflow", "tf2onnx"), extra="tf", only="Keras 3, tf_keras")
 ROUTES.register(("tf", "openvino", QAT), "edgekit.quantize.qat:export_openvino",
-                requires=("tensorflow", "tensorflow_model_optimization", "openvino"), extra="tf",
-                only="tf_keras")
+                requires=("tensorflow", "openvino"), extra="tf", only="Keras 3, tf_keras")
 
 PRUNERS = Registry("pruners")
 PRUNERS.register("torch", "edgekit.quantize.prune_torch:prune", requires=("torch",), extra="torch")
 PRUNERS.register("tf", "edgekit.quantize.prune_keras:prune", requires=("tensorflow",), extra="tf")
 QAT_TRAINERS = Registry("qat")
 QAT_TRAINERS.register("torch", "edgekit.quantize.qat:qat_torch", requires=("torch", "nncf"), extra="nncf")
+QAT_TRAINERS.register(("torch", "tflite"), "edgekit.quantize.qat_pt2e:qat_pt2e",
+                      requires=("torch", "litert_torch", "torchao"), extra="litert")
 QAT_TRAINERS.register("tf", "edgekit.quantize.qat:qat_keras", requires=("tensorflow",), extra="tf")
 
 

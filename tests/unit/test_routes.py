@@ -34,9 +34,9 @@ def test_every_route_resolves_and_declares_what_it_makes():
         assert route.capabilities.manifest_scheme == MANIFEST_SCHEMES[scheme]
         # Every format a framework reaches has its converter, and nothing else exists without one.
         assert (framework, fmt, FP32) in entries, route.key
-    assert ROUTES.find("onnx", "tflite", FP32) is None and ROUTES.find("torch", "tflite", QAT) is None
-    with pytest.raises(UnsupportedError, match="torch/tflite/qat"):
-        ROUTES.get(("torch", "tflite", "qat"))
+    assert ROUTES.find("onnx", "tflite", FP32) is None and ROUTES.find("onnx", "onnx", QAT) is None
+    with pytest.raises(UnsupportedError, match="onnx/onnx/qat"):
+        ROUTES.get(("onnx", "onnx", "qat"))
 
 
 def test_the_plan_warns_for_each_cell_without_a_route_before_any_work(tmp_path, digits_bundle, digits_files):
