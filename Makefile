@@ -47,6 +47,7 @@ test: $(STAMP) emulators browser
 bench: $(STAMP) emulators
 	$(BIN)/python benchmarks/bench.py
 	$(BIN)/python benchmarks/bench.py --profiles
+	$(BIN)/python benchmarks/memory.py
 
 clean:
 	rm -rf $(VENV) samples/work

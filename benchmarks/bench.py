@@ -3,13 +3,15 @@
     python benchmarks/bench.py [--json FILE] [--skip-mobilenet] [--only NAME]
     python benchmarks/bench.py --recipes      # compare onnxruntime int8 recipes on MobileNetV2
     python benchmarks/bench.py --profiles     # int8 per target CPU profile: recipe, cosine, latency
+    python benchmarks/memory.py               # peak RSS per route (MobileNetV2, Keras and PyTorch)
 
 For the PyTorch and Keras digits samples, MobileNetV2-class networks from both frameworks and a
 MiniLM-class transformer encoder (random weights), per format (ONNX, TFLite, OpenVINO IR):
 int8/fp32 size ratio, int8/fp32 median latency
 through edgekit.runtime (batch 1, 2 threads), accuracy drop, the runtime wrapper's overhead per
 call against the bare engine (onnxruntime's session.run, the TFLite interpreter's invoke) for
-``predict`` and the bound fast path, and the export's wall time and peak memory.
+``predict`` and the bound fast path, and the export's wall time and peak memory (from its report:
+the largest stage figure of the export's process plus its child; per route: ``memory.py``).
 ``--only compression``: pruning (50% unstructured, 30% channels) + int8 against the unpruned fp32
 artifacts: gzip and raw size ratios, sparsity in the file, latency ratio, accuracy drop.
 The README's performance section quotes its output.
@@ -17,7 +19,6 @@ The README's performance section quotes its output.
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -164,17 +165,24 @@ def wrapper_overhead(bundle, x1, runs=20000) -> dict:
     return figures
 
 
+def export_peak_mb(stages) -> float:
+    """An export's peak memory from its report's stages: the largest stage figure of the export's
+    process plus the largest child it ran then (not this process's ``ru_maxrss``, which holds every
+    earlier benchmark's peak too, nor ``RUSAGE_CHILDREN``, which on Linux counts this process's
+    resident set into every child's)."""
+    return max((s.get("peak_rss_mb") or 0) + (s.get("child_peak_rss_mb") or 0) for s in stages)
+
+
 def _cli_export(args, out):
     """Run ``edgekit export`` in a child process: wall time and peak RSS of a real CLI run."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     start = time.perf_counter()
     subprocess.run([sys.executable, "-I", "-m", "edgekit", "export", *args, "--out", str(out), "-q"], check=True,
                    stdout=subprocess.DEVNULL)
     seconds = time.perf_counter() - start
-    peak_mb = max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
     from edgekit.report import Report
     manifest = json.loads((out / "manifest.json").read_text())
-    return Report("export", artifacts=manifest["artifacts"]), seconds, peak_mb
+    stages = json.loads((out / "report.json").read_text())["stages"]
+    return Report("export", artifacts=manifest["artifacts"]), seconds, export_peak_mb(stages)
 
 
 def bench_digits(work: Path):
@@ -206,7 +214,6 @@ def bench_keras_digits(work: Path):
 def _export_rows(name, model, calib, evaluation, targets, out, runs):
     import edgekit
     from edgekit.errors import ParityError
-    from edgekit.timing import peak_rss_mb
     start = time.perf_counter()
     try:
         # Latency measured, as a default export does: the recipe search passes over a recipe slower than fp32.
@@ -216,7 +223,7 @@ def _export_rows(name, model, calib, evaluation, targets, out, runs):
         report, bundle = exc.report, Path(exc.report.output)
     seconds = time.perf_counter() - start
     key = report.artifacts[0]["inputs"][0].get("source_name") or report.artifacts[0]["inputs"][0]["name"]
-    return format_rows(name, bundle, report, {key: calib[:1]}, runs, seconds, peak_rss_mb())
+    return format_rows(name, bundle, report, {key: calib[:1]}, runs, seconds, export_peak_mb(report.stages))
 
 
 def bench_mobilenet(work: Path):
@@ -228,12 +235,13 @@ def bench_mobilenet(work: Path):
                         ["onnx", "tflite", "openvino"], work / "mnv2", 150)
 
 
-def bench_keras_mobilenet(work: Path):
+def keras_mobilenet(rng):
+    """keras.applications.MobileNetV2 (weights=None, 224x224, logits) with BatchNorm statistics set from
+    data drawn from ``rng``."""
     import keras
     keras.utils.set_random_seed(0)
     # Logits, not softmax: 1000 near-uniform probabilities of a random net all quantize to 0.
     model = keras.applications.MobileNetV2(weights=None, input_shape=(224, 224, 3), classifier_activation=None)
-    rng = np.random.default_rng(0)
     # As for the PyTorch net: set BatchNorm statistics from data, or the random net's activations
     # vanish (logits ~1e-11, which no int8 scale represents; the parity gate rejects that model).
     norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
@@ -242,6 +250,12 @@ def bench_keras_mobilenet(work: Path):
     model(rng.standard_normal((16, 224, 224, 3)).astype(np.float32), training=True)
     for layer in norms:
         layer.momentum = 0.99
+    return model
+
+
+def bench_keras_mobilenet(work: Path):
+    rng = np.random.default_rng(0)
+    model = keras_mobilenet(rng)
     calib = rng.standard_normal((64, 224, 224, 3)).astype(np.float32)
     evaluation = rng.standard_normal((32, 224, 224, 3)).astype(np.float32)
     return _export_rows("MobileNetV2 (keras.applications, weights=None, 224x224)", model, calib, evaluation,
@@ -256,7 +270,6 @@ def bench_encoder(work: Path):
     x1 = {name: array[:1] for name, array in evaluation.items()}
     import edgekit
     from edgekit.errors import ParityError
-    from edgekit.timing import peak_rss_mb
     start = time.perf_counter()
     try:
         report = edgekit.export(encoder.minilm(), calib=calib, eval=evaluation, targets=["onnx", "openvino"],
@@ -266,7 +279,7 @@ def bench_encoder(work: Path):
         report, bundle = exc.report, Path(exc.report.output)
     seconds = time.perf_counter() - start
     return format_rows("MiniLM-class encoder (PyTorch, random weights, seq 128)", bundle, report, x1, 100, seconds,
-                       peak_rss_mb())
+                       export_peak_mb(report.stages))
 
 
 def bench_compression(work: Path, mobilenet=True):

@@ -62,8 +62,17 @@ def describe_host() -> str:
 
 
 def peak_rss_mb() -> float | None:
-    """Peak resident set size of this process so far in MB (``ru_maxrss`` is KiB on Linux, bytes on
-    macOS); None where the platform has no ``resource`` module."""
+    """Peak resident set size of this process so far in MB: Linux's ``VmHWM``, else ``ru_maxrss``
+    (KiB on Linux, bytes on macOS); None where the platform has neither. Not ``ru_maxrss`` first: on
+    Linux it carries over the parent's resident set at fork through exec, so a child started by a
+    3 GB process reported 3 GB however little it used (``VmHWM`` belongs to the program's own memory)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        pass
     try:
         import resource  # (POSIX)
     except ImportError:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field, fields, replace
 from .choices import (CalibrationMethod, Emulation, Format, ModelType, Precision, PruneSchedule, PruneScope,
                       PruneStructure, ReferenceDevice, WeightType)
 from .errors import ConfigError, did_you_mean
+from .memory import parse_size
 
 
 def _enum(cls, value, name):
@@ -299,6 +300,10 @@ class ExportConfig:
     # Requested cells the support table lacks (a format with no converter from the source's framework,
     # a precision with no quantizer for it) are warnings and make no artifact; strict makes them errors.
     strict: bool = False
+    # The memory the export may use, in bytes or as "3G" / "3072M" (edgekit.memory): it picks how many
+    # samples run at once; a stage that still peaks above it is a warning. None: the defaults
+    # (a 224x224 MobileNetV2 under 3 GB on every route).
+    max_memory: int | str | None = None
 
     def __post_init__(self):
         if isinstance(self.target_cpu, str):
@@ -309,6 +314,8 @@ class ExportConfig:
             if kind not in OUTPUT_KINDS:
                 raise ConfigError(f"output_kinds[{name!r}]: expected one of {list(OUTPUT_KINDS)}, got {kind!r}")
         check_timeout(self.timeout)
+        if self.max_memory is not None:
+            object.__setattr__(self, "max_memory", parse_size(self.max_memory, "max_memory"))
         self.parallelism()  # a bad worker count fails here, before any work
         if isinstance(self.prune, (int, float)) and not isinstance(self.prune, bool):
             object.__setattr__(self, "prune", PruneOptions(sparsity=float(self.prune)))

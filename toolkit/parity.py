@@ -40,12 +40,21 @@ class ParityResult:
                 "per_output": self.per_output}
 
 
-def sqnr_db(ref, out) -> float:
+def energies(ref, out) -> tuple:
+    """(signal, noise): the energy of ``ref`` and of ``out - ref``, in float64 — sums, so that a
+    pass over samples in batches adds them up (``onnx_blame``)."""
     noise = float(np.sum((ref.astype(np.float64) - out.astype(np.float64)) ** 2))
-    signal = float(np.sum(ref.astype(np.float64) ** 2))
+    return float(np.sum(ref.astype(np.float64) ** 2)), noise
+
+
+def sqnr_from_energies(signal, noise) -> float:
     if noise == 0:
         return math.inf
     return 10 * math.log10(signal / noise) if signal > 0 else -math.inf
+
+
+def sqnr_db(ref, out) -> float:
+    return sqnr_from_energies(*energies(ref, out))
 
 
 # Output names that say "class scores" (a box, landmark or embedding head says none of these).

@@ -31,6 +31,8 @@ from .compress import prune_stage, qat_stage
 from .config import CALIBRATED, ExportConfig, ModelType, Precision, QuantizeOptions
 from .data import Dataset, check_calibration, load_data, validate
 from .errors import ConfigError, InputError, ParityError, QuantizationError, UnsupportedError, did_you_mean
+from .memory import over_budget, trim_heap
+from .memory import plan as memory_plan
 from .parity import output_kinds
 from .profiles import checkable, not_verified_warnings
 from .report import Report
@@ -80,6 +82,7 @@ def export(model, example_inputs=None, *, calib=None, eval=None, targets=("onnx"
         np.random.seed(config.seed)
         report = Report("export", output=str(out))
         report.warnings += not_verified_warnings(not_verified)
+        trim_heap()  # what the caller freed but glibc kept (building a Keras MobileNetV2: 1 GB) goes back first
 
         with timed_step("load source", report.stages, progress):
             source = load_source(model, weights=weights, input_specs=input_specs, trust_model=trust_model,
@@ -92,9 +95,11 @@ def export(model, example_inputs=None, *, calib=None, eval=None, targets=("onnx"
                                                      config, report)
             source.probe(evaluation, timeout=config.timeout)
         source = source.freeze()  # the PreparedModel every later stage receives (edgekit.prepared)
+        memory = memory_plan(config.max_memory, _sample_bytes(evaluation))
+        report.memory = memory.describe()
 
         with timed_step(f"reference ({source.framework})", report.stages, progress):
-            reference = source.reference(evaluation, config.reference_device, timeout=config.timeout)
+            reference = source.reference(evaluation, config.reference_device, timeout=config.timeout, memory=memory)
         report.reference = reference.provenance()
         unknown = sorted(set(config.output_kinds) - set(reference.outputs))
         if unknown:
@@ -124,7 +129,7 @@ def export(model, example_inputs=None, *, calib=None, eval=None, targets=("onnx"
                              config.tolerances[Precision(entry["precision"])], source.input_specs,
                              latency=config.measure_latency and latency, isolate=config.isolate,
                              timeout=config.timeout, kinds=kinds, runners=runners, not_verified=not_verified,
-                             workers=workers)
+                             workers=workers, batch=memory.child_batch)
                 return entry
 
             for fmt in config.targets:
@@ -147,6 +152,7 @@ def export(model, example_inputs=None, *, calib=None, eval=None, targets=("onnx"
                     for entry in (e for e in shipped if e["parity"]["passed"]):  # (they ran, in a child)
                         entry["golden"] = golden.figures(staging.path, entry, evaluation, reference_of(entry),
                                                          source.input_specs, kinds, golden_record["samples"])
+            report.warnings += over_budget(report.stages, config.max_memory)  # (every stage has run)
             manifest = _manifest(source, reference, evaluation, config, report, preprocess, calibration, shipped)
             manifest["golden"] = golden_record
             manifest["output_kinds"] = kinds  # verify judges each output as the export did
@@ -264,6 +270,11 @@ def _specs_from_data(source, loaded) -> list:
                          "each is checked against the model): " + "; ".join(
                              f"{role} ({loaded[role].origin}) holds {held[role]} — {verdicts[role]}" for role in held))
     return inferred["eval"] if "eval" in inferred else next(iter(inferred.values()))
+
+
+def _sample_bytes(dataset) -> int:
+    """Bytes of one sample's inputs: what the memory plan sizes batches by."""
+    return sum(array[:1].nbytes for array in dataset.inputs.values())
 
 
 RANDOM_SAMPLES = 64

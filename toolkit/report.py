@@ -4,6 +4,8 @@ import json
 import math
 from dataclasses import dataclass, field
 
+from .memory import memory_line
+
 
 @dataclass
 class Report:
@@ -15,6 +17,7 @@ class Report:
     compression: list = field(default_factory=list)  # reference -> pruned ...: one row per model stage
     warnings: list = field(default_factory=list)
     output: str = ""
+    memory: dict = field(default_factory=dict)     # the memory budget and the settings it chose (edgekit.memory)
 
     @property
     def passed(self) -> bool:
@@ -31,7 +34,7 @@ class Report:
         return {"command": self.command, "passed": self.passed, "output": self.output,
                 "source": self.source, "reference": self.reference, "compression": self.compression,
                 "artifacts": self.artifacts,
-                "stages": self.stages, "warnings": self.warnings, "failures": self.failures}
+                "stages": self.stages, "memory": self.memory, "warnings": self.warnings, "failures": self.failures}
 
     def to_json(self) -> str:
         return json.dumps(_finite(self.to_dict()), indent=2, sort_keys=False)
@@ -112,8 +115,11 @@ class Report:
         if self.warnings:
             lines += ["", "## Warnings", ""] + [f"- {w}" for w in self.warnings]
         if self.stages:
-            lines += ["", "## Stages", "", "| stage | seconds | peak RSS (MB) |", "|---|---|---|"]
-            lines += [f"| {s['stage']} | {s['seconds']} | {s['peak_rss_mb']} |" for s in self.stages]
+            lines += ["", "## Stages", "", "Peak RSS within each stage: of this process, and of the largest child "
+                      "process that ran in it (e.g. a verification run). " + memory_line(self.memory), "",
+                      "| stage | seconds | peak RSS (MB) | child peak RSS (MB) |", "|---|---|---|---|"]
+            lines += [f"| {s['stage']} | {s['seconds']} | {s['peak_rss_mb']} | {s.get('child_peak_rss_mb', '-')} |"
+                      for s in self.stages]
         return "\n".join(lines) + "\n"
 
 

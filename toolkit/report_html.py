@@ -18,6 +18,8 @@ import json
 import re
 from html import escape
 
+from .memory import memory_line
+
 STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222;max-width:1200px}
 table{border-collapse:collapse;margin:1em 0}th,td{padding:.25em .6em;border-bottom:1px solid #ddd;text-align:left}
@@ -87,7 +89,7 @@ def render(report: dict) -> str:
     parts.append("</table>")
     parts += (_profiles(artifacts) + _per_output(artifacts) + _histograms(artifacts) + _searches(artifacts)
               + _blame(artifacts) + _compression(report))
-    parts += _stages(report.get("stages", []))
+    parts += _stages(report.get("stages", []), report.get("memory"))
     warnings = report.get("warnings", []) + [f"FAILED {f}" for f in report.get("failures", [])]
     if warnings:
         parts.append("<h2>Warnings and failures</h2>" + "".join(f"<div class='warn'>{escape(w)}</div>" for w in warnings))
@@ -276,16 +278,19 @@ def _compression(report) -> list:
     return out + ["</table>"]
 
 
-def _stages(stages) -> list:
+def _stages(stages, memory=None) -> list:
     if not stages:
         return []
     longest = max((s.get("seconds") or 0 for s in stages), default=0) or 1
-    out = ["<h2>Stages</h2><table><tr><th>stage</th><th>wall time</th><th>peak RSS</th></tr>"]
+    out = ["<h2>Stages</h2>" + (f"<p>{escape(memory_line(memory))}</p>" if memory else "") + "<table><tr><th>stage</th><th>wall time</th><th>peak RSS</th><th>child peak RSS</th></tr>"]
     for s in stages:
         seconds = s.get("seconds")
         out.append(f"<tr><td>{escape(str(s.get('stage')))}</td>"
                    + figure_cell(s.get("stage"), "seconds", seconds, f"{seconds:.2f} s" if seconds is not None else None,
                            bar((seconds or 0) / longest * 1.5 if seconds else None, "#7a5cc0", mark=False))
                    + figure_cell(s.get("stage"), "peak_rss_mb", s.get("peak_rss_mb"),
-                           f"{s['peak_rss_mb']:.0f} MB" if s.get("peak_rss_mb") is not None else None) + "</tr>")
+                           f"{s['peak_rss_mb']:.0f} MB" if s.get("peak_rss_mb") is not None else None)
+                   + figure_cell(s.get("stage"), "child_peak_rss_mb", s.get("child_peak_rss_mb"),
+                           f"{s['child_peak_rss_mb']:.0f} MB" if s.get("child_peak_rss_mb") is not None else None)
+                   + "</tr>")
     return out + ["</table>"]

@@ -39,6 +39,7 @@ from pathlib import Path
 
 from .choices import Format, Precision
 from .errors import ConfigError, InputError, MissingDependencyError, did_you_mean
+from .memory import parse_size
 
 PLAN_KEYS = ("out", "models", "targets", "precisions", "recipes", "profiles", "options", "resources")
 MODEL_KEYS = ("name", "model", "resources")
@@ -384,20 +385,7 @@ def _resources(table, where, defaults) -> dict:
     if isinstance(cpus, bool) or not isinstance(cpus, (int, float)) or not cpus > 0:
         raise ConfigError(f"plan {where}.cpus: expected a number of CPUs > 0, got {cpus!r}")
     memory = table.get("memory", defaults["memory"])
-    return {"cpus": float(cpus), "memory": None if memory is None else _memory(memory, f"{where}.memory")}
-
-
-_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30}
-
-
-def _memory(value, where) -> int:
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", value) if isinstance(value, str) else None
-    if match and match[2].lower() in _UNITS and float(match[1]) > 0:
-        return int(float(match[1]) * _UNITS[match[2].lower()])
-    raise ConfigError(f"plan {where}: expected bytes (an integer) or a size such as \"2GiB\" or \"512MiB\", "
-                      f"got {value!r}")
+    return {"cpus": float(cpus), "memory": None if memory is None else parse_size(memory, f"plan {where}.memory")}
 
 
 # --- input hashes -------------------------------------------------------------------------------

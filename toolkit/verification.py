@@ -30,13 +30,14 @@ from .parity import compare, judge, token_mask
 from .profiles import HOST, checkable, default_targets, not_verified_warnings
 from .reference import ReferenceOutputs
 from .report import Report
+from .memory import VERIFY_BATCH
 from .timing import advance, timed_step
 from .workers import Workers, WorkerLost, session
 
 SERIAL = Workers()
 
 log = logging.getLogger("edgekit.verification")
-EVAL_BATCH = 64
+EVAL_BATCH = VERIFY_BATCH  # samples per call of a verification run (edgekit.memory)
 LATENCY_BUDGET_S = 1.0
 LATENCY_MAX_RUNS = 200
 
@@ -64,8 +65,9 @@ def in_artifact_layout(artifact_inputs, dataset, specs) -> dict:
 
 def evaluate(entry: dict, file, dataset, reference: ReferenceOutputs, tolerance, specs, *, latency=True,
              isolate=True, timeout=VERIFY_TIMEOUT_S, kinds=None, runners=(HOST,), not_verified=None,
-             workers: Workers = SERIAL) -> dict:
-    """Run one artifact over the eval set on each target profile's ``runners``, judge it, and fill
+             workers: Workers = SERIAL, batch=EVAL_BATCH) -> dict:
+    """Run one artifact over the eval set on each target profile's ``runners``, ``batch`` samples per
+    call (the export's memory plan may lower it), judge it, and fill
     ``entry['parity']`` (the worst profile's verdict; a failure on any profile fails the artifact),
     ``entry['verified_on']`` and ``entry['not_verified']``.
 
@@ -87,7 +89,7 @@ def evaluate(entry: dict, file, dataset, reference: ReferenceOutputs, tolerance,
         return entry
     model, verdicts, ran, mask = None, [], True, token_mask(dataset.inputs)
     if workers.parallel:  # (each task runs its shard in an isolated child: --no-isolate does not apply)
-        runs = _run_in_tasks(entry, file, inputs, runners, timeout, workers)
+        runs = _run_in_tasks(entry, file, inputs, runners, timeout, workers, batch)
     else:
         runs = []
         for runner in runners:
@@ -95,11 +97,11 @@ def evaluate(entry: dict, file, dataset, reference: ReferenceOutputs, tolerance,
                 advance(done, total, f"eval samples on {runner.profile} ({runner.how})")
             try:
                 if isolate or not runner.native:
-                    outputs = run_isolated(file, inputs, timeout=timeout, entry=entry, batch=EVAL_BATCH,
+                    outputs = run_isolated(file, inputs, timeout=timeout, entry=entry, batch=batch,
                                            launcher=runner.launcher, on_batch=on_batch, what=_what(entry, runner))
                 else:
                     model = ekr.load_artifact(file, entry)
-                    outputs = model.run_batched(inputs, EVAL_BATCH, on_batch)
+                    outputs = model.run_batched(inputs, batch, on_batch)
             except ARTIFACT_FAILURES as exc:
                 outputs = exc
             runs.append(outputs)
@@ -151,12 +153,12 @@ def shards(count: int, pieces: int, batch: int = EVAL_BATCH) -> list:
     return [slice(start, min(start + per, count)) for start in range(0, count, per)]
 
 
-def _run_in_tasks(entry, file, inputs, runners, timeout, workers) -> list:
+def _run_in_tasks(entry, file, inputs, runners, timeout, workers, batch=EVAL_BATCH) -> list:
     """Each runner's outputs (or the artifact's failure) from Ray tasks: one per runner and shard.
     A native runner's tasks run on this machine's node: it is this CPU's verdict. Companion files
     (an IR's ``.bin``) sit beside the artifact, as its engine looks for them."""
     count = len(next(iter(inputs.values())))
-    pieces = shards(count, max(1, workers.slots() // len(runners)))
+    pieces = shards(count, max(1, workers.slots() // len(runners)), batch)
     names = [Path(file).name, *(Path(c["file"]).name for c in entry.get("companions", []))]
     files = {name: (Path(file).parent / name).read_bytes() for name in names}
     jobs = [(names[0], {k: v[piece] for k, v in inputs.items()}, runner.launcher, _what(entry, runner))
@@ -166,7 +168,7 @@ def _run_in_tasks(entry, file, inputs, runners, timeout, workers) -> list:
     threads = max(1, (os.cpu_count() or 1) // min(len(jobs), workers.slots()))
     try:
         results = workers.map(_run_shard, jobs, shared={"files": files, "entry": entry, "timeout": timeout,
-                                                        "threads": threads},
+                                                        "threads": threads, "batch": batch},
                               on_result=lambda done, total: advance(done, total, "eval shards"),
                               here=lambda i: runners[i // len(pieces)].native)
     except WorkerLost as exc:  # e.g. the artifact's allocation got its worker killed: a verdict
@@ -179,7 +181,7 @@ def _run_in_tasks(entry, file, inputs, runners, timeout, workers) -> list:
     return runs
 
 
-def _run_shard(name, inputs, launcher, what, *, files, entry, timeout, threads):
+def _run_shard(name, inputs, launcher, what, *, files, entry, timeout, threads, batch=EVAL_BATCH):
     """One task: the artifact (its files shipped as bytes) over ``inputs`` in an isolated child
     whose engine uses ``threads``; the artifact's failure is returned (a verdict), anything else
     raised."""
@@ -187,7 +189,7 @@ def _run_shard(name, inputs, launcher, what, *, files, entry, timeout, threads):
         for file_name, data in files.items():
             (Path(folder) / file_name).write_bytes(data)
         try:
-            return run_isolated(Path(folder) / name, inputs, timeout=timeout, entry=entry, batch=EVAL_BATCH,
+            return run_isolated(Path(folder) / name, inputs, timeout=timeout, entry=entry, batch=batch,
                                 launcher=launcher, what=what, threads=threads)
         except ARTIFACT_FAILURES as exc:
             return exc

@@ -153,6 +153,8 @@ class Progress:
         self.done += 1
         self.total = max(self.total, self.done)  # (the total is an estimate: a recipe search adds stages)
         line = f"[{self.done}/{self.total}] {stage}: {record['seconds']:.2f} s, peak RSS {record['peak_rss_mb']:.0f} MB"
+        if record.get("child_peak_rss_mb") is not None:
+            line += f" (child process {record['child_peak_rss_mb']:.0f} MB)"
         if self.tty:
             self.stream.write("\r\033[K")
         self.stream.write(line + "\n")

@@ -117,6 +117,9 @@ def register(sub):
     add_isolation(v)
     p.add_argument("--opset", type=int, default=18)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-memory", type=_size, metavar="SIZE",
+                   help="memory the export may use, e.g. 3G or 3072M: picks how many samples run at once "
+                        "(reference, verification); a stage that peaks above it is a warning")
     add_common(p)
     p.set_defaults(run=run)
 
@@ -128,6 +131,16 @@ def _cosine_or_none(text):
         return float(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"expected a cosine in [-1, 1] or 'none', got {text!r}") from exc
+
+
+def _size(text):
+    """``--max-memory``: bytes, or a size such as 3G, 3072M, 2GiB."""
+    from edgekit.errors import ConfigError
+    from edgekit.memory import parse_size
+    try:
+        return parse_size(text, "--max-memory")
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--max-memory: ")) from exc
 
 
 _UNITS = {"s": 1, "m": 60, "h": 3600}
@@ -253,7 +266,7 @@ def run(args) -> int:
                           isolate=args.isolate, timeout=args.timeout, workers=args.workers,
                           ray_address=args.ray_address, output_kinds=_output_kinds(args.output_kinds),
                           prune=_prune_options(args), qat=_qat_options(args), emulation=args.emulation,
-                          allow_partial=args.allow_partial, strict=args.strict,
+                          allow_partial=args.allow_partial, strict=args.strict, max_memory=args.max_memory,
                           **({"target_cpu": args.target_cpu} if args.target_cpu else {}))
     specs = [parse_input_spec(t, args.layout) for t in args.input] or None
     # load, data, reference, golden samples; per artifact export + verify (a recipe search adds more).

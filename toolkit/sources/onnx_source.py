@@ -8,6 +8,7 @@ from edgekit.runtime import Layout, TensorInfo
 
 from ..config import VERIFY_TIMEOUT_S
 from ..errors import InputError
+from ..memory import VERIFY_BATCH, MemoryPlan
 from ..reference import ReferenceOutputs
 from ._base import SourceBase
 
@@ -114,7 +115,7 @@ class OnnxSource(SourceBase):
         self._run({s.name: dataset.inputs[s.name][:1] for s in self.input_specs}, timeout)
         return self.output_names
 
-    def _run(self, inputs, timeout) -> dict:
+    def _run(self, inputs, timeout, batch=VERIFY_BATCH) -> dict:
         """The model over ``inputs`` in an isolated child: an ONNX file from elsewhere can crash
         onnxruntime or never finish (a Loop with a 2^62 trip count); here that is a clean error."""
         import tempfile
@@ -124,14 +125,16 @@ class OnnxSource(SourceBase):
             file = Path(tmp) / "model.onnx"
             file.write_bytes(self.native.SerializeToString())
             try:
-                return run_isolated(file, inputs, timeout=timeout, what="running the source ONNX model")
+                return run_isolated(file, inputs, timeout=timeout, batch=batch, what="running the source ONNX model")
             except ChildFailure as exc:
                 raise InputError(f"the ONNX model failed on the data: {exc}") from exc
             except ekr.ModelLoadError as exc:
                 raise InputError(f"onnxruntime cannot load the ONNX model: {exc}") from exc
 
-    def reference(self, dataset, device, *, timeout=VERIFY_TIMEOUT_S) -> ReferenceOutputs:
+    def reference(self, dataset, device, *, timeout=VERIFY_TIMEOUT_S, memory=MemoryPlan()) -> ReferenceOutputs:
+        """onnxruntime's outputs, in a child as verification runs, in the same batches (``memory.child_batch``):
+        the fp32 ONNX artifact, the same graph, then matches bit for bit."""
         import onnxruntime
-        outputs = self._run({s.name: dataset.inputs[s.name] for s in self.input_specs}, timeout)
+        outputs = self._run({s.name: dataset.inputs[s.name] for s in self.input_specs}, timeout, memory.child_batch)
         return ReferenceOutputs(outputs, "onnxruntime", "cpu", "cpu", {"onnxruntime": onnxruntime.__version__},
                                 dataset.sha256(), len(dataset))

@@ -11,11 +11,11 @@ from edgekit.runtime import Layout, TensorInfo
 from ..config import ReferenceDevice
 from .._torch import flatten_outputs
 from ..errors import ConfigError, InputError
+from ..memory import MemoryPlan
 from ..reference import ReferenceOutputs
 from ._base import SourceBase
 
 log = logging.getLogger("edgekit.sources.torch")
-REFERENCE_BATCH = 64
 
 
 def resolve_device(requested, cuda_available: bool) -> str:
@@ -143,7 +143,8 @@ class TorchSource(SourceBase):
         self.output_names = list(flatten_outputs(result))
         return self.output_names
 
-    def reference(self, dataset, device, *, timeout=None) -> ReferenceOutputs:
+    def reference(self, dataset, device, *, timeout=None, memory=MemoryPlan()) -> ReferenceOutputs:
+        """The module's outputs on ``dataset``, ``memory.batch`` samples per call."""
         import torch
         torch_device = resolve_device(device, torch.cuda.is_available())
         module = self._module.to(torch_device)
@@ -151,8 +152,8 @@ class TorchSource(SourceBase):
         count = len(dataset)
         try:
             with torch.inference_mode():
-                for start in range(0, count, REFERENCE_BATCH):
-                    feeds = [torch.from_numpy(np.ascontiguousarray(dataset.inputs[s.name][start:start + REFERENCE_BATCH]))
+                for start in range(0, count, memory.batch):
+                    feeds = [torch.from_numpy(np.ascontiguousarray(dataset.inputs[s.name][start:start + memory.batch]))
                              .to(torch_device) for s in self.input_specs]
                     for name, value in flatten_outputs(module(*feeds)).items():
                         chunks.setdefault(name, []).append(value.detach().float().cpu().numpy())
