@@ -170,7 +170,8 @@ def export_peak_mb(stages) -> float:
     process plus the largest child it ran then (not this process's ``ru_maxrss``, which holds every
     earlier benchmark's peak too, nor ``RUSAGE_CHILDREN``, which on Linux counts this process's
     resident set into every child's)."""
-    return max((s.get("peak_rss_mb") or 0) + (s.get("child_peak_rss_mb") or 0) for s in stages)
+    from edgekit.memory import stage_peak_mb
+    return max(stage_peak_mb(s) for s in stages)
 
 
 def _cli_export(args, out):

@@ -79,20 +79,10 @@ def export_route(route, out: Path, events: Path, calib, evaluation, max_memory=N
 
 
 def _tree_rss(pid) -> int:
-    """Resident bytes of ``pid`` and all its descendants now (0 once it is gone)."""
-    import psutil
-    try:
-        root = psutil.Process(pid)
-        processes = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0
-    total = 0
-    for process in processes:
-        try:
-            total += process.memory_info().rss
-        except psutil.NoSuchProcess:
-            pass
-    return total
+    """Resident bytes of ``pid`` and all its descendants now (0 once it is gone; Linux's /proc, as
+    the export's own stage figures)."""
+    from edgekit._peaks import _descendants, _status_mb
+    return int(sum(_status_mb(p, "VmRSS") for p in [pid, *_descendants(pid)]) * 2**20)
 
 
 def measure(route, work: Path, calib, evaluation, max_memory=None) -> dict:

@@ -62,14 +62,21 @@ def layouts_of(out_path, nchw) -> dict:
 
 
 def convert(source, out_path, config, example=None) -> ConversionResult:
+    return lowered(source, out_path, example, "fp32")
+
+
+def lowered(source, out_path, example, what, *, quant_config=None, failed="litert-torch conversion failed",
+            error=ConversionError, tool="") -> ConversionResult:
+    """``source``'s module (or PT2E graph) through litert-torch with ``quant_config``, written to
+    ``out_path``; a conversion failure is ``error(failed: ...)``."""
     import litert_torch
     wrapped, args, nchw = prepared(source, example)
     try:
         with quiet():
-            edge = litert_torch.convert(wrapped, args)
+            edge = litert_torch.convert(wrapped, args, **({"quant_config": quant_config} if quant_config else {}))
     except Exception as exc:
-        raise ConversionError(f"litert-torch conversion failed: {type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
-    write(edge, out_path, "fp32")
-    return ConversionResult(out_path, f"litert-torch {litert_torch.__version__}", model=source,
+        raise error(f"{failed}: {type(exc).__name__}: "
+                    f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from exc
+    write(edge, out_path, what)
+    return ConversionResult(out_path, f"litert-torch {litert_torch.__version__}{tool}", model=source,
                             input_layouts=layouts_of(out_path, nchw))

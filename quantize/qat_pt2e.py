@@ -25,6 +25,7 @@ from edgekit.errors import ConfigError, UnsupportedError
 from edgekit.timing import advance
 
 from . import QATResult
+from .qat import zero_holder
 
 # Calibration samples per call: a few calls for the usual few hundred samples, memory bounded for large inputs.
 _CALIBRATION_BATCH = 32
@@ -70,19 +71,6 @@ def _calibrate(prepared, source, calibration):
     return count
 
 
-def _zero_holder(graph):
-    """A callback for the training hook that keeps pruned weights at zero (QAT after pruning must
-    not grow them back). Folding BatchNorm scales each filter, so the zeros are where pruning put them."""
-    import torch
-    held = [(p, p.detach() != 0) for p in graph.parameters() if p.dim() > 1 and bool((p == 0).any())]
-
-    def hold():
-        with torch.no_grad():
-            for weight, mask in held:
-                weight.mul_(mask)
-    return hold if held else None
-
-
 def _failed(step, exc):
     return UnsupportedError(f"PT2E quantization-aware training ({step}) failed: {type(exc).__name__}: "
                             f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}")
@@ -106,7 +94,8 @@ def qat_pt2e(source, options, calibration, quantize_options, pruned=False) -> QA
             count = _calibrate(prepared, source, calibration)
     except Exception as exc:  # torch.export or torchao refusing this model
         raise _failed("capture", exc) from exc
-    hold = _zero_holder(prepared) if pruned else None
+    # (folding BatchNorm scales each filter: the zeros are where pruning put them)
+    hold = zero_holder(p for p in prepared.parameters() if p.dim() > 1) if pruned else None
     prepared.train()
     options.train(prepared, options.steps, [hold] if hold else [])  # the user's errors: UserCodeError
     prepared.eval()
@@ -127,18 +116,9 @@ def qat_pt2e(source, options, calibration, quantize_options, pruned=False) -> QA
 def export_tflite(qat_model, out_path, config, example):
     """TFLite full-integer of the PT2E QAT model: litert-torch lowers its quantize/dequantize pairs
     (no calibration); inputs and outputs are int8, as post-training int8's."""
-    import litert_torch
     from litert_torch.quantize.quant_config import QuantConfig
 
-    from edgekit.converters import ConversionResult
-    from edgekit.converters.torch_tflite import layouts_of, prepared, quiet, write
-    wrapped, args, nchw = prepared(qat_model, example)
-    try:
-        with quiet():
-            edge = litert_torch.convert(wrapped, args, quant_config=QuantConfig(pt2e_quantizer=_quantizer()))
-    except Exception as exc:
-        raise UnsupportedError(f"litert-torch could not convert the PT2E QAT model: {type(exc).__name__}: "
-                               f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from exc
-    write(edge, out_path, "QAT int8")
-    return ConversionResult(out_path, f"litert-torch {litert_torch.__version__} (PT2E QAT model)", model=qat_model,
-                            input_layouts=layouts_of(out_path, nchw))
+    from edgekit.converters.torch_tflite import lowered
+    return lowered(qat_model, out_path, example, "QAT int8", quant_config=QuantConfig(pt2e_quantizer=_quantizer()),
+                   failed="litert-torch could not convert the PT2E QAT model", error=UnsupportedError,
+                   tool=" (PT2E QAT model)")

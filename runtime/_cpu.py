@@ -61,18 +61,27 @@ def describe_host() -> str:
     return f"{platform.machine()} ({flags}) = {profile or 'no edgekit CPU profile'}"
 
 
+def status_mb(pid, field: str) -> float | None:
+    """A memory line of ``/proc/PID/status`` (``VmRSS:``, ``VmHWM:``; ``pid`` may be ``"self"``) in MB;
+    None where there is no such file (not Linux, the process is gone)."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith(field):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        pass
+    return None
+
+
 def peak_rss_mb() -> float | None:
     """Peak resident set size of this process so far in MB: Linux's ``VmHWM``, else ``ru_maxrss``
     (KiB on Linux, bytes on macOS); None where the platform has neither. Not ``ru_maxrss`` first: on
     Linux it carries over the parent's resident set at fork through exec, so a child started by a
     3 GB process reported 3 GB however little it used (``VmHWM`` belongs to the program's own memory)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except (OSError, ValueError):
-        pass
+    peak = status_mb("self", "VmHWM:")
+    if peak is not None:
+        return peak
     try:
         import resource  # (POSIX)
     except ImportError:

@@ -25,7 +25,7 @@ import os
 import threading
 import time
 
-from edgekit.runtime._cpu import peak_rss_mb
+from edgekit.runtime._cpu import peak_rss_mb, status_mb
 
 INTERVAL_S = 0.05
 _PROC = os.path.isdir("/proc/self")
@@ -33,14 +33,7 @@ _PROC = os.path.isdir("/proc/self")
 
 def _status_mb(pid, field) -> float:
     """``VmRSS``/``VmHWM`` of ``pid`` in MB; 0 once it is gone."""
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith(field):
-                    return int(line.split()[1]) / 1024
-    except (OSError, ValueError):
-        pass
-    return 0.0
+    return status_mb(pid, field) or 0.0
 
 
 def _descendants(pid) -> list:

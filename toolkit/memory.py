@@ -105,6 +105,11 @@ def memory_line(memory: dict) -> str:
             f"{memory['child_batch']} per verification call.")
 
 
+def stage_peak_mb(stage: dict) -> float:
+    """What a stage record says was held at once: this process's peak plus its largest child's."""
+    return (stage.get("peak_rss_mb") or 0) + (stage.get("child_peak_rss_mb") or 0)
+
+
 def over_budget(stages, max_memory) -> list:
     """Warnings for the stages whose peak (this process plus its largest child) went over the
     budget: the settings are estimates, measured on MobileNetV2-class models."""
@@ -113,7 +118,7 @@ def over_budget(stages, max_memory) -> list:
     limit = max_memory / 2**20
     warnings = []
     for stage in stages:
-        held = (stage.get("peak_rss_mb") or 0) + (stage.get("child_peak_rss_mb") or 0)
+        held = stage_peak_mb(stage)
         if held > limit:
             warnings.append(f"memory: stage {stage['stage']!r} peaked at {held:.0f} MB (process "
                             f"{stage.get('peak_rss_mb') or 0:.0f} + child {stage.get('child_peak_rss_mb') or 0:.0f}), "
